@@ -1,0 +1,6 @@
+export * from './common.js';
+export * from './aiservice.js';
+export * from './saga.js';
+export * from './template.js';
+export * from './validate.js';
+export { customResourceDefinitions } from './crd.js';

@@ -1,0 +1,102 @@
+/**
+ * The parts of the test control plane, built from their Go modules. Each component's
+ * pinned version is the one its go.mod under modules/ requires, so go.mod is the one
+ * place to change a version.
+ */
+import { readFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const ENV_DIR = dirname(fileURLToPath(import.meta.url));
+export const REPO_DIR = join(ENV_DIR, '..', '..');
+
+export interface Component {
+  name: string;
+  /** Go module whose version go.mod pins. */
+  module: string;
+  /** Main packages to build, one binary each (named after the last path element, or as given). */
+  binaries: { name: string; package: string }[];
+  /** Extra -X flags so the binary reports its real version. */
+  versionFlags: (version: string) => string[];
+  /** A binary from elsewhere (PATH, KUBEBUILDER_ASSETS) fits when its version output matches. */
+  fits: (versionOutput: string) => boolean;
+}
+
+export const COMPONENTS: Component[] = [
+  {
+    name: 'etcd',
+    module: 'go.etcd.io/etcd/server/v3',
+    binaries: [{ name: 'etcd', package: 'go.etcd.io/etcd/server/v3' }],
+    versionFlags: () => [],
+    fits: (out) => /etcd Version: 3\.[5-9]\./.test(out),
+  },
+  {
+    name: 'kubernetes',
+    module: 'k8s.io/kubernetes',
+    binaries: [
+      { name: 'kube-apiserver', package: 'k8s.io/kubernetes/cmd/kube-apiserver' },
+      { name: 'kube-controller-manager', package: 'k8s.io/kubernetes/cmd/kube-controller-manager' },
+      { name: 'kubectl', package: 'k8s.io/kubernetes/cmd/kubectl' },
+    ],
+    versionFlags: (version) => {
+      const [major, minor] = version.replace(/^v/, '').split('.');
+      return ['k8s.io/component-base/version', 'k8s.io/client-go/pkg/version'].flatMap((pkg) => [
+        `-X ${pkg}.gitVersion=${version}`,
+        `-X ${pkg}.gitMajor=${major}`,
+        `-X ${pkg}.gitMinor=${minor}`,
+        `-X ${pkg}.gitTreeState=clean`,
+      ]);
+    },
+    fits: (out) => /v1\.(3[1-9]|[4-9][0-9])\./.test(out),
+  },
+  {
+    name: 'consul',
+    module: 'github.com/hashicorp/consul',
+    binaries: [{ name: 'consul', package: 'github.com/hashicorp/consul' }],
+    versionFlags: () => [],
+    fits: (out) => /Consul v1\./.test(out),
+  },
+  {
+    name: 'helm',
+    module: 'helm.sh/helm/v3',
+    binaries: [{ name: 'helm', package: 'helm.sh/helm/v3/cmd/helm' }],
+    versionFlags: (version) => [`-X helm.sh/helm/v3/internal/version.version=${version}`],
+    fits: (out) => /v3\.\d+\./.test(out),
+  },
+];
+
+/** Istio's CRDs with full schemas come from this Go module (a source file, no build). */
+export const ISTIO_API = {
+  module: 'istio.io/api',
+  version: 'v1.31.4',
+  file: 'kubernetes/customresourcedefinitions.gen.yaml',
+};
+
+export function moduleDir(component: Component): string {
+  return join(ENV_DIR, 'modules', component.name);
+}
+
+export function pinnedVersion(component: Component): string {
+  const goMod = readFileSync(join(moduleDir(component), 'go.mod'), 'utf8');
+  const match = new RegExp(
+    `^\\s*(?:require\\s+)?${component.module.replace(/[.]/g, '\\.')} (v\\S+)`,
+    'm',
+  ).exec(goMod);
+  if (!match?.[1])
+    throw new Error(`test/env/modules/${component.name}/go.mod does not require ${component.module}`);
+  return match[1];
+}
+
+/** Where built binaries are cached, outside the repository so fresh clones reuse them. */
+export function cacheDir(): string {
+  return process.env.AIMESH_TESTENV_CACHE ?? join(homedir(), '.cache', 'aimesh', 'testenv');
+}
+
+export function componentCacheDir(component: Component): string {
+  return join(cacheDir(), `${component.name}-${pinnedVersion(component)}`);
+}
+
+export function istioCrdsPath(): string {
+  return join(cacheDir(), `istio-api-${ISTIO_API.version}`, 'crds.yaml');
+}

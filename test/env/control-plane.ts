@@ -1,0 +1,254 @@
+/**
+ * A real Kubernetes control plane on 127.0.0.1 for tests: etcd, kube-apiserver (token
+ * authentication, RBAC, admission webhooks on) and kube-controller-manager (garbage
+ * collection, deployments, replica sets), with the aimesh and Istio CRDs installed.
+ */
+import { spawn } from 'node:child_process';
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { Agent, request } from 'node:https';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { requireBinary } from './binaries.js';
+import { REPO_DIR, istioCrdsPath } from './components.js';
+import { freePorts } from './ports.js';
+import { startProcess, waitFor, type ManagedProcess } from './processes.js';
+
+export interface ControlPlaneInfo {
+  /** https://127.0.0.1:<port> */
+  server: string;
+  kubeconfig: string;
+  token: string;
+  caFile: string;
+  dir: string;
+  pids: Record<string, number>;
+}
+
+export interface ControlPlane extends ControlPlaneInfo {
+  kubectl: (args: string[], input?: string) => Promise<CommandResult>;
+  /** Stops kube-apiserver and starts it again on the same port and etcd (a restart). */
+  restartApiServer: () => Promise<void>;
+  stop: () => Promise<void>;
+}
+
+export interface CommandResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export interface ControlPlaneOptions {
+  controllerManager?: boolean;
+  installCrds?: boolean;
+}
+
+export async function startControlPlane(options: ControlPlaneOptions = {}): Promise<ControlPlane> {
+  const { controllerManager = true, installCrds = true } = options;
+  const dir = mkdtempSync(join(tmpdir(), 'aimesh-cp-'));
+  const logs = join(dir, 'logs');
+  const [etcdClient, etcdPeer, apiPort, kcmPort] = (await freePorts(4)) as [number, number, number, number];
+  const token = randomBytes(24).toString('hex');
+  const running: ManagedProcess[] = [];
+  const stopAll = async () => {
+    for (const proc of [...running].reverse()) await proc.stop();
+    running.length = 0;
+  };
+
+  try {
+    running.push(startEtcd(dir, logs, etcdClient, etcdPeer));
+    await waitFor('etcd health', async () =>
+      (await httpGet(`http://127.0.0.1:${etcdClient}/health`)).includes('true'),
+    );
+
+    writeSecurityFiles(dir, token);
+    const server = `https://127.0.0.1:${apiPort}`;
+    const caFile = join(dir, 'pki', 'apiserver.crt');
+    const startApi = async () => {
+      const api = startApiServer(dir, logs, etcdClient, apiPort);
+      running.splice(1, 0, api);
+      await waitFor(
+        'kube-apiserver /readyz',
+        async () => (await httpsGet(`${server}/readyz`, token)) === 'ok',
+        60_000,
+      );
+      return api;
+    };
+    let api = await startApi();
+    const kubeconfig = writeKubeconfig(dir, server, caFile, token);
+    if (controllerManager) running.push(startControllerManager(dir, logs, kubeconfig, kcmPort, caFile));
+
+    const kubectl = (args: string[], input?: string) => runKubectl(kubeconfig, args, input);
+    if (installCrds) await installCustomResourceDefinitions(kubectl);
+
+    return {
+      server,
+      kubeconfig,
+      token,
+      caFile,
+      dir,
+      pids: Object.fromEntries(running.map((p) => [p.name, p.pid])),
+      kubectl,
+      restartApiServer: async () => {
+        await api.stop();
+        running.splice(running.indexOf(api), 1);
+        api = await startApi();
+      },
+      stop: async () => {
+        await stopAll();
+        if (!process.env.AIMESH_KEEP_TESTENV) rmSync(dir, { recursive: true, force: true });
+      },
+    };
+  } catch (error) {
+    await stopAll();
+    throw new Error(`control plane did not start (logs in ${logs}): ${String(error)}`, { cause: error });
+  }
+}
+
+function startEtcd(dir: string, logs: string, client: number, peer: number): ManagedProcess {
+  return startProcess(
+    'etcd',
+    requireBinary('etcd'),
+    [
+      `--data-dir=${join(dir, 'etcd')}`,
+      `--listen-client-urls=http://127.0.0.1:${client}`,
+      `--advertise-client-urls=http://127.0.0.1:${client}`,
+      `--listen-peer-urls=http://127.0.0.1:${peer}`,
+      `--initial-advertise-peer-urls=http://127.0.0.1:${peer}`,
+      `--initial-cluster=default=http://127.0.0.1:${peer}`,
+      '--unsafe-no-fsync',
+      '--log-level=warn',
+    ],
+    logs,
+  );
+}
+
+function writeSecurityFiles(dir: string, token: string): void {
+  const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  writeFileSync(join(dir, 'sa.key'), privateKey.export({ type: 'pkcs8', format: 'pem' }));
+  writeFileSync(join(dir, 'sa.pub'), publicKey.export({ type: 'spki', format: 'pem' }));
+  writeFileSync(join(dir, 'tokens.csv'), `${token},admin,admin,system:masters\n`);
+}
+
+function startApiServer(dir: string, logs: string, etcdClient: number, port: number): ManagedProcess {
+  return startProcess(
+    'kube-apiserver',
+    requireBinary('kube-apiserver'),
+    [
+      `--etcd-servers=http://127.0.0.1:${etcdClient}`,
+      '--bind-address=127.0.0.1',
+      '--advertise-address=127.0.0.1',
+      `--secure-port=${port}`,
+      `--cert-dir=${join(dir, 'pki')}`,
+      `--token-auth-file=${join(dir, 'tokens.csv')}`,
+      '--authorization-mode=RBAC',
+      '--enable-admission-plugins=MutatingAdmissionWebhook,ValidatingAdmissionWebhook,ValidatingAdmissionPolicy',
+      '--service-account-issuer=https://kubernetes.default.svc.cluster.local',
+      `--service-account-key-file=${join(dir, 'sa.pub')}`,
+      `--service-account-signing-key-file=${join(dir, 'sa.key')}`,
+      '--service-cluster-ip-range=10.96.0.0/16',
+      '--allow-privileged=true',
+      '--v=0',
+    ],
+    logs,
+  );
+}
+
+function startControllerManager(
+  dir: string,
+  logs: string,
+  kubeconfig: string,
+  port: number,
+  caFile: string,
+): ManagedProcess {
+  return startProcess(
+    'kube-controller-manager',
+    requireBinary('kube-controller-manager'),
+    [
+      `--kubeconfig=${kubeconfig}`,
+      `--authentication-kubeconfig=${kubeconfig}`,
+      `--authorization-kubeconfig=${kubeconfig}`,
+      '--bind-address=127.0.0.1',
+      `--secure-port=${port}`,
+      '--leader-elect=false',
+      '--controllers=*,-csrsigning,-nodeipam,-nodelifecycle,-persistentvolume-binder,-attachdetach,-ttl,-cloud-node-lifecycle',
+      `--service-account-private-key-file=${join(dir, 'sa.key')}`,
+      `--root-ca-file=${caFile}`,
+      '--use-service-account-credentials=false',
+      '--v=0',
+    ],
+    logs,
+  );
+}
+
+function writeKubeconfig(dir: string, server: string, caFile: string, token: string): string {
+  const path = join(dir, 'kubeconfig');
+  const ca = readFileSync(caFile).toString('base64');
+  writeFileSync(
+    path,
+    `apiVersion: v1
+kind: Config
+clusters:
+- name: aimesh-test
+  cluster:
+    server: ${server}
+    certificate-authority-data: ${ca}
+users:
+- name: admin
+  user:
+    token: ${token}
+contexts:
+- name: aimesh-test
+  context:
+    cluster: aimesh-test
+    user: admin
+    namespace: default
+current-context: aimesh-test
+`,
+  );
+  return path;
+}
+
+async function installCustomResourceDefinitions(kubectl: ControlPlane['kubectl']): Promise<void> {
+  const crdDir = join(REPO_DIR, 'crds');
+  const files = [...readdirSync(crdDir).map((f) => join(crdDir, f)), istioCrdsPath()];
+  const applied = await kubectl(['apply', '--server-side', ...files.flatMap((f) => ['-f', f])]);
+  if (applied.code !== 0) throw new Error(`installing CRDs failed: ${applied.stderr}`);
+  const established = await kubectl(['wait', '--for=condition=Established', '--timeout=60s', 'crd', '--all']);
+  if (established.code !== 0) throw new Error(`CRDs not established: ${established.stderr}`);
+}
+
+export function runKubectl(kubeconfig: string, args: string[], input?: string): Promise<CommandResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(requireBinary('kubectl'), args, {
+      env: { ...process.env, KUBECONFIG: kubeconfig },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.once('error', reject);
+    child.once('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
+    child.stdin.end(input ?? '');
+  });
+}
+
+async function httpGet(url: string): Promise<string> {
+  const response = await fetch(url);
+  return response.text();
+}
+
+const insecure = new Agent({ rejectUnauthorized: false });
+
+/** Before the kubeconfig exists the serving certificate is not known yet, so trust is skipped. */
+function httpsGet(url: string, token: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, { agent: insecure, headers: { authorization: `Bearer ${token}` } }, (res) => {
+      let body = '';
+      res.on('data', (d: Buffer) => (body += d.toString()));
+      res.on('end', () => resolve(body));
+    });
+    req.once('error', reject);
+    req.end();
+  });
+}

@@ -1,0 +1,11 @@
+export {
+  startControlPlane,
+  runKubectl,
+  type ControlPlane,
+  type ControlPlaneInfo,
+  type CommandResult,
+} from './control-plane.js';
+export { startConsul, type ConsulAgent, type ConsulAgentInfo } from './consul.js';
+export { resolveBinary, requireBinary, type BinaryName } from './binaries.js';
+export { freePort, freePorts } from './ports.js';
+export { startProcess, waitFor, type ManagedProcess } from './processes.js';
