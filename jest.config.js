@@ -16,9 +16,10 @@ export default {
       displayName: 'e2e',
       testMatch: ['<rootDir>/test/e2e/**/*.test.ts'],
       // One real control plane and Consul agent for the whole e2e run.
-      globalSetup: '<rootDir>/test/e2e/setup.ts',
-      globalTeardown: '<rootDir>/test/e2e/teardown.ts',
+      globalSetup: '<rootDir>/test/e2e/setup.js',
+      globalTeardown: '<rootDir>/test/e2e/teardown.js',
     },
   ],
   testTimeout: 300000,
+  reporters: ['default', '<rootDir>/test/summary-reporter.js'],
 };

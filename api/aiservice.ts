@@ -586,4 +586,11 @@ export type Upstream = z.output<typeof upstream>;
 export type Provider = z.output<typeof provider>;
 export type LoadBalancerStrategy = (typeof LOAD_BALANCER_STRATEGIES)[number];
 export type RetryOn = (typeof RETRY_ON)[number];
-export { upstream as upstreamSchema, provider as providerSchema, aiRouting as aiRoutingSchema };
+export {
+  upstream as upstreamSchema,
+  provider as providerSchema,
+  aiRouting as aiRoutingSchema,
+  healthCheck as healthCheckSchema,
+  observability as observabilitySchema,
+  consulDiscovery as consulDiscoverySchema,
+};

@@ -4,3 +4,4 @@ export * from './saga.js';
 export * from './template.js';
 export * from './validate.js';
 export { customResourceDefinitions } from './crd.js';
+export * from './sidecar-config.js';

@@ -1,10 +1,13 @@
 #!/usr/bin/env node
+import { parseArgs } from 'node:util';
 import { runValidate } from './validate.js';
 
 const USAGE = `usage: aimesh <command> [arguments]
 
 commands:
   validate <file-or-folder>...   check AiService and Saga resources against the aimesh.io/v1alpha1 schemas
+  operator [flags]               run the controller (flags: --kubeconfig, --namespace, --probe-address,
+                                 --leader-elect=false, --lease-namespace, --workers, --sidecar-image)
   crds                           print the CustomResourceDefinitions as YAML
 `;
 
@@ -13,6 +16,8 @@ async function main(argv: string[]): Promise<number> {
   switch (command) {
     case 'validate':
       return runValidate(args);
+    case 'operator':
+      return runOperatorCommand(args);
     case 'crds': {
       const { generatedFiles } = await import('../api/generated.js');
       process.stdout.write(
@@ -34,4 +39,59 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
-process.exitCode = await main(process.argv.slice(2));
+async function runOperatorCommand(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      kubeconfig: { type: 'string' },
+      namespace: { type: 'string' },
+      'probe-address': { type: 'string', default: '0.0.0.0:8081' },
+      'leader-elect': { type: 'string', default: 'true' },
+      'lease-namespace': { type: 'string', default: process.env.POD_NAMESPACE ?? 'default' },
+      'lease-name': { type: 'string', default: 'aimesh-operator' },
+      identity: { type: 'string' },
+      workers: { type: 'string', default: '2' },
+      'sidecar-image': { type: 'string' },
+    },
+  });
+  const [host, port] = splitAddress(values['probe-address']);
+  const workers = Number(values.workers);
+  if (!Number.isInteger(workers) || workers < 1)
+    throw new UsageError('--workers must be a whole number of at least 1');
+  const { runOperator } = await import('../operator/index.js');
+  const operator = await runOperator({
+    kubeconfig: values.kubeconfig,
+    namespace: values.namespace,
+    probeHost: host,
+    probePort: port,
+    leaderElection: values['leader-elect'] !== 'false',
+    leaseNamespace: values['lease-namespace'],
+    leaseName: values['lease-name'],
+    identity: values.identity,
+    workers,
+    sidecarImage: values['sidecar-image'],
+  });
+  await new Promise<void>((resolve) => {
+    for (const signal of ['SIGTERM', 'SIGINT'] as const) process.once(signal, () => resolve());
+  });
+  await operator.stop();
+  return typeof process.exitCode === 'number' ? process.exitCode : 0;
+}
+
+class UsageError extends Error {}
+
+function splitAddress(address: string): [string, number] {
+  const at = address.lastIndexOf(':');
+  const port = Number(address.slice(at + 1));
+  if (at < 0 || !Number.isInteger(port) || port < 0 || port > 65535) {
+    throw new UsageError(`--probe-address must be host:port, e.g. 127.0.0.1:8081 (got "${address}")`);
+  }
+  return [address.slice(0, at), port];
+}
+
+try {
+  process.exitCode = await main(process.argv.slice(2));
+} catch (error) {
+  process.stderr.write(`aimesh: ${error instanceof Error ? error.message : String(error)}\n`);
+  process.exitCode = 2;
+}

@@ -1,0 +1,80 @@
+import { z } from 'zod';
+import {
+  aiRoutingSchema,
+  consulDiscoverySchema,
+  healthCheckSchema,
+  observabilitySchema,
+  providerSchema,
+  upstreamSchema,
+} from './aiservice.js';
+import { SIDECAR_PORTS, dnsLabel, duration } from './common.js';
+
+/**
+ * What one sidecar needs to run, as the operator writes it into a ConfigMap (and as
+ * `aimesh run` builds it on one machine). The sidecar validates it on start and on every
+ * hot reload, and keeps the last good config when a new one is invalid.
+ */
+export const sidecarConfig = z
+  .strictObject({
+    service: z
+      .strictObject({
+        name: dnsLabel('Name of the app this sidecar serves.'),
+        namespace: dnsLabel('Namespace of the app.').default('default'),
+        port: z.int().min(1).max(65535).describe('Port the app listens on.'),
+        protocol: z.enum(['http', 'grpc']).default('http'),
+        healthCheck: healthCheckSchema.prefault({}),
+      })
+      .describe('The local app.'),
+    listen: z
+      .strictObject({
+        address: z
+          .string()
+          .default('127.0.0.1')
+          .describe('Address the sidecar listens on (loopback in a pod).'),
+        outbound: z.int().min(1).max(65535).default(SIDECAR_PORTS.outbound).describe('Outbound proxy port.'),
+        admin: z
+          .int()
+          .min(1)
+          .max(65535)
+          .default(SIDECAR_PORTS.admin)
+          .describe('/metrics, /healthz, /readyz, admin.'),
+        control: z
+          .int()
+          .min(1)
+          .max(65535)
+          .default(SIDECAR_PORTS.control)
+          .describe('Saga control API (gRPC).'),
+      })
+      .prefault({}),
+    discovery: z
+      .strictObject({
+        mode: z.enum(['consul', 'kubernetes', 'local']).default('consul'),
+        consul: consulDiscoverySchema
+          .extend({
+            address: z.string().default('127.0.0.1:8500').describe('host:port of the Consul agent HTTP API.'),
+            deregisterCriticalAfter: duration('Consul removes an instance critical for this long.').default(
+              '1m',
+            ),
+          })
+          .prefault({}),
+        kubernetes: z
+          .strictObject({ clusterDomain: z.string().default('cluster.local') })
+          .prefault({})
+          .describe('Kubernetes Service DNS mode.'),
+      })
+      .prefault({}),
+    upstreams: z.array(upstreamSchema).default([]),
+    providers: z
+      .array(
+        providerSchema.omit({ apiKeySecretRef: true }).extend({
+          apiKeyFile: z.string().optional().describe('File holding the API key (a mounted Secret).'),
+        }),
+      )
+      .default([]),
+    aiRouting: aiRoutingSchema.optional(),
+    observability: observabilitySchema.prefault({}),
+  })
+  .describe('Configuration of one aimesh sidecar.');
+
+export type SidecarConfig = z.output<typeof sidecarConfig>;
+export type SidecarConfigInput = z.input<typeof sidecarConfig>;

@@ -1,0 +1,110 @@
+/**
+ * `aimesh operator`: the controller process. It serves probes and metrics at once,
+ * campaigns for the leader lease (unless told not to), and runs the controllers only
+ * while it leads. SIGTERM stops the work, releases the lease and exits.
+ */
+import { KubeConfig } from '@kubernetes/client-node';
+import { hostname } from 'node:os';
+import { AiServiceController } from './controller/aiservice.js';
+import { KubeClient } from './kube/client.js';
+import { LeaderElector } from './leader/index.js';
+import { jsonLogger } from './log.js';
+import { operatorMetrics } from './metrics.js';
+import { startProbeServer } from './server.js';
+
+export { renderAiService, type KubeObject, type RenderOptions } from './render/index.js';
+
+export interface OperatorOptions {
+  kubeconfig?: string;
+  namespace?: string;
+  probeHost: string;
+  probePort: number;
+  leaderElection: boolean;
+  leaseNamespace: string;
+  leaseName: string;
+  identity?: string;
+  workers: number;
+  sidecarImage?: string;
+}
+
+export interface RunningOperator {
+  probePort: number;
+  stop: () => Promise<void>;
+}
+
+export async function runOperator(options: OperatorOptions): Promise<RunningOperator> {
+  const log = jsonLogger('operator');
+  const metrics = operatorMetrics();
+  const config = new KubeConfig();
+  if (options.kubeconfig) config.loadFromFile(options.kubeconfig);
+  else config.loadFromDefault();
+  const client = new KubeClient(config, { onWrite: (verb, kind) => metrics.apiWrites.inc({ verb, kind }) });
+  const controller = new AiServiceController({
+    client,
+    log,
+    metrics,
+    namespace: options.namespace,
+    workers: options.workers,
+    render: options.sidecarImage ? { sidecarImage: options.sidecarImage } : {},
+  });
+
+  let synced = false;
+  const startController = () => {
+    controller
+      .start()
+      .then(() => {
+        synced = true;
+        log.info('controller started', { namespace: options.namespace ?? 'all' });
+      })
+      .catch((error: unknown) => {
+        log.error('controller could not start', { error: String(error) });
+        process.exitCode = 1;
+        void stop();
+      });
+  };
+
+  const identity = options.identity ?? `${hostname()}-${process.pid}`;
+  const elector = options.leaderElection
+    ? new LeaderElector(client, { namespace: options.leaseNamespace, name: options.leaseName, identity }, log)
+    : undefined;
+  const probes = await startProbeServer({
+    host: options.probeHost,
+    port: options.probePort,
+    registry: metrics.registry,
+    ready: () => synced || (elector !== undefined && !elector.isLeader),
+  });
+  log.info('operator listening', {
+    probePort: probes.port,
+    identity,
+    leaderElection: options.leaderElection,
+  });
+
+  let stopping: Promise<void> | undefined;
+  const stop = () =>
+    (stopping ??= (async () => {
+      log.info('shutting down');
+      await controller.stop();
+      await elector?.release();
+      metrics.isLeader.set(0);
+      await new Promise((resolve) => probes.server.close(resolve));
+      probes.server.closeAllConnections();
+    })());
+
+  if (elector) {
+    elector.run(
+      () => {
+        metrics.isLeader.set(1);
+        startController();
+      },
+      () => {
+        // A leader that lost its lease may race the new one: stop at once, like controller-runtime.
+        metrics.isLeader.set(0);
+        process.exitCode = 1;
+        void stop();
+      },
+    );
+  } else {
+    startController();
+  }
+  return { probePort: probes.port, stop };
+}

@@ -1,0 +1,185 @@
+/**
+ * The operator's view of the API server: list, watch, server-side apply (objects and
+ * status), delete. Every write goes through here, so writes are counted in one place.
+ */
+import {
+  HttpMethod,
+  KubeConfig,
+  RequestContext,
+  Watch,
+  type KubernetesObject,
+} from '@kubernetes/client-node';
+import { fetch } from 'undici';
+import { collectionPath, objectPath, type ResourceType } from './resources.js';
+
+export const FIELD_MANAGER = 'aimesh-operator';
+
+export interface ObjectList<T> {
+  resourceVersion: string;
+  items: T[];
+}
+
+export type WatchEventType = 'ADDED' | 'MODIFIED' | 'DELETED' | 'BOOKMARK' | 'ERROR';
+
+/** Anything with a name and namespace can be applied; the API server checks the rest. */
+export type AppliedObject = { metadata?: { name?: string; namespace?: string } };
+
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+    readonly reason?: string,
+  ) {
+    super(message);
+  }
+}
+
+export interface KubeClientOptions {
+  /** Called for every mutating request, with its verb and kind. */
+  onWrite?: (verb: string, kind: string) => void;
+}
+
+export class KubeClient {
+  private readonly server: string;
+
+  constructor(
+    readonly config: KubeConfig,
+    private readonly options: KubeClientOptions = {},
+  ) {
+    const cluster = config.getCurrentCluster();
+    if (!cluster) throw new Error('kubeconfig has no current cluster');
+    this.server = cluster.server;
+  }
+
+  async list<T extends KubernetesObject>(
+    type: ResourceType,
+    query: { namespace?: string; labelSelector?: string } = {},
+  ): Promise<ObjectList<T>> {
+    const items: T[] = [];
+    let resourceVersion: string;
+    let continueToken: string | undefined;
+    do {
+      const page = (await this.request('GET', collectionPath(type, query.namespace), {
+        query: { labelSelector: query.labelSelector, limit: '500', continue: continueToken },
+      })) as { metadata: { resourceVersion: string; continue?: string }; items: T[] };
+      for (const item of page.items) items.push({ ...item, apiVersion: type.apiVersion, kind: type.kind });
+      resourceVersion = page.metadata.resourceVersion;
+      continueToken = page.metadata.continue || undefined;
+    } while (continueToken);
+    return { resourceVersion, items };
+  }
+
+  /** Starts a watch; `done` is called once when it ends, for whatever reason. */
+  async watch(
+    type: ResourceType,
+    query: { namespace?: string; labelSelector?: string; resourceVersion: string },
+    onEvent: (type: WatchEventType, object: KubernetesObject) => void,
+    done: (error: unknown) => void,
+  ): Promise<{ abort: () => void }> {
+    const params = {
+      resourceVersion: query.resourceVersion,
+      allowWatchBookmarks: true,
+      labelSelector: query.labelSelector,
+    };
+    const controller = await new Watch(this.config).watch(
+      collectionPath(type, query.namespace),
+      params,
+      (eventType: string, object: KubernetesObject) => onEvent(eventType as WatchEventType, object),
+      done,
+    );
+    return { abort: () => controller.abort() };
+  }
+
+  async get<T extends KubernetesObject>(
+    type: ResourceType,
+    namespace: string,
+    name: string,
+  ): Promise<T | undefined> {
+    try {
+      return (await this.request('GET', objectPath(type, namespace, name))) as T;
+    } catch (error) {
+      if (error instanceof ApiError && error.status === 404) return undefined;
+      throw error;
+    }
+  }
+
+  /** Server-side apply with our field manager, taking over conflicting fields. */
+  async apply(type: ResourceType, object: AppliedObject): Promise<KubernetesObject> {
+    this.options.onWrite?.('apply', type.kind);
+    const { namespace = '', name = '' } = object.metadata ?? {};
+    return (await this.request('PATCH', objectPath(type, namespace, name), {
+      query: { fieldManager: FIELD_MANAGER, force: 'true' },
+      body: object,
+      contentType: 'application/apply-patch+yaml',
+    })) as KubernetesObject;
+  }
+
+  /** Server-side apply of the status subresource only. */
+  async applyStatus(type: ResourceType, namespace: string, name: string, status: unknown): Promise<void> {
+    this.options.onWrite?.('apply-status', type.kind);
+    await this.request('PATCH', `${objectPath(type, namespace, name)}/status`, {
+      query: { fieldManager: FIELD_MANAGER, force: 'true' },
+      body: { apiVersion: type.apiVersion, kind: type.kind, metadata: { name, namespace }, status },
+      contentType: 'application/apply-patch+yaml',
+    });
+  }
+
+  async create<T extends KubernetesObject>(type: ResourceType, object: T): Promise<T> {
+    this.options.onWrite?.('create', type.kind);
+    return (await this.request('POST', collectionPath(type, object.metadata?.namespace), {
+      body: object,
+    })) as T;
+  }
+
+  async replace<T extends KubernetesObject>(type: ResourceType, object: T): Promise<T> {
+    this.options.onWrite?.('update', type.kind);
+    const { namespace = '', name = '' } = object.metadata ?? {};
+    return (await this.request('PUT', objectPath(type, namespace, name), { body: object })) as T;
+  }
+
+  async delete(type: ResourceType, namespace: string, name: string, uid?: string): Promise<void> {
+    this.options.onWrite?.('delete', type.kind);
+    try {
+      await this.request('DELETE', objectPath(type, namespace, name), {
+        body: { propagationPolicy: 'Background', ...(uid ? { preconditions: { uid } } : {}) },
+      });
+    } catch (error) {
+      if (error instanceof ApiError && (error.status === 404 || error.status === 409)) return;
+      throw error;
+    }
+  }
+
+  private async request(
+    method: string,
+    path: string,
+    options: { query?: Record<string, string | undefined>; body?: unknown; contentType?: string } = {},
+  ): Promise<unknown> {
+    const url = new URL(this.server + path);
+    for (const [key, value] of Object.entries(options.query ?? {}))
+      if (value !== undefined) url.searchParams.set(key, value);
+    // Authentication (token, client certificate, exec plugin) and TLS come from the kubeconfig.
+    const context = new RequestContext(url.toString(), HttpMethod.GET);
+    await this.config.applySecurityAuthentication(context);
+    const response = await fetch(url, {
+      method,
+      headers: {
+        ...context.getHeaders(),
+        accept: 'application/json',
+        ...(options.body !== undefined ? { 'content-type': options.contentType ?? 'application/json' } : {}),
+      },
+      body: options.body === undefined ? undefined : JSON.stringify(options.body),
+      dispatcher: context.getDispatcher() as never,
+    });
+    const text = await response.text();
+    const parsed: unknown = text ? JSON.parse(text) : undefined;
+    if (!response.ok) {
+      const status = parsed as { message?: string; reason?: string } | undefined;
+      throw new ApiError(
+        response.status,
+        `${method} ${path}: ${status?.message ?? response.statusText}`,
+        status?.reason,
+      );
+    }
+    return parsed;
+  }
+}

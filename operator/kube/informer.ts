@@ -1,0 +1,173 @@
+/**
+ * A list-then-watch cache of one kind, level-triggered like client-go's reflector:
+ * - a watch that ends cleanly or by client-node's 30 s inactivity timeout is re-opened
+ *   from the last resourceVersion (bookmarks keep it fresh);
+ * - any other failure (410 Gone, API server down or restarted) backs off and relists,
+ *   reporting objects that changed or vanished meanwhile, so no change is missed.
+ */
+import type { KubernetesObject } from '@kubernetes/client-node';
+import type { KubeClient } from './client.js';
+import type { ResourceType } from './resources.js';
+
+export type InformerEvent = 'added' | 'updated' | 'deleted';
+export type InformerHandler<T> = (event: InformerEvent, object: T) => void;
+
+export interface InformerOptions {
+  namespace?: string;
+  labelSelector?: string;
+  /** Told about watch failures, so they reach the logs and metrics. */
+  onError?: (error: unknown) => void;
+}
+
+const MIN_BACKOFF_MS = 200;
+const MAX_BACKOFF_MS = 30_000;
+
+export class Informer<T extends KubernetesObject> {
+  private readonly store = new Map<string, T>();
+  private resourceVersion = '';
+  private stopped = false;
+  private current?: { abort: () => void };
+  private backoffMs = MIN_BACKOFF_MS;
+  private retryTimer?: NodeJS.Timeout;
+  private syncedOnce?: Promise<void>;
+
+  constructor(
+    private readonly client: KubeClient,
+    readonly type: ResourceType,
+    private readonly handler: InformerHandler<T>,
+    private readonly options: InformerOptions = {},
+  ) {}
+
+  /**
+   * Lists, starts watching, and resolves once the first list is in the cache. A failing
+   * first list (API server starting, a CRD's storage still initializing) is retried with
+   * backoff; stop() ends the attempts.
+   */
+  start(): Promise<void> {
+    this.syncedOnce ??= this.firstSync();
+    return this.syncedOnce;
+  }
+
+  stop(): void {
+    this.stopped = true;
+    clearTimeout(this.retryTimer);
+    this.current?.abort();
+  }
+
+  get(namespace: string | undefined, name: string): T | undefined {
+    return this.store.get(keyOf(namespace, name));
+  }
+
+  list(): T[] {
+    return [...this.store.values()];
+  }
+
+  private async firstSync(): Promise<void> {
+    for (;;) {
+      try {
+        return await this.relist();
+      } catch (error) {
+        if (this.stopped) throw error;
+        this.options.onError?.(error);
+        await new Promise((resolve) => (this.retryTimer = setTimeout(resolve, this.nextBackoff())));
+      }
+    }
+  }
+
+  private async relist(): Promise<void> {
+    const { resourceVersion, items } = await this.client.list<T>(this.type, this.options);
+    const seen = new Set<string>();
+    for (const item of items) {
+      const key = keyOfObject(item);
+      seen.add(key);
+      this.upsert(key, item);
+    }
+    for (const [key, object] of this.store) {
+      if (seen.has(key)) continue;
+      this.store.delete(key);
+      this.handler('deleted', object);
+    }
+    this.resourceVersion = resourceVersion;
+    this.backoffMs = MIN_BACKOFF_MS;
+    await this.watch();
+  }
+
+  private async watch(): Promise<void> {
+    if (this.stopped) return;
+    let relistNeeded = false;
+    const handle = await this.client
+      .watch(
+        this.type,
+        { ...this.options, resourceVersion: this.resourceVersion },
+        (eventType, object) => {
+          if (eventType === 'ERROR') {
+            // The API server reports "too old resource version" (410) as an ERROR event.
+            relistNeeded = true;
+            return;
+          }
+          const version = object.metadata?.resourceVersion;
+          if (version) this.resourceVersion = version;
+          if (eventType === 'BOOKMARK') return;
+          const typed = { ...object, apiVersion: this.type.apiVersion, kind: this.type.kind } as T;
+          const key = keyOfObject(typed);
+          if (eventType === 'DELETED') {
+            this.store.delete(key);
+            this.handler('deleted', typed);
+          } else {
+            this.upsert(key, typed);
+          }
+        },
+        (error) => {
+          if (this.stopped) return;
+          if (!relistNeeded && (error === null || error === undefined || isInactivityTimeout(error))) {
+            this.retry(() => this.watch(), 0);
+          } else {
+            if (error) this.options.onError?.(error);
+            this.retry(() => this.relist(), this.nextBackoff());
+          }
+        },
+      )
+      .catch((error: unknown) => {
+        this.options.onError?.(error);
+        this.retry(() => this.relist(), this.nextBackoff());
+        return undefined;
+      });
+    if (handle) this.current = handle;
+  }
+
+  private upsert(key: string, object: T): void {
+    const previous = this.store.get(key);
+    this.store.set(key, object);
+    if (!previous) this.handler('added', object);
+    else if (previous.metadata?.resourceVersion !== object.metadata?.resourceVersion)
+      this.handler('updated', object);
+  }
+
+  private retry(action: () => Promise<void>, delayMs: number): void {
+    if (this.stopped) return;
+    this.retryTimer = setTimeout(() => {
+      action().catch((error: unknown) => {
+        this.options.onError?.(error);
+        this.retry(action, this.nextBackoff());
+      });
+    }, delayMs);
+  }
+
+  private nextBackoff(): number {
+    const delay = this.backoffMs * (0.5 + Math.random() / 2);
+    this.backoffMs = Math.min(this.backoffMs * 2, MAX_BACKOFF_MS);
+    return delay;
+  }
+}
+
+export function keyOf(namespace: string | undefined, name: string): string {
+  return namespace ? `${namespace}/${name}` : name;
+}
+
+export function keyOfObject(object: KubernetesObject): string {
+  return keyOf(object.metadata?.namespace, object.metadata?.name ?? '');
+}
+
+function isInactivityTimeout(error: unknown): boolean {
+  return (error as { name?: string }).name === 'TimeoutError';
+}

@@ -1,0 +1,46 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+export interface OperatorMetrics {
+  registry: Registry;
+  reconciles: Counter<'result'>;
+  reconcileDuration: Histogram;
+  queueDepth: Gauge;
+  apiWrites: Counter<'verb' | 'kind'>;
+  isLeader: Gauge;
+}
+
+export function operatorMetrics(): OperatorMetrics {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'aimesh_operator_' });
+  return {
+    registry,
+    reconciles: new Counter({
+      name: 'aimesh_operator_reconciles_total',
+      help: 'Reconciles by result (success or error).',
+      labelNames: ['result'],
+      registers: [registry],
+    }),
+    reconcileDuration: new Histogram({
+      name: 'aimesh_operator_reconcile_duration_seconds',
+      help: 'Time one reconcile takes.',
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers: [registry],
+    }),
+    queueDepth: new Gauge({
+      name: 'aimesh_operator_workqueue_depth',
+      help: 'Keys waiting in the work queue.',
+      registers: [registry],
+    }),
+    apiWrites: new Counter({
+      name: 'aimesh_operator_api_writes_total',
+      help: 'Mutating requests sent to the API server, by verb and kind.',
+      labelNames: ['verb', 'kind'],
+      registers: [registry],
+    }),
+    isLeader: new Gauge({
+      name: 'aimesh_operator_is_leader',
+      help: '1 while this replica holds the leader lease.',
+      registers: [registry],
+    }),
+  };
+}
