@@ -6,6 +6,9 @@ const USAGE = `usage: aimesh <command> [arguments]
 
 commands:
   validate <file-or-folder>...   check AiService and Saga resources against the aimesh.io/v1alpha1 schemas
+  render [--out dir] <file-or-folder>...
+                                 write the objects the operator would apply for each AiService (default dir:
+                                 dist/manifests); the same render function as the operator and cdk8s synth
   operator [flags]               run the controller (flags: --kubeconfig, --namespace, --probe-address,
                                  --leader-elect=false, --lease-namespace, --workers, --sidecar-image)
   crds                           print the CustomResourceDefinitions as YAML
@@ -18,6 +21,8 @@ async function main(argv: string[]): Promise<number> {
       return runValidate(args);
     case 'operator':
       return runOperatorCommand(args);
+    case 'render':
+      return runRenderCommand(args);
     case 'crds': {
       const { generatedFiles } = await import('../api/generated.js');
       process.stdout.write(
@@ -67,7 +72,7 @@ async function runOperatorCommand(args: string[]): Promise<number> {
     leaderElection: values['leader-elect'] !== 'false',
     leaseNamespace: values['lease-namespace'],
     leaseName: values['lease-name'],
-    identity: values.identity,
+    identity: values.identity ?? process.env.POD_NAME,
     workers,
     sidecarImage: values['sidecar-image'],
   });
@@ -76,6 +81,19 @@ async function runOperatorCommand(args: string[]): Promise<number> {
   });
   await operator.stop();
   return typeof process.exitCode === 'number' ? process.exitCode : 0;
+}
+
+async function runRenderCommand(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: { out: { type: 'string', default: 'dist/manifests' } },
+  });
+  if (positionals.length === 0) throw new UsageError('render needs at least one file or folder');
+  const { synthesize, printSynthResult } = await import('../operator/render/synth.js');
+  const result = synthesize(positionals, values.out);
+  printSynthResult(result, values.out);
+  return result.invalid.length > 0 ? 1 : 0;
 }
 
 class UsageError extends Error {}

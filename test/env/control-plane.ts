@@ -26,6 +26,11 @@ export interface ControlPlaneInfo {
 
 export interface ControlPlane extends ControlPlaneInfo {
   kubectl: (args: string[], input?: string) => Promise<CommandResult>;
+  /**
+   * A kubeconfig that acts as a ServiceAccount (token from the TokenRequest API), so a
+   * process runs with exactly the RBAC it would have in a cluster.
+   */
+  serviceAccountKubeconfig: (namespace: string, name: string) => Promise<string>;
   /** Stops kube-apiserver and starts it again on the same port and etcd (a restart). */
   restartApiServer: () => Promise<void>;
   stop: () => Promise<void>;
@@ -74,7 +79,7 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
       return api;
     };
     let api = await startApi();
-    const kubeconfig = writeKubeconfig(dir, server, caFile, token);
+    const kubeconfig = writeKubeconfig(join(dir, 'kubeconfig'), server, caFile, 'admin', token);
     if (controllerManager) running.push(startControllerManager(dir, logs, kubeconfig, kcmPort, caFile));
 
     const kubectl = (args: string[], input?: string) => runKubectl(kubeconfig, args, input);
@@ -88,6 +93,12 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
       dir,
       pids: Object.fromEntries(running.map((p) => [p.name, p.pid])),
       kubectl,
+      serviceAccountKubeconfig: async (namespace, name) => {
+        const created = await kubectl(['create', 'token', name, '-n', namespace, '--duration=24h']);
+        if (created.code !== 0) throw new Error(`token for ${namespace}/${name}: ${created.stderr}`);
+        const path = join(dir, `kubeconfig-${namespace}-${name}`);
+        return writeKubeconfig(path, server, caFile, `${namespace}:${name}`, created.stdout.trim());
+      },
       restartApiServer: async () => {
         await api.stop();
         running.splice(running.indexOf(api), 1);
@@ -180,8 +191,7 @@ function startControllerManager(
   );
 }
 
-function writeKubeconfig(dir: string, server: string, caFile: string, token: string): string {
-  const path = join(dir, 'kubeconfig');
+function writeKubeconfig(path: string, server: string, caFile: string, user: string, token: string): string {
   const ca = readFileSync(caFile).toString('base64');
   writeFileSync(
     path,
@@ -193,14 +203,14 @@ clusters:
     server: ${server}
     certificate-authority-data: ${ca}
 users:
-- name: admin
+- name: ${user}
   user:
     token: ${token}
 contexts:
 - name: aimesh-test
   context:
     cluster: aimesh-test
-    user: admin
+    user: ${user}
     namespace: default
 current-context: aimesh-test
 `,

@@ -1,0 +1,136 @@
+/**
+ * `npm run bench:operator`: how long the operator takes to converge N AiServices on a real
+ * control plane, how many API writes it makes, and its peak memory; then how many writes
+ * a restart makes when nothing changed (the answer should be none).
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { stringify } from 'yaml';
+import { startControlPlane, waitFor, type ControlPlane } from '../test/env/index.js';
+import {
+  installOperatorIdentity,
+  startOperator,
+  type OperatorProcess,
+} from '../test/e2e/operator-process.js';
+import { table, writeSection } from './report.js';
+
+const COUNT = Number(process.env.AIMESH_BENCH_AISERVICES ?? 500);
+const NAMESPACE = 'bench';
+const CHILDREN_PER_SERVICE = 9;
+
+function aiService(i: number) {
+  return {
+    apiVersion: 'aimesh.io/v1alpha1',
+    kind: 'AiService',
+    metadata: { name: `svc-${i}`, namespace: NAMESPACE },
+    spec: {
+      image: `registry.example.com/bench/svc-${i}:1.0.0`,
+      replicas: 2,
+      upstreams: [
+        {
+          name: `svc-${(i + 1) % COUNT}`,
+          timeout: '5s',
+          retries: { attempts: 2, perTryTimeout: '2s' },
+          loadBalancer: { strategy: 'least-request' },
+        },
+      ],
+      security: { mtls: 'STRICT', allowedCallers: [{ serviceAccount: `svc-${(i + COUNT - 1) % COUNT}` }] },
+    },
+  };
+}
+
+/** Peak resident memory of a process, from the kernel (VmHWM). */
+function peakRssMiB(pid: number): number {
+  const match = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return Math.round(Number(match?.[1] ?? 0) / 1024);
+}
+
+async function converged(cluster: ControlPlane): Promise<number> {
+  const got = await cluster.kubectl(['get', 'aiservices', '-n', NAMESPACE, '-o', 'json']);
+  const items = (
+    JSON.parse(got.stdout) as {
+      items: { metadata: { generation: number }; status?: { observedGeneration?: number } }[];
+    }
+  ).items;
+  return items.filter((i) => i.status?.observedGeneration === i.metadata.generation).length;
+}
+
+async function countChildren(cluster: ControlPlane): Promise<number> {
+  const got = await cluster.kubectl([
+    'get',
+    'serviceaccount,configmap,service,deployment,pdb,destinationrule,virtualservice,peerauthentication,authorizationpolicy',
+    '-n',
+    NAMESPACE,
+    '-l',
+    'app.kubernetes.io/managed-by=aimesh-operator',
+    '-o',
+    'name',
+  ]);
+  return got.stdout.split('\n').filter(Boolean).length;
+}
+
+const writes = (op: OperatorProcess) =>
+  op.counter('aimesh_operator_api_writes_total', (labels) => !labels.includes('kind="Lease"'));
+
+const cluster = await startControlPlane();
+const operators: OperatorProcess[] = [];
+try {
+  await cluster.kubectl(['create', 'namespace', NAMESPACE]);
+  const kubeconfig = await installOperatorIdentity(cluster);
+  const logs = join(cluster.dir, 'logs');
+  const list = {
+    apiVersion: 'v1',
+    kind: 'List',
+    items: Array.from({ length: COUNT }, (_, i) => aiService(i)),
+  };
+  const applied = await cluster.kubectl(['apply', '--server-side', '-f', '-'], stringify(list));
+  if (applied.code !== 0) throw new Error(applied.stderr);
+
+  const operator = await startOperator(kubeconfig, 'bench', logs);
+  operators.push(operator);
+  const started = Date.now();
+  await waitFor(`${COUNT} AiServices converged`, async () => (await converged(cluster)) === COUNT, 1_800_000);
+  const convergeMs = Date.now() - started;
+  const children = await countChildren(cluster);
+  if (children !== COUNT * CHILDREN_PER_SERVICE)
+    throw new Error(`expected ${COUNT * CHILDREN_PER_SERVICE} children, found ${children}`);
+  const firstWrites = await writes(operator);
+  const reconciles = await operator.counter('aimesh_operator_reconciles_total');
+  const peak = peakRssMiB(operator.process.pid);
+  await operator.process.stop();
+  operators.pop();
+
+  const restarted = await startOperator(kubeconfig, 'bench-restart', logs);
+  operators.push(restarted);
+  const restartedAt = Date.now();
+  await waitFor(
+    'restarted operator reconciled everything',
+    async () => (await restarted.counter('aimesh_operator_reconciles_total')) >= COUNT,
+    1_800_000,
+  );
+  const resyncMs = Date.now() - restartedAt;
+  const restartWrites = await writes(restarted);
+  const restartPeak = peakRssMiB(restarted.process.pid);
+
+  const rows: (string | number)[][] = [
+    ['AiServices', COUNT],
+    ['children created (9 per AiService)', children],
+    ['time to converge all (first start)', `${(convergeMs / 1000).toFixed(1)} s`],
+    ['API writes (apply, status, events; Lease excluded)', firstWrites],
+    ['reconciles', reconciles],
+    ['operator peak RSS (first start)', `${peak} MiB`],
+    ['time to re-check all after a restart', `${(resyncMs / 1000).toFixed(1)} s`],
+    ['API writes after a restart with nothing changed', restartWrites],
+    ['operator peak RSS (restart)', `${restartPeak} MiB`],
+  ];
+  writeSection(
+    'operator-converge',
+    `Operator: converge ${COUNT} AiServices`,
+    'npm run bench:operator',
+    `${table(['figure', 'value'], rows)}\n\nReal etcd + kube-apiserver + kube-controller-manager from test/env on the same machine (no kubelet, so pods stay Pending); one operator with 2 workers, running as the Helm chart's ServiceAccount.\n`,
+  );
+  console.log(table(['figure', 'value'], rows));
+} finally {
+  for (const op of operators) await op.process.stop();
+  await cluster.stop();
+}

@@ -1,0 +1,49 @@
+/**
+ * Writes one benchmark's figures into BENCHMARKS.md, replacing that benchmark's section
+ * and keeping the others, with the machine and the command that produced them.
+ */
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpus, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { REPO_DIR } from '../test/env/components.js';
+
+const FILE = join(REPO_DIR, 'BENCHMARKS.md');
+const TITLE =
+  '# Benchmarks\n\nWritten by the programs in `bench/`; each section says the machine and the command. Do not edit by hand.\n';
+
+export function machine(): string {
+  const cpu = cpus()[0]?.model.trim() ?? 'unknown CPU';
+  return `${cpus().length} × ${cpu}, ${Math.round(totalmem() / 2 ** 30)} GiB RAM, Node ${process.version}, ${process.platform}/${process.arch}`;
+}
+
+export function writeSection(id: string, title: string, command: string, body: string): void {
+  const start = `<!-- bench:${id} -->`;
+  const end = `<!-- /bench:${id} -->`;
+  const section = [
+    start,
+    `## ${title}`,
+    '',
+    `- command: \`${command}\``,
+    `- machine: ${machine()}`,
+    `- date: ${new Date().toISOString().slice(0, 10)}`,
+    '',
+    body.trimEnd(),
+    end,
+  ].join('\n');
+  let text = existsSync(FILE) ? readFileSync(FILE, 'utf8') : TITLE;
+  const from = text.indexOf(start);
+  const to = text.indexOf(end);
+  text =
+    from >= 0 && to > from
+      ? text.slice(0, from) + section + text.slice(to + end.length)
+      : `${text.trimEnd()}\n\n${section}\n`;
+  writeFileSync(FILE, text);
+}
+
+export function table(header: string[], rows: (string | number)[][]): string {
+  return [
+    `| ${header.join(' | ')} |`,
+    `|${header.map(() => '---').join('|')}|`,
+    ...rows.map((r) => `| ${r.join(' | ')} |`),
+  ].join('\n');
+}

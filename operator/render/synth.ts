@@ -1,0 +1,82 @@
+/**
+ * `cdk8s synth` (see cdk8s.yaml) and `aimesh render`: validate AiService and Saga files and
+ * write what the operator would apply, one YAML file per AiService, through the same pure
+ * render function the operator uses. No cluster is needed (GitOps).
+ */
+import { mkdirSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { join, relative, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { stringify } from 'yaml';
+import type { AiService } from '../../api/index.js';
+import { validateFiles, type FileReport } from '../../cli/validate.js';
+import { renderAiService, type RenderOptions } from './index.js';
+
+export interface SynthResult {
+  /** Files written, relative to the output folder. */
+  written: string[];
+  /** Resources that failed validation; nothing is written for them. */
+  invalid: FileReport[];
+  aiServices: number;
+  sagas: number;
+  objects: number;
+}
+
+/**
+ * Renders every valid AiService under `paths` into `outdir`. Invalid resources are
+ * reported and skipped, never half-rendered. Sagas are validated; their definitions
+ * travel in their orchestrator's sidecar config, so they add no files of their own.
+ */
+export function synthesize(paths: string[], outdir: string, options: RenderOptions = {}): SynthResult {
+  const reports = validateFiles(paths);
+  const result: SynthResult = { written: [], invalid: [], aiServices: 0, sagas: 0, objects: 0 };
+  mkdirSync(outdir, { recursive: true });
+  for (const report of reports) {
+    if (report.errors.length > 0 || !report.resource) {
+      result.invalid.push(report);
+      continue;
+    }
+    if (report.resource.kind === 'Saga') {
+      result.sagas++;
+      continue;
+    }
+    const resource = report.resource as AiService;
+    const objects = renderAiService(resource, options);
+    const namespace = resource.metadata.namespace ?? options.namespace ?? 'default';
+    const file = `${namespace}.${resource.metadata.name}.k8s.yaml`;
+    writeFileSync(join(outdir, file), objects.map((o) => stringify(o, { lineWidth: 0 })).join('---\n'));
+    result.written.push(file);
+    result.aiServices++;
+    result.objects += objects.length;
+  }
+  return result;
+}
+
+/** The example systems: every folder of examples/ except the intentionally invalid ones. */
+export function exampleSystems(examplesDir: string): string[] {
+  return readdirSync(examplesDir)
+    .filter((entry) => entry !== 'invalid' && statSync(join(examplesDir, entry)).isDirectory())
+    .sort()
+    .map((entry) => join(examplesDir, entry));
+}
+
+export function printSynthResult(result: SynthResult, outdir: string): void {
+  for (const report of result.invalid) {
+    const errors = report.errors.map((e) => `  ${e.field ? `${e.field}: ` : ''}${e.message}`).join('\n');
+    console.error(`invalid ${report.file} ${report.kind}/${report.name}\n${errors}`);
+  }
+  const where = relative(process.cwd(), outdir) || '.';
+  console.log(
+    `rendered ${result.aiServices} AiServices into ${result.objects} objects in ${where}/ ` +
+      `(${result.sagas} Sagas validated, ${result.invalid.length} invalid resources)`,
+  );
+}
+
+// Run as a program: this is the app `cdk8s synth` runs, and what `npm start` runs.
+if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  const repo = resolve(fileURLToPath(import.meta.url), '..', '..', '..');
+  const outdir = resolve(process.env.CDK8S_OUTDIR ?? join(repo, 'dist', 'manifests'));
+  const inputs = process.argv.length > 2 ? process.argv.slice(2) : exampleSystems(join(repo, 'examples'));
+  const result = synthesize(inputs, outdir);
+  printSynthResult(result, outdir);
+  process.exitCode = result.invalid.length > 0 ? 1 : 0;
+}
