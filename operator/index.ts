@@ -39,20 +39,28 @@ export async function runOperator(options: OperatorOptions): Promise<RunningOper
   if (options.kubeconfig) config.loadFromFile(options.kubeconfig);
   else config.loadFromDefault();
   const client = new KubeClient(config, { onWrite: (verb, kind) => metrics.apiWrites.inc({ verb, kind }) });
-  const controller = new AiServiceController({
-    client,
-    log,
-    metrics,
-    namespace: options.namespace,
-    workers: options.workers,
-    render: options.sidecarImage ? { sidecarImage: options.sidecarImage } : {},
-  });
+  const newController = () =>
+    new AiServiceController({
+      client,
+      log,
+      metrics,
+      namespace: options.namespace,
+      workers: options.workers,
+      render: options.sidecarImage ? { sidecarImage: options.sidecarImage } : {},
+    });
 
+  // One controller per leadership term, with fresh caches: a replica that lost the lease
+  // and wins it again must not act on what it saw before.
+  let controller: AiServiceController | undefined;
   let synced = false;
   const startController = () => {
-    controller
+    const current = newController();
+    controller = current;
+    synced = false;
+    current
       .start()
       .then(() => {
+        if (controller !== current) return;
         synced = true;
         log.info('controller started', { namespace: options.namespace ?? 'all' });
       })
@@ -61,6 +69,12 @@ export async function runOperator(options: OperatorOptions): Promise<RunningOper
         process.exitCode = 1;
         void stop();
       });
+  };
+  const stopController = async () => {
+    const current = controller;
+    controller = undefined;
+    synced = false;
+    await current?.stop();
   };
 
   const identity = options.identity ?? `${hostname()}-${process.pid}`;
@@ -83,7 +97,7 @@ export async function runOperator(options: OperatorOptions): Promise<RunningOper
   const stop = () =>
     (stopping ??= (async () => {
       log.info('shutting down');
-      await controller.stop();
+      await stopController();
       await elector?.release();
       metrics.isLeader.set(0);
       await new Promise((resolve) => probes.server.close(resolve));
@@ -97,10 +111,12 @@ export async function runOperator(options: OperatorOptions): Promise<RunningOper
         startController();
       },
       () => {
-        // A leader that lost its lease may race the new one: stop at once, like controller-runtime.
+        // A leader that could not renew may race a new one: stop reconciling at once (as
+        // controller-runtime does), but keep campaigning instead of exiting, so an API
+        // server outage that nobody else could use does not leave the cluster unmanaged.
         metrics.isLeader.set(0);
-        process.exitCode = 1;
-        void stop();
+        log.warn('stopped reconciling; campaigning for the lease again');
+        void stopController();
       },
     );
   } else {

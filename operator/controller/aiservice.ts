@@ -53,6 +53,7 @@ export class AiServiceController {
   private readonly workers: Promise<void>[] = [];
   private resyncTimer?: NodeJS.Timeout;
   private running = false;
+  private stopped = false;
 
   constructor(private readonly options: AiServiceControllerOptions) {
     const onError = (error: unknown) => options.log.warn('watch failed; retrying', { error: String(error) });
@@ -77,6 +78,8 @@ export class AiServiceController {
   /** Fills every cache, then starts the workers; resolves once they run. */
   async start(): Promise<void> {
     await Promise.all([this.aiServices.start(), ...[...this.children.values()].map((i) => i.start())]);
+    // Stopped while the caches were filling (leadership lost): start nothing.
+    if (this.stopped) return;
     this.running = true;
     for (const resource of this.aiServices.list()) this.enqueue(resource);
     for (let i = 0; i < (this.options.workers ?? 2); i++) this.workers.push(this.work());
@@ -87,6 +90,7 @@ export class AiServiceController {
 
   /** Stops taking work, lets in-flight reconciles finish, stops the watches. */
   async stop(): Promise<void> {
+    this.stopped = true;
     this.running = false;
     clearInterval(this.resyncTimer);
     this.queue.shutDown();

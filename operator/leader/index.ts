@@ -41,7 +41,7 @@ export class LeaderElector {
 
   /**
    * Campaigns until it leads, calls `onLead`, and keeps renewing; calls `onLost` if the
-   * lease is lost. Returns at once; the campaign runs in the background.
+   * lease is lost, then campaigns again. Returns at once; the campaign runs in the background.
    */
   run(onLead: () => void, onLost: () => void): void {
     const tick = async () => {
@@ -61,7 +61,6 @@ export class LeaderElector {
         this.leading = false;
         this.log.error('lost the leader lease', { lease: this.options.name });
         onLost();
-        return;
       }
       if (!this.stopped) this.timer = setTimeout(() => void tick(), this.options.retryPeriodMs ?? 2000);
     };

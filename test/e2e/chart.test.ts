@@ -2,7 +2,7 @@ import { describe, expect, it } from '@jest/globals';
 import { join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { REPO_DIR } from '../env/components.js';
-import { runHelm } from '../env/index.js';
+import { kubeVersionFlag, runHelm } from '../env/index.js';
 import { kubectl } from './shared.js';
 
 const CHART = join(REPO_DIR, 'charts', 'aimesh-operator');
@@ -25,6 +25,7 @@ async function template(...set: string[]): Promise<Manifest[]> {
     CHART,
     '--namespace',
     NAMESPACE,
+    kubeVersionFlag(),
     ...set.flatMap((s) => ['--set', s]),
   ]);
   expect(rendered.stderr).toBe('');
@@ -34,14 +35,24 @@ async function template(...set: string[]): Promise<Manifest[]> {
     .filter((m): m is Manifest => m !== null);
 }
 
-async function canI(verb: string, resource: string, namespace = 'default'): Promise<boolean> {
-  const result = await kubectl(['auth', 'can-i', verb, resource, '-n', namespace, `--as=${SERVICE_ACCOUNT}`]);
+async function canI(verb: string, target: string, namespace = 'default'): Promise<boolean> {
+  const [resource, subresource] = target.split('/') as [string, string | undefined];
+  const result = await kubectl([
+    'auth',
+    'can-i',
+    verb,
+    resource,
+    ...(subresource ? [`--subresource=${subresource}`] : []),
+    '-n',
+    namespace,
+    `--as=${SERVICE_ACCOUNT}`,
+  ]);
   return result.stdout.trim() === 'yes';
 }
 
 describe('Helm chart charts/aimesh-operator', () => {
   it('passes helm lint --strict', async () => {
-    const linted = await runHelm(['lint', '--strict', CHART]);
+    const linted = await runHelm(['lint', '--strict', kubeVersionFlag(), CHART]);
     expect(linted.stdout).toContain('0 chart(s) failed');
     expect(linted.code).toBe(0);
   });

@@ -3,6 +3,7 @@ import { parseAllDocuments } from 'yaml';
 import { REPO_DIR } from '../env/components.js';
 import {
   freePort,
+  kubeVersionFlag,
   runHelm,
   startProcess,
   waitFor,
@@ -35,6 +36,7 @@ export async function installOperatorIdentity(cluster: ControlPlane): Promise<st
     join(REPO_DIR, 'charts', 'aimesh-operator'),
     '--namespace',
     OPERATOR_NAMESPACE,
+    kubeVersionFlag(),
   ]);
   if (rendered.code !== 0) throw new Error(`helm template: ${rendered.stderr}`);
   const rbac = parseAllDocuments(rendered.stdout)

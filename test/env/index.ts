@@ -9,4 +9,4 @@ export { startConsul, type ConsulAgent, type ConsulAgentInfo } from './consul.js
 export { resolveBinary, requireBinary, type BinaryName } from './binaries.js';
 export { freePort, freePorts } from './ports.js';
 export { startProcess, waitFor, type ManagedProcess } from './processes.js';
-export { runHelm } from './helm.js';
+export { runHelm, kubeVersionFlag } from './helm.js';
