@@ -91,6 +91,20 @@ try {
   const started = Date.now();
   await waitFor(`${COUNT} AiServices converged`, async () => (await converged(cluster)) === COUNT, 1_800_000);
   const convergeMs = Date.now() - started;
+  // Status follows the Deployments' own status, which kube-controller-manager fills in
+  // after creating them: wait until the operator has stopped writing before stopping it.
+  let lastWrites = -1;
+  await waitFor(
+    'operator quiet for 5 s',
+    async () => {
+      const now = await writes(operator);
+      const quiet = now === lastWrites && (await operator.counter('aimesh_operator_workqueue_depth')) === 0;
+      lastWrites = now;
+      if (!quiet) await new Promise((r) => setTimeout(r, 5000));
+      return quiet;
+    },
+    600_000,
+  );
   const children = await countChildren(cluster);
   if (children !== COUNT * CHILDREN_PER_SERVICE)
     throw new Error(`expected ${COUNT * CHILDREN_PER_SERVICE} children, found ${children}`);
@@ -115,8 +129,8 @@ try {
   const rows: (string | number)[][] = [
     ['AiServices', COUNT],
     ['children created (9 per AiService)', children],
-    ['time to converge all (first start)', `${(convergeMs / 1000).toFixed(1)} s`],
-    ['API writes (apply, status, events; Lease excluded)', firstWrites],
+    ['time until every AiService reports its generation observed', `${(convergeMs / 1000).toFixed(1)} s`],
+    ['API writes until quiet (apply, delete, status, events; Lease excluded)', firstWrites],
     ['reconciles', reconciles],
     ['operator peak RSS (first start)', `${peak} MiB`],
     ['time to re-check all after a restart', `${(resyncMs / 1000).toFixed(1)} s`],

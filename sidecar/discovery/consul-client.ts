@@ -1,0 +1,144 @@
+/**
+ * The few Consul agent HTTP API calls the sidecar makes, over undici with keep-alive.
+ * Blocking queries return the X-Consul-Index so callers can wait for the next change.
+ */
+import { Agent, request } from 'undici';
+import { durationMs } from '../../api/index.js';
+
+export interface ConsulServiceRegistration {
+  ID: string;
+  Name: string;
+  Address: string;
+  Port: number;
+  Tags: string[];
+  Meta: Record<string, string>;
+  Check?: {
+    HTTP?: string;
+    GRPC?: string;
+    TTL?: string;
+    Interval?: string;
+    Timeout?: string;
+    DeregisterCriticalServiceAfter: string;
+  };
+}
+
+export interface HealthEntry {
+  Service: {
+    ID: string;
+    Service: string;
+    Address: string;
+    Port: number;
+    Meta: Record<string, string> | null;
+    Tags: string[] | null;
+  };
+  Node: { Address: string };
+}
+
+export class ConsulError extends Error {
+  constructor(
+    message: string,
+    readonly status?: number,
+  ) {
+    super(message);
+  }
+}
+
+export class ConsulClient {
+  private readonly base: string;
+  private readonly dispatcher = new Agent({ keepAliveTimeout: 30_000, connections: 8 });
+
+  /** `address` is host:port of the agent's HTTP API; `token` is an ACL token, if any. */
+  constructor(
+    address: string,
+    private readonly token?: string,
+  ) {
+    this.base = address.startsWith('http') ? address : `http://${address}`;
+  }
+
+  /** Passing instances of a service; waits up to `wait` for a change after `index`. */
+  async passingInstances(
+    service: string,
+    index: number,
+    wait: string,
+    signal?: AbortSignal,
+  ): Promise<{ index: number; entries: HealthEntry[] }> {
+    const query = new URLSearchParams({ passing: 'true', wait });
+    if (index > 0) query.set('index', String(index));
+    const response = await this.call('GET', `/v1/health/service/${encodeURIComponent(service)}?${query}`, {
+      signal,
+      // Consul adds up to wait/16 of jitter; allow for it and for the network.
+      timeoutMs: durationMs(wait) * 1.1 + 5_000,
+    });
+    const header = response.headers['x-consul-index'];
+    return {
+      index: Number(Array.isArray(header) ? header[0] : header) || 0,
+      entries: response.body as HealthEntry[],
+    };
+  }
+
+  async register(registration: ConsulServiceRegistration): Promise<void> {
+    await this.call('PUT', '/v1/agent/service/register?replace-existing-checks=true', { body: registration });
+  }
+
+  /** Whether the local agent still has this service registered. */
+  async hasService(serviceId: string): Promise<boolean> {
+    try {
+      await this.call('GET', `/v1/agent/service/${encodeURIComponent(serviceId)}`, {});
+      return true;
+    } catch (error) {
+      if (error instanceof ConsulError && error.status === 404) return false;
+      throw error;
+    }
+  }
+
+  async deregister(serviceId: string): Promise<void> {
+    await this.call('PUT', `/v1/agent/service/deregister/${encodeURIComponent(serviceId)}`, {});
+  }
+
+  /** Marks a TTL check passing (or warning/critical) with a note. */
+  async updateTtl(
+    checkId: string,
+    status: 'passing' | 'warning' | 'critical',
+    output: string,
+  ): Promise<void> {
+    await this.call('PUT', `/v1/agent/check/update/${encodeURIComponent(checkId)}`, {
+      body: { Status: status, Output: output },
+    });
+  }
+
+  async close(): Promise<void> {
+    await this.dispatcher.close();
+  }
+
+  private async call(
+    method: 'GET' | 'PUT',
+    path: string,
+    options: { body?: unknown; signal?: AbortSignal; timeoutMs?: number },
+  ): Promise<{ headers: Record<string, string | string[] | undefined>; body: unknown }> {
+    let response;
+    try {
+      response = await request(`${this.base}${path}`, {
+        method,
+        dispatcher: this.dispatcher,
+        headers: {
+          ...(this.token ? { 'x-consul-token': this.token } : {}),
+          ...(options.body === undefined ? {} : { 'content-type': 'application/json' }),
+        },
+        body: options.body === undefined ? undefined : JSON.stringify(options.body),
+        signal: options.signal,
+        headersTimeout: options.timeoutMs ?? 10_000,
+        bodyTimeout: options.timeoutMs ?? 10_000,
+      });
+    } catch (error) {
+      throw new ConsulError(`Consul at ${this.base} unreachable: ${(error as Error).message}`);
+    }
+    const text = await response.body.text();
+    if (response.statusCode >= 300) {
+      throw new ConsulError(
+        `Consul ${method} ${path.split('?')[0]}: ${response.statusCode} ${text.trim()}`,
+        response.statusCode,
+      );
+    }
+    return { headers: response.headers, body: text ? (JSON.parse(text) as unknown) : undefined };
+  }
+}

@@ -1,0 +1,125 @@
+/**
+ * Consul discovery: one blocking-query loop per upstream over the passing instances.
+ * Follows Consul's blocking-query rules: reset the index when it goes backwards or is 0,
+ * back off with jitter after errors, and rate-limit wake-ups so a flapping service
+ * cannot spin the loop. While Consul is unreachable the last known endpoints keep
+ * serving and the state says it is stale.
+ */
+import { ConsulClient, type HealthEntry } from './consul-client.js';
+import type { DiscoveredEndpoint, Discovery, UpstreamListener, UpstreamState } from './types.js';
+
+export interface ConsulDiscoveryOptions {
+  client: ConsulClient;
+  /** How long one blocking query waits for a change. */
+  wait?: string;
+  /** Shortest time between two queries of one service, even when Consul answers at once. */
+  minIntervalMs?: number;
+  backoffInitialMs?: number;
+  backoffMaxMs?: number;
+  onError?: (service: string, error: Error) => void;
+}
+
+interface Watched {
+  state: UpstreamState;
+  listeners: Set<UpstreamListener>;
+  abort: AbortController;
+  loop: Promise<void>;
+}
+
+export class ConsulDiscovery implements Discovery {
+  private readonly watched = new Map<string, Watched>();
+
+  constructor(private readonly options: ConsulDiscoveryOptions) {}
+
+  watch(service: string, listener: UpstreamListener): () => void {
+    let entry = this.watched.get(service);
+    if (!entry) {
+      const abort = new AbortController();
+      const state: UpstreamState = { service, endpoints: [], stale: false, updatedAt: 0 };
+      entry = { state, listeners: new Set(), abort, loop: Promise.resolve() };
+      this.watched.set(service, entry);
+      entry.loop = this.run(entry, abort.signal);
+    }
+    entry.listeners.add(listener);
+    if (entry.state.updatedAt > 0) listener(entry.state);
+    const watched = entry;
+    return () => watched.listeners.delete(listener);
+  }
+
+  states(): UpstreamState[] {
+    return [...this.watched.values()].map((w) => w.state);
+  }
+
+  async close(): Promise<void> {
+    for (const entry of this.watched.values()) entry.abort.abort();
+    await Promise.all([...this.watched.values()].map((w) => w.loop));
+    this.watched.clear();
+  }
+
+  private async run(entry: Watched, signal: AbortSignal): Promise<void> {
+    const { wait = '30s', minIntervalMs = 100, backoffInitialMs = 250, backoffMaxMs = 10_000 } = this.options;
+    let index = 0;
+    let failures = 0;
+    while (!signal.aborted) {
+      const started = Date.now();
+      try {
+        const answer = await this.options.client.passingInstances(entry.state.service, index, wait, signal);
+        failures = 0;
+        const changed = answer.index !== index || entry.state.stale || entry.state.updatedAt === 0;
+        // Consul's rules: an index that went backwards means start over with 0; never block on 0.
+        index = answer.index < index ? 0 : Math.max(answer.index, 1);
+        if (changed) this.publish(entry, { endpoints: answer.entries.map(toEndpoint), stale: false });
+        await sleep(Math.max(0, minIntervalMs - (Date.now() - started)), signal);
+      } catch (error) {
+        if (signal.aborted) return;
+        failures++;
+        index = 0;
+        this.options.onError?.(entry.state.service, error as Error);
+        if (!entry.state.stale) {
+          this.publish(entry, {
+            endpoints: entry.state.endpoints,
+            stale: true,
+            error: (error as Error).message,
+          });
+        }
+        const ceiling = Math.min(backoffMaxMs, backoffInitialMs * 2 ** (failures - 1));
+        await sleep(ceiling / 2 + Math.random() * (ceiling / 2), signal);
+      }
+    }
+  }
+
+  private publish(entry: Watched, next: Pick<UpstreamState, 'endpoints' | 'stale' | 'error'>): void {
+    entry.state = {
+      service: entry.state.service,
+      endpoints: next.endpoints,
+      stale: next.stale,
+      ...(next.error ? { error: next.error } : {}),
+      updatedAt: Date.now(),
+    };
+    for (const listener of entry.listeners) listener(entry.state);
+  }
+}
+
+function toEndpoint(entry: HealthEntry): DiscoveredEndpoint {
+  return {
+    id: entry.Service.ID,
+    // An empty service address means "the node's address" in Consul.
+    address: entry.Service.Address || entry.Node.Address,
+    port: entry.Service.Port,
+    meta: entry.Service.Meta ?? {},
+    tags: entry.Service.Tags ?? [],
+  };
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted || ms <= 0) return resolve();
+    const timer = setTimeout(done, ms);
+    function done() {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    }
+    signal.addEventListener('abort', done, { once: true });
+  });
+}
