@@ -11,6 +11,9 @@ commands:
                                  dist/manifests); the same render function as the operator and cdk8s synth
   operator [flags]               run the controller (flags: --kubeconfig, --namespace, --probe-address,
                                  --leader-elect=false, --lease-namespace, --workers, --sidecar-image)
+  sidecar --config <file> [flags]
+                                 run the sidecar (flags: --advertise-address, --instance-id,
+                                 --admin-address, --consul-address, --drain-seconds)
   crds                           print the CustomResourceDefinitions as YAML
 `;
 
@@ -23,6 +26,8 @@ async function main(argv: string[]): Promise<number> {
       return runOperatorCommand(args);
     case 'render':
       return runRenderCommand(args);
+    case 'sidecar':
+      return runSidecarCommand(args);
     case 'crds': {
       const { generatedFiles } = await import('../api/generated.js');
       process.stdout.write(
@@ -94,6 +99,44 @@ async function runRenderCommand(args: string[]): Promise<number> {
   const result = synthesize(positionals, values.out);
   printSynthResult(result, values.out);
   return result.invalid.length > 0 ? 1 : 0;
+}
+
+async function runSidecarCommand(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      config: { type: 'string' },
+      'advertise-address': { type: 'string', default: process.env.POD_IP ?? '127.0.0.1' },
+      'instance-id': { type: 'string' },
+      'admin-address': { type: 'string', default: '0.0.0.0' },
+      'consul-address': { type: 'string', default: process.env.CONSUL_HTTP_ADDR },
+      'drain-seconds': { type: 'string', default: '10' },
+    },
+  });
+  if (!values.config)
+    throw new UsageError('sidecar needs --config <file> (the sidecar config the operator writes)');
+  const drainSeconds = Number(values['drain-seconds']);
+  if (!Number.isFinite(drainSeconds) || drainSeconds < 0)
+    throw new UsageError('--drain-seconds must be a number of seconds, e.g. 10');
+  const { runSidecar } = await import('../sidecar/index.js');
+  const podName = process.env.POD_NAME;
+  const sidecar = await runSidecar({
+    configFile: values.config,
+    advertiseAddress: values['advertise-address'],
+    ...(values['instance-id']
+      ? { instanceId: values['instance-id'] }
+      : podName
+        ? { instanceId: podName }
+        : {}),
+    adminAddress: values['admin-address'],
+    ...(values['consul-address'] ? { consulAddress: values['consul-address'] } : {}),
+    drainMs: drainSeconds * 1000,
+  });
+  await new Promise<void>((resolve) => {
+    for (const signal of ['SIGTERM', 'SIGINT'] as const) process.once(signal, () => resolve());
+  });
+  await sidecar.stop();
+  return 0;
 }
 
 class UsageError extends Error {}

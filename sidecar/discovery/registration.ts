@@ -70,7 +70,6 @@ export class ConsulRegistration {
    * restarted without its data dir forgets local services), until `deregister`.
    */
   async keepRegistered(checkEveryMs = 5000): Promise<void> {
-    await this.register();
     clearInterval(this.antiEntropy);
     this.antiEntropy = setInterval(() => {
       void this.client
@@ -79,6 +78,7 @@ export class ConsulRegistration {
         .catch(() => undefined);
     }, checkEveryMs);
     this.antiEntropy.unref();
+    await this.register();
   }
 
   async deregister(): Promise<void> {

@@ -14,10 +14,11 @@ import { createServer as createNetServer, type Server, type Socket } from 'node:
 
 const HTTP2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
 
-export type Handler = (
-  request: IncomingMessage | Http2ServerRequest,
-  response: ServerResponse | Http2ServerResponse,
-) => void;
+/**
+ * HTTP/2 requests arrive through Node's compatibility API, which has the shape of the
+ * HTTP/1 objects; `httpVersionMajor === 2` tells them apart.
+ */
+export type Handler = (request: IncomingMessage, response: ServerResponse) => void;
 
 export interface DualListener {
   server: Server;
@@ -28,7 +29,9 @@ export interface DualListener {
 
 export async function listenHttp1AndH2c(host: string, port: number, handler: Handler): Promise<DualListener> {
   const http1 = createHttp1Server({ keepAliveTimeout: 65_000 }, handler);
-  const http2 = createHttp2Server({}, handler);
+  const http2 = createHttp2Server({}, (req: Http2ServerRequest, res: Http2ServerResponse) =>
+    handler(req as unknown as IncomingMessage, res as unknown as ServerResponse),
+  );
   const sessions = new Set<ServerHttp2Session>();
   http2.on('session', (session: ServerHttp2Session) => {
     sessions.add(session);
@@ -37,6 +40,8 @@ export async function listenHttp1AndH2c(host: string, port: number, handler: Han
   const sockets = new Set<Socket>();
   const server = createNetServer((socket) => {
     sockets.add(socket);
+    // Small responses (headers, then a body chunk) must not wait for delayed ACKs (Nagle).
+    socket.setNoDelay(true);
     socket.once('close', () => sockets.delete(socket));
     socket.once('readable', () => {
       const head = socket.read(HTTP2_PREFACE.length) as Buffer | null;

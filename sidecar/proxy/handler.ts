@@ -1,0 +1,226 @@
+/**
+ * The outbound request handler: find the upstream, call it through its layers, stream
+ * the answer back, and fall back (backup service, static response, stale cached GET) when
+ * it cannot answer. Errors the sidecar produces say which upstream and why, in JSON, with
+ * the header `x-aimesh-error` so apps can tell them from upstream answers.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Http2ServerRequest } from 'node:http2';
+import { PassThrough, type Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { resolveTarget } from './target.js';
+import { propagate } from './trace.js';
+import { callUpstream, UpstreamError, type OutboundRequest, type UpstreamResponse } from './upstream.js';
+import type { Upstreams } from './upstreams.js';
+
+/** Hop-by-hop headers (RFC 9110 §7.6.1) and HTTP/2 pseudo-headers are not forwarded. */
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'proxy-authorization',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+  'host',
+  'http2-settings',
+]);
+
+type Request = IncomingMessage;
+type Response = ServerResponse;
+
+export function outboundHandler(upstreams: Upstreams) {
+  return (req: Request, res: Response): void => {
+    handle(upstreams, req, res).catch((error: unknown) => {
+      if (!res.headersSent) sendError(res, 502, `proxy error: ${(error as Error).message}`);
+      else res.destroy(error as Error);
+    });
+  };
+}
+
+async function handle(upstreams: Upstreams, req: Request, res: Response): Promise<void> {
+  const host = (req.headers[':authority'] as string | undefined) ?? req.headers.host;
+  const resolved = resolveTarget(req.url ?? '/', host);
+  if (!resolved.ok) return sendError(res, resolved.status, resolved.message);
+  const upstream = upstreams.get(resolved.target.service);
+  if (!upstream) {
+    return sendError(
+      res,
+      404,
+      `"${resolved.target.service}" is not an upstream of this service; add it to spec.upstreams of the AiService`,
+    );
+  }
+  if (upstream.config.protocol === 'grpc' || isGrpc(req))
+    return upstream.forwardGrpc(req, res, resolved.target.path);
+
+  const trace = propagate({
+    traceparent: header(req, 'traceparent'),
+    tracestate: header(req, 'tracestate'),
+    requestId: header(req, 'x-request-id'),
+  });
+  const request: OutboundRequest = {
+    method: req.method ?? 'GET',
+    path: resolved.target.path,
+    headers: { ...forwardHeaders(req), ...trace, host: resolved.target.service },
+    body: hasBody(req) ? (req as Readable) : undefined,
+    hashKey: upstream.hashKey(req),
+  };
+  const startedAt = Date.now();
+  const cacheKey = request.method === 'GET' ? request.path : undefined;
+  let response: UpstreamResponse;
+  try {
+    response = await callUpstream(upstream.config, upstream.policy, upstream.pools, request, () =>
+      upstream.metrics.retries.inc({ upstream: upstream.config.name }),
+    );
+  } catch (error) {
+    const failure = error instanceof UpstreamError ? error : new UpstreamError(String(error), 502, 0);
+    upstream.metrics.requests.inc({ upstream: upstream.config.name, endpoint: 'none', code: '0' });
+    return fallback(upstreams, upstream.config.name, res, request, cacheKey, failure);
+  } finally {
+    upstream.metrics.duration.observe({ upstream: upstream.config.name }, (Date.now() - startedAt) / 1000);
+  }
+  upstream.metrics.requests.inc({
+    upstream: upstream.config.name,
+    endpoint: response.endpoint ?? 'none',
+    code: String(response.status),
+  });
+  if (response.status >= 500 && upstream.config.fallback) {
+    response.body.resume();
+    return fallback(
+      upstreams,
+      upstream.config.name,
+      res,
+      request,
+      cacheKey,
+      new UpstreamError(
+        `${upstream.config.name} answered ${response.status}`,
+        response.status,
+        response.attempts,
+      ),
+    );
+  }
+  const headers = responseHeaders(response.headers);
+  headers['x-request-id'] = trace['x-request-id'];
+  const cache =
+    cacheKey !== undefined && response.status === 200 && upstream.config.staleCacheMaxAgeMs !== undefined;
+  res.writeHead(response.status, headers);
+  // Flush headers at once: server-sent events must reach the app before the first event.
+  (res as ServerResponse).flushHeaders?.();
+  if (!cache) return pipeline(response.body, res as NodeJS.WritableStream);
+  const chunks: Buffer[] = [];
+  let size = 0;
+  const tap = new PassThrough();
+  tap.on('data', (chunk: Buffer) => {
+    size += chunk.length;
+    if (size <= upstream.cache.maxBodyBytes) chunks.push(chunk);
+  });
+  await pipeline(response.body, tap, res as NodeJS.WritableStream);
+  if (size <= upstream.cache.maxBodyBytes) {
+    upstream.cache.set(cacheKey, { status: 200, headers, body: Buffer.concat(chunks), storedAt: Date.now() });
+  }
+}
+
+async function fallback(
+  upstreams: Upstreams,
+  name: string,
+  res: Response,
+  request: OutboundRequest,
+  cacheKey: string | undefined,
+  failure: UpstreamError,
+): Promise<void> {
+  const upstream = upstreams.get(name);
+  const config = upstream?.config.fallback;
+  if (upstream && config?.response) {
+    upstream.metrics.fallbacks.inc({ upstream: name, kind: 'response' });
+    res.writeHead(config.response.status, { ...config.response.headers, 'x-aimesh-fallback': 'response' });
+    res.end(config.response.body);
+    return;
+  }
+  if (upstream && cacheKey !== undefined && upstream.config.staleCacheMaxAgeMs !== undefined) {
+    const cached = upstream.cache.get(cacheKey, upstream.config.staleCacheMaxAgeMs, Date.now());
+    if (cached) {
+      upstream.metrics.fallbacks.inc({ upstream: name, kind: 'stale-cache' });
+      const age = Math.round((Date.now() - cached.storedAt) / 1000);
+      res.writeHead(cached.status, {
+        ...cached.headers,
+        'x-aimesh-fallback': 'stale-cache',
+        age: String(age),
+      });
+      res.end(cached.body);
+      return;
+    }
+  }
+  const backup = config?.service ? upstreams.get(config.service) : undefined;
+  // The original body was read by the failed tries; only body-less requests can go elsewhere.
+  if (upstream && backup && request.body === undefined) {
+    upstream.metrics.fallbacks.inc({ upstream: name, kind: 'service' });
+    try {
+      const response = await callUpstream(backup.config, backup.policy, backup.pools, request, () =>
+        backup.metrics.retries.inc({ upstream: backup.config.name }),
+      );
+      res.writeHead(response.status, {
+        ...responseHeaders(response.headers),
+        'x-aimesh-fallback': `service=${backup.config.name}`,
+      });
+      return pipeline(response.body, res as NodeJS.WritableStream);
+    } catch (error) {
+      return sendError(
+        res,
+        503,
+        `${failure.message}; backup ${config?.service}: ${(error as Error).message}`,
+      );
+    }
+  }
+  sendError(res, failure.status, failure.message);
+}
+
+function sendError(res: Response, status: number, message: string): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  res.writeHead(status, { 'content-type': 'application/json', 'x-aimesh-error': 'true' });
+  res.end(`${JSON.stringify({ error: message })}\n`);
+}
+
+function forwardHeaders(req: Request): Record<string, string | string[]> {
+  const headers: Record<string, string | string[]> = {};
+  const listedInConnection = new Set(
+    String(req.headers.connection ?? '')
+      .split(',')
+      .map((h) => h.trim().toLowerCase())
+      .filter(Boolean),
+  );
+  for (const [name, value] of Object.entries(req.headers)) {
+    if (value === undefined || name.startsWith(':') || HOP_BY_HOP.has(name) || listedInConnection.has(name))
+      continue;
+    headers[name] = value;
+  }
+  return headers;
+}
+
+function responseHeaders(
+  headers: Record<string, string | string[] | undefined>,
+): Record<string, string | string[]> {
+  const result: Record<string, string | string[]> = {};
+  for (const [name, value] of Object.entries(headers)) {
+    if (value !== undefined && !HOP_BY_HOP.has(name)) result[name] = value;
+  }
+  return result;
+}
+
+function hasBody(req: Request): boolean {
+  const length = req.headers['content-length'];
+  if (req.httpVersionMajor === 2) return !(req as unknown as Http2ServerRequest).stream.endAfterHeaders;
+  return (length !== undefined && length !== '0') || req.headers['transfer-encoding'] !== undefined;
+}
+
+function isGrpc(req: Request): boolean {
+  return String(req.headers['content-type'] ?? '').startsWith('application/grpc');
+}
+
+function header(req: Request, name: string): string | undefined {
+  const value = req.headers[name];
+  return Array.isArray(value) ? value[0] : value;
+}

@@ -1,0 +1,82 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { SidecarConfigInput } from '../../api/index.js';
+import { REPO_DIR } from '../env/components.js';
+import { freePorts, startProcess, waitFor, type ManagedProcess } from '../env/index.js';
+
+export interface SidecarProcess {
+  process: ManagedProcess;
+  outbound: string;
+  admin: string;
+  /** Writes a new config; resolves once the sidecar serves it (hot reload). */
+  reload: (config: Omit<SidecarConfigInput, 'listen'>) => Promise<void>;
+  stop: () => Promise<void>;
+}
+
+/** Runs `aimesh sidecar` as its own process on free loopback ports, as it runs in a pod. */
+export async function startSidecar(
+  name: string,
+  config: Omit<SidecarConfigInput, 'listen'>,
+  consulAddress: string,
+): Promise<SidecarProcess> {
+  const dir = mkdtempSync(join(tmpdir(), `aimesh-sidecar-${name}-`));
+  const file = join(dir, 'sidecar.json');
+  const [outbound, admin, control] = (await freePorts(3)) as [number, number, number];
+  const listen = { address: '127.0.0.1', outbound, admin, control };
+  const write = (c: Omit<SidecarConfigInput, 'listen'>) =>
+    writeFileSync(file, JSON.stringify({ ...c, listen }, null, 2));
+  write(config);
+  const process = startProcess(
+    `sidecar-${name}`,
+    globalThis.process.execPath,
+    [
+      '--import',
+      'tsx',
+      join(REPO_DIR, 'cli', 'main.ts'),
+      'sidecar',
+      `--config=${file}`,
+      '--advertise-address=127.0.0.1',
+      `--instance-id=${name}`,
+      '--admin-address=127.0.0.1',
+      `--consul-address=${consulAddress}`,
+      '--drain-seconds=2',
+    ],
+    join(dir, 'logs'),
+  );
+  const adminUrl = `http://127.0.0.1:${admin}`;
+  await waitFor(`sidecar ${name} /healthz`, async () => (await fetch(`${adminUrl}/healthz`)).ok, 60_000);
+  return {
+    process,
+    outbound: `http://127.0.0.1:${outbound}`,
+    admin: adminUrl,
+    reload: async (next) => {
+      write(next);
+      const expected = JSON.stringify(next.upstreams ?? []);
+      await waitFor(
+        `sidecar ${name} reloaded`,
+        async () => {
+          const served = (await (await fetch(`${adminUrl}/admin/config`)).json()) as { upstreams: unknown[] };
+          return sameUpstreams(served.upstreams, JSON.parse(expected) as unknown[]);
+        },
+        15_000,
+      );
+    },
+    stop: async () => {
+      await process.stop();
+      if (!globalThis.process.env.AIMESH_KEEP_TESTENV) rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** The served config has defaults filled in; compare the fields the test wrote. */
+function sameUpstreams(served: unknown[], written: unknown[]): boolean {
+  return served.length === written.length && written.every((w, i) => contains(served[i], w));
+}
+
+function contains(actual: unknown, expected: unknown): boolean {
+  if (typeof expected !== 'object' || expected === null) return actual === expected;
+  if (Array.isArray(expected))
+    return Array.isArray(actual) && expected.every((e, i) => contains((actual as unknown[])[i], e));
+  return Object.entries(expected).every(([k, v]) => contains((actual as Record<string, unknown>)?.[k], v));
+}
