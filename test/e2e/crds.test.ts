@@ -12,9 +12,12 @@ const systems = readdirSync(EXAMPLES).filter(
 
 interface InvalidExample {
   file: string;
-  apiServerError: string;
+  /** null when the API server cannot check it (the entry then says why). */
+  apiServerError: string | null;
 }
-const invalid = parse(readFileSync(join(EXAMPLES, 'invalid', 'expected.yaml'), 'utf8')) as InvalidExample[];
+const invalid = (
+  parse(readFileSync(join(EXAMPLES, 'invalid', 'expected.yaml'), 'utf8')) as InvalidExample[]
+).filter((e): e is InvalidExample & { apiServerError: string } => e.apiServerError !== null);
 
 function namespacesIn(folder: string): string[] {
   const names = new Set<string>();
@@ -64,9 +67,8 @@ describe('CRDs on a real API server', () => {
     );
     const sagas = await kubectl(['get', 'sagas', '--all-namespaces']);
     expect(sagas.stdout.split('\n')[0]).toMatch(/^NAMESPACE\s+NAME\s+ORCHESTRATOR\s+STEPS\s+READY\s+AGE$/);
-    expect(sagas.stdout).toMatch(
-      /health-data\s+\S+\s+validate_user,save_health_data,update_blockchain,trigger_ai_analysis/,
-    );
+    // A printer column prints only the first match of its JSONPath: the first step.
+    expect(sagas.stdout).toMatch(/health-data\s+health-orchestrator\s+validate_user\s/);
     const category = await kubectl(['get', 'aimesh', '--all-namespaces', '-o', 'name']);
     expect(category.stdout).toContain('aiservice.aimesh.io/');
     expect(category.stdout).toContain('saga.aimesh.io/');
