@@ -13,6 +13,7 @@ import {
   RetryBudget,
   backoffDelay,
   createBalancer,
+  newEndpointLoad,
   observeLatency,
   retryable,
   toRoutedEndpoint,
@@ -92,7 +93,7 @@ export function createRoutingPolicy(
   const loadOf = (id: string): EndpointLoad => {
     let load = loads.get(id);
     if (!load) {
-      load = { inFlight: 0, ewmaMs: 0, ewmaAt: 0 };
+      load = newEndpointLoad();
       loads.set(id, load);
     }
     return load;

@@ -110,7 +110,7 @@ export const EWMA_DECAY_MS = 10_000;
 
 /** Peak-EWMA cost as in Finagle/linkerd: latency estimate × (in-flight + 1). */
 export function peakEwmaCost(load: EndpointLoad, nowMs: number): number {
-  const latency = load.ewmaAt === 0 ? EWMA_DEFAULT_MS : decayedEwma(load, nowMs);
+  const latency = load.ewmaAt < 0 ? EWMA_DEFAULT_MS : decayedEwma(load, nowMs);
   return latency * (load.inFlight + 1);
 }
 
@@ -121,7 +121,7 @@ function decayedEwma(load: EndpointLoad, nowMs: number): number {
 
 /** Updates an EWMA with a new latency; a slower sample replaces it at once (the "peak"). */
 export function observeLatency(load: EndpointLoad, latencyMs: number, nowMs: number): void {
-  if (load.ewmaAt === 0 || latencyMs > load.ewmaMs) {
+  if (load.ewmaAt < 0 || latencyMs > load.ewmaMs) {
     load.ewmaMs = latencyMs;
   } else {
     const elapsed = Math.max(0, nowMs - load.ewmaAt);

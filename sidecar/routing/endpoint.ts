@@ -14,9 +14,9 @@ export interface RoutedEndpoint {
 /** Load the balancers read; the I/O layer updates it around each request. */
 export interface EndpointLoad {
   inFlight: number;
-  /** Peak-EWMA latency in ms (0 before the first response). */
+  /** Peak-EWMA latency in ms. */
   ewmaMs: number;
-  /** When ewmaMs was last updated (ms). */
+  /** When ewmaMs was last updated (ms); negative before the first response. */
   ewmaAt: number;
 }
 
@@ -38,4 +38,8 @@ function nonNegative(value: string | undefined, fallback: number): number {
 function finite(value: string | undefined, fallback: number): number {
   const n = Number(value);
   return value !== undefined && Number.isFinite(n) ? n : fallback;
+}
+
+export function newEndpointLoad(): EndpointLoad {
+  return { inFlight: 0, ewmaMs: 0, ewmaAt: -1 };
 }

@@ -1,4 +1,4 @@
-export { toRoutedEndpoint, type RoutedEndpoint, type EndpointLoad } from './endpoint.js';
+export { toRoutedEndpoint, newEndpointLoad, type RoutedEndpoint, type EndpointLoad } from './endpoint.js';
 export {
   createBalancer,
   observeLatency,
