@@ -29,22 +29,14 @@ export function forwardGrpc(
     const downstream = (req as unknown as Http2ServerRequest).stream;
     const endpoint = policy.pick(undefined, new Set(), Date.now());
     if (!endpoint) {
-      downstream.respond(
-        {
-          [HTTP2_HEADER_STATUS]: 200,
-          'content-type': 'application/grpc',
-          'grpc-status': '14',
-          'grpc-message': `aimesh: no healthy endpoint for ${name}`,
-        },
-        { endStream: true },
-      );
+      respondStatus(res, '14', `aimesh: no healthy endpoint for ${name}`);
       return resolve();
     }
     const started = Date.now();
     policy.started(endpoint.id);
     const headers: Record<string, string | string[]> = {};
     for (const [key, value] of Object.entries(req.headers)) {
-      if (value === undefined || key === ':authority' || key === ':scheme' || key === 'connection') continue;
+      if (value === undefined || key.startsWith(':') || key === 'connection' || key === 'host') continue;
       headers[key] = value;
     }
     headers[HTTP2_HEADER_PATH] = path;
@@ -52,47 +44,68 @@ export function forwardGrpc(
     headers[':authority'] = name;
     const upstream = pools.session(endpoint.address, endpoint.port).request(headers);
     let ok = false;
+    let settled = false;
     const finish = (failed: boolean) => {
+      if (settled) return;
+      settled = true;
       policy.finished(endpoint.id, { ok: ok && !failed, latencyMs: Date.now() - started }, Date.now());
       resolve();
     };
-    let trailers: Record<string, string | string[] | undefined> = {};
+    // The compatibility response sends its trailers when the stream ends; gRPC's status
+    // travels there, so headers go out first and everything with a grpc- prefix after.
     upstream.on('response', (responseHeaders) => {
       const status = Number(responseHeaders[HTTP2_HEADER_STATUS]);
-      ok = status < 500 && !FAILED_STATUSES.has(String(responseHeaders['grpc-status']));
-      if (responseHeaders['grpc-status'] !== undefined) {
-        // A trailers-only response (an error before any message): headers end the stream.
-        downstream.respond({ ...responseHeaders }, { endStream: true });
-        return;
-      }
-      downstream.respond({ ...responseHeaders }, { waitForTrailers: true });
-      downstream.once('wantTrailers', () => downstream.sendTrailers(trailers));
-      upstream.pipe(downstream);
+      const { trailersOnly, rest } = splitTrailersOnly(responseHeaders);
+      ok = status < 500 && !FAILED_STATUSES.has(String(trailersOnly['grpc-status']));
+      res.writeHead(status, rest);
+      if (Object.keys(trailersOnly).length > 0) res.addTrailers(trailersOnly);
+      upstream.pipe(res);
     });
-    upstream.on('trailers', (received) => {
-      if (FAILED_STATUSES.has(String(received['grpc-status']))) ok = false;
-      trailers = { ...received };
+    upstream.on('trailers', (trailers) => {
+      if (FAILED_STATUSES.has(String(trailers['grpc-status']))) ok = false;
+      res.addTrailers(withoutPseudo(trailers));
     });
     upstream.on('end', () => finish(false));
     upstream.on('error', (error) => {
-      if (!downstream.headersSent) {
-        downstream.respond(
-          {
-            [HTTP2_HEADER_STATUS]: 200,
-            'content-type': 'application/grpc',
-            'grpc-status': '14',
-            'grpc-message': encodeURIComponent(`aimesh: ${name}: ${error.message}`),
-          },
-          { endStream: true },
-        );
-      } else {
-        downstream.close(constants.NGHTTP2_INTERNAL_ERROR);
-      }
+      if (!res.headersSent) respondStatus(res, '14', `aimesh: ${name}: ${error.message}`);
+      else downstream.close(constants.NGHTTP2_INTERNAL_ERROR);
       finish(true);
     });
     downstream.on('close', () => {
       if (!upstream.closed) upstream.close(constants.NGHTTP2_CANCEL);
+      finish(true);
     });
-    downstream.pipe(upstream);
+    req.pipe(upstream);
   });
+}
+
+/** A status answer the gRPC way: HTTP 200, the outcome in trailers. */
+export function respondStatus(res: ServerResponse, code: string, message: string): void {
+  res.writeHead(200, { 'content-type': 'application/grpc', 'x-aimesh-error': 'true' });
+  res.addTrailers({ 'grpc-status': code, 'grpc-message': encodeURIComponent(message) });
+  res.end();
+}
+
+function splitTrailersOnly(headers: Record<string, unknown>): {
+  trailersOnly: Record<string, string>;
+  rest: Record<string, string | string[]>;
+} {
+  const trailersOnly: Record<string, string> = {};
+  const rest: Record<string, string | string[]> = {};
+  for (const [key, value] of Object.entries(headers)) {
+    if (key.startsWith(':') || value === undefined) continue;
+    if (key === 'grpc-status' || key === 'grpc-message' || key === 'grpc-status-details-bin')
+      trailersOnly[key] = String(value);
+    else rest[key] = value as string | string[];
+  }
+  return { trailersOnly, rest };
+}
+
+function withoutPseudo(headers: Record<string, unknown>): Record<string, string> {
+  const result: Record<string, string> = {};
+  for (const [key, value] of Object.entries(headers)) {
+    if (!key.startsWith(':') && value !== undefined)
+      result[key] = Array.isArray(value) ? value.join(', ') : String(value);
+  }
+  return result;
 }

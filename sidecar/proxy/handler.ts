@@ -8,6 +8,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Http2ServerRequest } from 'node:http2';
 import { PassThrough, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { respondStatus } from './grpc.js';
 import { resolveTarget } from './target.js';
 import { propagate } from './trace.js';
 import { callUpstream, UpstreamError, type OutboundRequest, type UpstreamResponse } from './upstream.js';
@@ -175,9 +176,17 @@ async function fallback(
   sendError(res, failure.status, failure.message);
 }
 
+/** gRPC codes for the sidecar's own errors, as Envoy maps them. */
+const GRPC_STATUS_FOR_HTTP: Record<number, number> = { 400: 13, 404: 12, 502: 14, 503: 14, 504: 4 };
+
 function sendError(res: Response, status: number, message: string): void {
   if (res.headersSent) {
     res.destroy();
+    return;
+  }
+  if (isGrpc(res.req)) {
+    // gRPC clients read the outcome from grpc-status, not from the HTTP status.
+    respondStatus(res, String(GRPC_STATUS_FOR_HTTP[status] ?? 2), message);
     return;
   }
   res.writeHead(status, { 'content-type': 'application/json', 'x-aimesh-error': 'true' });
