@@ -13,7 +13,7 @@ commands:
                                  --leader-elect=false, --lease-namespace, --workers, --sidecar-image)
   sidecar --config <file> [flags]
                                  run the sidecar (flags: --advertise-address, --instance-id,
-                                 --admin-address, --consul-address, --drain-seconds)
+                                 --admin-address, --consul-address, --drain-seconds, --local-registry)
   crds                           print the CustomResourceDefinitions as YAML
 `;
 
@@ -111,6 +111,7 @@ async function runSidecarCommand(args: string[]): Promise<number> {
       'admin-address': { type: 'string', default: '0.0.0.0' },
       'consul-address': { type: 'string', default: process.env.CONSUL_HTTP_ADDR },
       'drain-seconds': { type: 'string', default: '10' },
+      'local-registry': { type: 'string' },
     },
   });
   if (!values.config)
@@ -131,6 +132,7 @@ async function runSidecarCommand(args: string[]): Promise<number> {
     adminAddress: values['admin-address'],
     ...(values['consul-address'] ? { consulAddress: values['consul-address'] } : {}),
     drainMs: drainSeconds * 1000,
+    ...(values['local-registry'] ? { localRegistry: values['local-registry'] } : {}),
   });
   await new Promise<void>((resolve) => {
     for (const signal of ['SIGTERM', 'SIGINT'] as const) process.once(signal, () => resolve());
