@@ -58,6 +58,50 @@ export function templateExpressions(value: unknown): TemplateExpression[] {
   return [];
 }
 
+/** What placeholders read: the execution's input, its identity, and earlier responses. */
+export interface TemplateContext {
+  input: unknown;
+  execution: { id: string; saga: string; startedAt: string };
+  steps: Record<string, { response: { status: number; headers: Record<string, string>; body: unknown } }>;
+}
+
+/**
+ * Fills every placeholder in a JSON-like value. A string that is exactly one placeholder
+ * becomes the value it reads (an object stays an object); placeholders inside longer
+ * strings are written as text (JSON for non-strings). Reading a missing field throws
+ * TemplateError naming the placeholder. Pure.
+ */
+export function renderTemplate(value: unknown, context: TemplateContext): unknown {
+  if (typeof value === 'string') {
+    const parts = parseTemplate(value);
+    const only = parts.length === 1 ? parts[0] : undefined;
+    if (only && 'expression' in only) return lookup(only.expression, context);
+    return parts
+      .map((part) => {
+        if ('literal' in part) return part.literal;
+        const found = lookup(part.expression, context);
+        return typeof found === 'string' ? found : JSON.stringify(found);
+      })
+      .join('');
+  }
+  if (Array.isArray(value)) return value.map((item) => renderTemplate(item, context));
+  if (value !== null && typeof value === 'object') {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, renderTemplate(v, context)]));
+  }
+  return value;
+}
+
+function lookup(expression: TemplateExpression, context: TemplateContext): unknown {
+  let current: unknown = context;
+  for (const segment of expression.path) {
+    if (current === null || typeof current !== 'object' || !(String(segment) in (current as object))) {
+      throw new TemplateError(`placeholder "{{ ${expression.source} }}" reads a field that is not there ("${segment}")`);
+    }
+    current = (current as Record<string, unknown>)[String(segment)];
+  }
+  return current;
+}
+
 /** The step a placeholder reads from, if it reads a step's response. */
 export function referencedStep(expression: TemplateExpression): string | undefined {
   return expression.path[0] === 'steps' ? String(expression.path[1]) : undefined;
