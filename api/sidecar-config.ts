@@ -8,6 +8,7 @@ import {
   upstreamSchema,
 } from './aiservice.js';
 import { SIDECAR_PORTS, dnsLabel, duration } from './common.js';
+import { sagaSpec } from './saga.js';
 
 /**
  * What one sidecar needs to run, as the operator writes it into a ConfigMap (and as
@@ -72,6 +73,26 @@ export const sidecarConfig = z
       )
       .default([]),
     aiRouting: aiRoutingSchema.optional(),
+    sagas: z
+      .array(z.strictObject({ name: dnsLabel('Saga name.'), spec: sagaSpec }))
+      .default([])
+      .describe('Sagas this sidecar orchestrates (the operator copies them from Saga resources).'),
+    sagaStore: z
+      .strictObject({
+        kind: z
+          .enum(['file', 'consul'])
+          .default('consul')
+          .describe(
+            "file: fsync'd files on local disk, one orchestrator; consul: Consul KV with session locks.",
+          ),
+        path: z.string().default('/var/lib/aimesh/sagas').describe('Folder of the file store.'),
+        prefix: z.string().default('aimesh/sagas').describe('KV prefix of the Consul store.'),
+        sessionTtl: duration(
+          'How long a dead orchestrator holds its executions before a peer takes them.',
+        ).default('10s'),
+      })
+      .prefault({})
+      .describe('Where saga executions are kept.'),
     observability: observabilitySchema.prefault({}),
   })
   .describe('Configuration of one aimesh sidecar.');

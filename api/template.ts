@@ -95,7 +95,9 @@ function lookup(expression: TemplateExpression, context: TemplateContext): unkno
   let current: unknown = context;
   for (const segment of expression.path) {
     if (current === null || typeof current !== 'object' || !(String(segment) in (current as object))) {
-      throw new TemplateError(`placeholder "{{ ${expression.source} }}" reads a field that is not there ("${segment}")`);
+      throw new TemplateError(
+        `placeholder "{{ ${expression.source} }}" reads a field that is not there ("${segment}")`,
+      );
     }
     current = (current as Record<string, unknown>)[String(segment)];
   }

@@ -6,7 +6,7 @@
 import { hostname } from 'node:os';
 import type { SidecarConfig } from '../api/index.js';
 import { jsonLogger } from '../operator/log.js';
-import { sidecarMetrics, startAdminServer } from './admin/index.js';
+import { sidecarMetrics, startAdminServer, type SidecarMetrics } from './admin/index.js';
 import { loadSidecarConfig, watchSidecarConfig } from './config/index.js';
 import {
   ConsulClient,
@@ -19,6 +19,13 @@ import {
   type Discovery,
 } from './discovery/index.js';
 import { listenHttp1AndH2c, outboundHandler, Upstreams } from './proxy/index.js';
+import {
+  ConsulSagaStore,
+  FileSagaStore,
+  outboundStepCaller,
+  SagaEngine,
+  startSagaApi,
+} from './saga/index.js';
 
 export interface SidecarOptions {
   configFile: string;
@@ -106,6 +113,10 @@ export async function runSidecar(options: SidecarOptions): Promise<RunningSideca
     config: () => config,
   });
 
+  const sagas =
+    config.sagas.length > 0
+      ? await startSagas(config, options, outbound.port, metrics.registry, log)
+      : undefined;
   const deregister = await register(config, options, log);
   const stopWatchingConfig = watchSidecarConfig(
     options.configFile,
@@ -130,6 +141,7 @@ export async function runSidecar(options: SidecarOptions): Promise<RunningSideca
       draining = true;
       log.info('draining', { inFlight: inFlight.count });
       stopWatchingConfig();
+      await sagas?.stop();
       await deregister().catch((error: unknown) =>
         log.warn('deregistration failed', { error: String(error) }),
       );
@@ -142,6 +154,51 @@ export async function runSidecar(options: SidecarOptions): Promise<RunningSideca
       log.info('stopped');
     })());
   return { outboundPort: outbound.port, adminPort: admin.port, stop };
+}
+
+/** The saga engine and its control API, when this sidecar orchestrates sagas. */
+async function startSagas(
+  config: SidecarConfig,
+  options: SidecarOptions,
+  outboundPort: number,
+  registry: SidecarMetrics['registry'],
+  log: ReturnType<typeof jsonLogger>,
+): Promise<{ stop: () => Promise<void> }> {
+  const owner = options.instanceId ?? `${config.service.name}-${hostname()}`;
+  const consul = new ConsulClient(options.consulAddress ?? config.discovery.consul.address);
+  const store =
+    config.sagaStore.kind === 'file'
+      ? new FileSagaStore(config.sagaStore.path)
+      : new ConsulSagaStore(consul, {
+          prefix: config.sagaStore.prefix,
+          sessionTtl: config.sagaStore.sessionTtl,
+          owner,
+        });
+  const caller = outboundStepCaller(`http://127.0.0.1:${outboundPort}`);
+  const engine = new SagaEngine({
+    definitions: new Map(config.sagas.map((s) => [s.name, s.spec])),
+    store,
+    call: caller.call,
+    log,
+    registry,
+  });
+  const api = await startSagaApi(engine, config.listen.address, config.listen.control);
+  await engine.startRecovery();
+  log.info('saga engine started', {
+    sagas: config.sagas.map((s) => s.name),
+    store: config.sagaStore.kind,
+    control: api.port,
+  });
+  return {
+    stop: async () => {
+      await engine.stop();
+      await new Promise((resolve) => api.server.close(resolve));
+      api.server.closeAllConnections();
+      await store.close();
+      await caller.close();
+      await consul.close();
+    },
+  };
 }
 
 function createDiscovery(config: SidecarConfig, options: SidecarOptions): Discovery {

@@ -106,6 +106,77 @@ export class ConsulClient {
     });
   }
 
+  /** A KV entry with its ModifyIndex (for check-and-set), or undefined. */
+  async kvGet(key: string): Promise<{ value: string; modifyIndex: number; session?: string } | undefined> {
+    try {
+      const { body } = await this.call('GET', `/v1/kv/${key}`, {});
+      const entry = (body as { Value: string | null; ModifyIndex: number; Session?: string }[])[0];
+      if (!entry) return undefined;
+      return {
+        value: entry.Value ? Buffer.from(entry.Value, 'base64').toString('utf8') : '',
+        modifyIndex: entry.ModifyIndex,
+        ...(entry.Session ? { session: entry.Session } : {}),
+      };
+    } catch (error) {
+      if (error instanceof ConsulError && error.status === 404) return undefined;
+      throw error;
+    }
+  }
+
+  /** Every entry under a prefix. */
+  async kvList(prefix: string): Promise<{ key: string; value: string; modifyIndex: number }[]> {
+    try {
+      const { body } = await this.call('GET', `/v1/kv/${prefix}?recurse=true`, {});
+      return (body as { Key: string; Value: string | null; ModifyIndex: number }[]).map((e) => ({
+        key: e.Key,
+        value: e.Value ? Buffer.from(e.Value, 'base64').toString('utf8') : '',
+        modifyIndex: e.ModifyIndex,
+      }));
+    } catch (error) {
+      if (error instanceof ConsulError && error.status === 404) return [];
+      throw error;
+    }
+  }
+
+  /**
+   * Writes a KV entry. `cas` 0 creates only if absent; a ModifyIndex writes only if unchanged.
+   * `acquire`/`release` take or give back a session lock. Returns whether it was written.
+   */
+  async kvPut(
+    key: string,
+    value: string,
+    options: { cas?: number; acquire?: string; release?: string } = {},
+  ): Promise<boolean> {
+    const query = new URLSearchParams();
+    if (options.cas !== undefined) query.set('cas', String(options.cas));
+    if (options.acquire) query.set('acquire', options.acquire);
+    if (options.release) query.set('release', options.release);
+    const { body } = await this.call('PUT', `/v1/kv/${key}?${query}`, { rawBody: value });
+    return body === true;
+  }
+
+  /** A session that holds locks while it is renewed; its locks are released when it lapses. */
+  async sessionCreate(name: string, ttl: string, lockDelay = '1s'): Promise<string> {
+    const { body } = await this.call('PUT', '/v1/session/create', {
+      body: { Name: name, TTL: ttl, LockDelay: lockDelay, Behavior: 'release' },
+    });
+    return (body as { ID: string }).ID;
+  }
+
+  async sessionRenew(id: string): Promise<boolean> {
+    try {
+      await this.call('PUT', `/v1/session/renew/${id}`, {});
+      return true;
+    } catch (error) {
+      if (error instanceof ConsulError && error.status === 404) return false;
+      throw error;
+    }
+  }
+
+  async sessionDestroy(id: string): Promise<void> {
+    await this.call('PUT', `/v1/session/destroy/${id}`, {});
+  }
+
   async close(): Promise<void> {
     await this.dispatcher.close();
   }
@@ -113,7 +184,7 @@ export class ConsulClient {
   private async call(
     method: 'GET' | 'PUT',
     path: string,
-    options: { body?: unknown; signal?: AbortSignal; timeoutMs?: number },
+    options: { body?: unknown; rawBody?: string; signal?: AbortSignal; timeoutMs?: number },
   ): Promise<{ headers: Record<string, string | string[] | undefined>; body: unknown }> {
     let response;
     try {
@@ -124,7 +195,7 @@ export class ConsulClient {
           ...(this.token ? { 'x-consul-token': this.token } : {}),
           ...(options.body === undefined ? {} : { 'content-type': 'application/json' }),
         },
-        body: options.body === undefined ? undefined : JSON.stringify(options.body),
+        body: options.rawBody ?? (options.body === undefined ? undefined : JSON.stringify(options.body)),
         signal: options.signal,
         headersTimeout: options.timeoutMs ?? 10_000,
         bodyTimeout: options.timeoutMs ?? 10_000,

@@ -101,7 +101,12 @@ export function nextAction(spec: SagaSpec, execution: Execution): Action {
   if (execution.state === 'compensating') {
     const index = nextToCompensate(spec, execution);
     if (index === -1) return { kind: 'finished' };
-    return call(execution, 'compensation', index, (execution.steps[index] as StepRecord).compensationAttempts + 1);
+    return call(
+      execution,
+      'compensation',
+      index,
+      (execution.steps[index] as StepRecord).compensationAttempts + 1,
+    );
   }
   return { kind: 'finished' };
 }
@@ -157,12 +162,20 @@ export function recordOutcome(
   }
   step.status = 'compensation-failed';
   next.state = 'compensation-failed';
-  next.reason = `${next.reason ?? ''}; compensation of ${step.name} failed: ${outcome.message}`.replace(/^; /, '');
+  next.reason = `${next.reason ?? ''}; compensation of ${step.name} failed: ${outcome.message}`.replace(
+    /^; /,
+    '',
+  );
   return next;
 }
 
 /** Saga timeout or cancellation: compensate, unless the pivot has passed. */
-export function abort(spec: SagaSpec, execution: Execution, reason: string, nowMs: number): Execution | string {
+export function abort(
+  spec: SagaSpec,
+  execution: Execution,
+  reason: string,
+  nowMs: number,
+): Execution | string {
   if (execution.state !== 'running') return `execution is ${execution.state}`;
   if (execution.pivotPassed) return 'the pivot step has succeeded: the execution can only go forward';
   return beginCompensation(spec, clone(execution, nowMs), reason, nowMs);
@@ -222,7 +235,10 @@ export function backoff(
   attempt: number,
   random: () => number,
 ): number {
-  const base = Math.min(durationMs(settings.max), durationMs(settings.initial) * settings.multiplier ** (attempt - 1));
+  const base = Math.min(
+    durationMs(settings.max),
+    durationMs(settings.initial) * settings.multiplier ** (attempt - 1),
+  );
   return Math.round(base / 2 + (random() * base) / 2);
 }
 

@@ -1,0 +1,353 @@
+/**
+ * The saga engine: starts executions, runs each one step by step through the state
+ * machine, saves every state change before acting on it, and recovers unfinished
+ * executions (its own after a restart, a dead peer's in a cluster).
+ */
+import { randomUUID } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import { durationMs, renderTemplate, TemplateError, type SagaSpec } from '../../api/index.js';
+import type { Logger } from '../../operator/log.js';
+import type { StepCaller } from './caller.js';
+import {
+  abort,
+  nextAction,
+  recordOutcome,
+  startExecution,
+  TERMINAL_STATES,
+  type Action,
+  type Execution,
+  type Outcome,
+} from './machine.js';
+import { ConflictError, type SagaStore } from './store.js';
+
+export class SagaError extends Error {
+  constructor(
+    message: string,
+    readonly status: number,
+  ) {
+    super(message);
+  }
+}
+
+export interface EngineOptions {
+  definitions: Map<string, SagaSpec>;
+  store: SagaStore;
+  call: StepCaller;
+  log: Logger;
+  registry: Registry;
+  /** How often to look for unfinished executions nobody runs (a dead peer's). */
+  recoverEveryMs?: number;
+}
+
+export class SagaEngine {
+  private readonly events = new EventEmitter();
+  private readonly running = new Map<string, { cancel?: string }>();
+  private readonly active = new Map<string, number>();
+  private readonly waiting = new Map<string, Execution[]>();
+  private recoverTimer?: NodeJS.Timeout;
+  private stopped = false;
+  private readonly metrics;
+
+  constructor(private readonly options: EngineOptions) {
+    this.events.setMaxListeners(0);
+    const registers = [options.registry];
+    this.metrics = {
+      executions: new Counter({
+        name: 'aimesh_saga_executions_total',
+        help: 'Executions that reached a terminal state, by saga and state.',
+        labelNames: ['saga', 'state'] as const,
+        registers,
+      }),
+      running: new Gauge({
+        name: 'aimesh_saga_executions_running',
+        help: 'Executions this orchestrator is running now, by saga.',
+        labelNames: ['saga'] as const,
+        registers,
+      }),
+      stepDuration: new Histogram({
+        name: 'aimesh_saga_step_duration_seconds',
+        help: 'Step call latency, by saga, step and phase.',
+        labelNames: ['saga', 'step', 'phase'] as const,
+        buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+        registers,
+      }),
+      compensations: new Counter({
+        name: 'aimesh_saga_compensations_total',
+        help: 'Compensation calls that succeeded, by saga and step.',
+        labelNames: ['saga', 'step'] as const,
+        registers,
+      }),
+      compensationFailed: new Counter({
+        name: 'aimesh_saga_compensation_failed_total',
+        help: 'Executions stopped because a compensation could not succeed: alert on this.',
+        labelNames: ['saga'] as const,
+        registers,
+      }),
+      recovered: new Counter({
+        name: 'aimesh_saga_recovered_total',
+        help: 'Unfinished executions taken over after a restart or from a dead peer.',
+        labelNames: ['saga'] as const,
+        registers,
+      }),
+    };
+  }
+
+  /** Resumes unfinished executions now, then keeps looking for orphaned ones. */
+  async startRecovery(): Promise<void> {
+    await this.recover();
+    this.recoverTimer = setInterval(
+      () => void this.recover().catch(() => undefined),
+      this.options.recoverEveryMs ?? 2000,
+    );
+    this.recoverTimer.unref();
+  }
+
+  async start(
+    saga: string,
+    input: unknown,
+    idempotencyKey: string,
+  ): Promise<{ execution: Execution; created: boolean }> {
+    const spec = this.options.definitions.get(saga);
+    if (!spec) {
+      const known = [...this.options.definitions.keys()].join(', ') || 'none';
+      throw new SagaError(`no saga "${saga}" on this orchestrator (it runs: ${known})`, 404);
+    }
+    if (!idempotencyKey)
+      throw new SagaError(
+        'idempotencyKey is required: a repeated start with the same key returns the same execution',
+        400,
+      );
+    if (input === null || typeof input !== 'object' || Array.isArray(input)) {
+      throw new SagaError('input must be a JSON object', 400);
+    }
+    const fresh = startExecution(spec, saga, randomUUID(), idempotencyKey, input, Date.now());
+    const result = await this.options.store.create(fresh);
+    if (result.created && (await this.options.store.claim(result.execution.id)))
+      this.schedule(result.execution);
+    return result;
+  }
+
+  async get(id: string): Promise<Execution> {
+    const execution = await this.options.store.get(id);
+    if (!execution) throw new SagaError(`no execution "${id}"`, 404);
+    return execution;
+  }
+
+  async list(filter: { saga?: string; state?: string }): Promise<Execution[]> {
+    return (await this.options.store.list()).filter(
+      (e) => (!filter.saga || e.saga === filter.saga) && (!filter.state || e.state === filter.state),
+    );
+  }
+
+  /** Asks the execution to compensate (before its pivot only). */
+  async cancel(id: string): Promise<Execution> {
+    const execution = await this.get(id);
+    const spec = this.options.definitions.get(execution.saga);
+    if (!spec) throw new SagaError(`no saga "${execution.saga}" on this orchestrator`, 404);
+    const refused = abort(spec, execution, 'cancelled', Date.now());
+    if (typeof refused === 'string') throw new SagaError(`cannot cancel: ${refused}`, 409);
+    const local = this.running.get(id);
+    if (!local) throw new SagaError('the execution is run by another orchestrator; cancel it there', 409);
+    local.cancel = 'cancelled';
+    return this.waitFor(id, 60_000, (e) => e.state !== 'running');
+  }
+
+  /** Resolves once the execution is terminal (or `until` holds), or when the time is up. */
+  async waitFor(
+    id: string,
+    timeoutMs: number,
+    until: (e: Execution) => boolean = isTerminal,
+  ): Promise<Execution> {
+    const current = await this.get(id);
+    if (until(current)) return current;
+    return new Promise((resolve) => {
+      const onChange = (execution: Execution) => {
+        if (!until(execution)) return;
+        cleanup();
+        resolve(execution);
+      };
+      const timer = setTimeout(() => {
+        cleanup();
+        void this.get(id).then(resolve);
+      }, timeoutMs);
+      const cleanup = () => {
+        clearTimeout(timer);
+        this.events.off(id, onChange);
+      };
+      this.events.on(id, onChange);
+    });
+  }
+
+  onChange(id: string, listener: (execution: Execution) => void): () => void {
+    this.events.on(id, listener);
+    return () => this.events.off(id, listener);
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearInterval(this.recoverTimer);
+  }
+
+  private async recover(): Promise<void> {
+    if (this.stopped) return;
+    for (const execution of await this.options.store.list()) {
+      if (isTerminal(execution) || this.running.has(execution.id) || this.isWaiting(execution.id)) continue;
+      if (!this.options.definitions.has(execution.saga)) continue;
+      if (!(await this.options.store.claim(execution.id))) continue;
+      // Read it again under the lock: the previous owner may have written since the list.
+      const fresh = await this.options.store.get(execution.id);
+      if (!fresh || isTerminal(fresh)) {
+        await this.options.store.release(execution.id);
+        continue;
+      }
+      this.metrics.recovered.inc({ saga: fresh.saga });
+      this.options.log.info('resuming execution', {
+        execution: fresh.id,
+        saga: fresh.saga,
+        state: fresh.state,
+      });
+      this.schedule(fresh);
+    }
+  }
+
+  /** Runs now, or queues behind the saga's concurrency limit. */
+  private schedule(execution: Execution): void {
+    const spec = this.options.definitions.get(execution.saga) as SagaSpec;
+    const active = this.active.get(execution.saga) ?? 0;
+    if (active >= spec.concurrencyLimit) {
+      this.waiting.set(execution.saga, [...(this.waiting.get(execution.saga) ?? []), execution]);
+      return;
+    }
+    this.active.set(execution.saga, active + 1);
+    this.running.set(execution.id, {});
+    this.metrics.running.inc({ saga: execution.saga });
+    void this.run(execution)
+      .catch((error: unknown) =>
+        this.options.log.error('execution stopped', { execution: execution.id, error: String(error) }),
+      )
+      .finally(() => {
+        this.running.delete(execution.id);
+        this.metrics.running.dec({ saga: execution.saga });
+        this.active.set(execution.saga, (this.active.get(execution.saga) ?? 1) - 1);
+        const next = this.waiting.get(execution.saga)?.shift();
+        if (next && !this.stopped) this.schedule(next);
+      });
+  }
+
+  private async run(initial: Execution): Promise<void> {
+    const spec = this.options.definitions.get(initial.saga) as SagaSpec;
+    let execution = initial;
+    try {
+      while (!this.stopped) {
+        const local = this.running.get(execution.id);
+        const reason = local?.cancel ?? (Date.now() > execution.deadline ? 'timed out' : undefined);
+        if (reason && execution.state === 'running' && !execution.pivotPassed) {
+          if (local) delete local.cancel;
+          const aborted = abort(spec, execution, reason, Date.now());
+          if (typeof aborted !== 'string') execution = await this.save(aborted);
+        }
+        const action = nextAction(spec, execution);
+        if (action.kind === 'finished') break;
+        const wait = action.notBefore - Date.now();
+        if (wait > 0) await sleep(Math.min(wait, Math.max(1, execution.deadline - Date.now()) + 1));
+        if (action.notBefore > Date.now()) continue;
+        const outcome = await this.perform(spec, execution, action);
+        execution = await this.save(recordOutcome(spec, execution, action, outcome, Date.now()));
+      }
+    } catch (error) {
+      if (error instanceof ConflictError) {
+        this.options.log.warn('another orchestrator changed this execution; leaving it to them', {
+          execution: execution.id,
+        });
+        return;
+      }
+      throw error;
+    }
+    if (isTerminal(execution)) {
+      this.metrics.executions.inc({ saga: execution.saga, state: execution.state });
+      if (execution.state === 'compensation-failed') {
+        this.metrics.compensationFailed.inc({ saga: execution.saga });
+        this.options.log.error('compensation failed: the execution needs a person', {
+          execution: execution.id,
+          saga: execution.saga,
+          reason: execution.reason,
+        });
+      }
+      await this.options.store.release(execution.id).catch(() => undefined);
+    }
+  }
+
+  private async perform(
+    spec: SagaSpec,
+    execution: Execution,
+    action: Extract<Action, { kind: 'call' }>,
+  ): Promise<Outcome> {
+    const step = spec.steps[action.step] as SagaSpec['steps'][number];
+    const call = action.phase === 'action' ? step.action : step.compensation;
+    if (!call)
+      return {
+        ok: false,
+        failure: { error: 'template' },
+        message: `step ${step.name} has no ${action.phase}`,
+      };
+    const context = {
+      input: execution.input,
+      execution: {
+        id: execution.id,
+        saga: execution.saga,
+        startedAt: new Date(execution.startedAt).toISOString(),
+      },
+      steps: Object.fromEntries(
+        execution.steps
+          .filter((s) => s.response)
+          .map((s) => [s.name, { response: s.response as NonNullable<typeof s.response> }]),
+      ),
+    };
+    let rendered: { path: string; headers: Record<string, string>; body: unknown };
+    try {
+      rendered = {
+        path: String(renderTemplate(call.path, context)),
+        headers: renderTemplate(call.headers, context) as Record<string, string>,
+        body: call.body === undefined ? undefined : renderTemplate(call.body, context),
+      };
+    } catch (error) {
+      if (!(error instanceof TemplateError)) throw error;
+      return { ok: false, failure: { error: 'template' }, message: error.message };
+    }
+    const started = Date.now();
+    const outcome = await this.options.call({
+      service: call.service,
+      method: call.method,
+      ...rendered,
+      timeoutMs: durationMs(call.timeout),
+      idempotencyKey: action.idempotencyKey,
+    });
+    this.metrics.stepDuration.observe(
+      { saga: execution.saga, step: step.name, phase: action.phase },
+      (Date.now() - started) / 1000,
+    );
+    if (outcome.ok && action.phase === 'compensation')
+      this.metrics.compensations.inc({ saga: execution.saga, step: step.name });
+    return outcome;
+  }
+
+  private async save(execution: Execution): Promise<Execution> {
+    const saved = await this.options.store.save(execution);
+    this.events.emit(saved.id, saved);
+    return saved;
+  }
+
+  private isWaiting(id: string): boolean {
+    for (const queue of this.waiting.values()) if (queue.some((e) => e.id === id)) return true;
+    return false;
+  }
+}
+
+export function isTerminal(execution: Execution): boolean {
+  return TERMINAL_STATES.includes(execution.state);
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

@@ -1,0 +1,7 @@
+export { SagaEngine, SagaError, isTerminal, type EngineOptions } from './engine.js';
+export { startSagaApi } from './api.js';
+export { outboundStepCaller, type StepCall, type StepCaller } from './caller.js';
+export { FileSagaStore } from './file-store.js';
+export { ConsulSagaStore } from './consul-store.js';
+export { ConflictError, type SagaStore } from './store.js';
+export * from './machine.js';

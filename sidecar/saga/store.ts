@@ -1,0 +1,23 @@
+import type { Execution } from './machine.js';
+
+/** Where executions live. Every state change is saved here before it is acted on. */
+export interface SagaStore {
+  /**
+   * Saves a new execution unless one with the same saga and idempotency key exists; then
+   * returns that one instead (a repeated start does not run twice).
+   */
+  create(execution: Execution): Promise<{ execution: Execution; created: boolean }>;
+  /** Saves a changed execution if nobody else did since `execution.version`; bumps the version. */
+  save(execution: Execution): Promise<Execution>;
+  get(id: string): Promise<Execution | undefined>;
+  list(): Promise<Execution[]>;
+  /**
+   * Takes ownership of an execution, so only one orchestrator runs it. Returns false when a
+   * live peer owns it. Ownership lapses when its holder dies.
+   */
+  claim(id: string): Promise<boolean>;
+  release(id: string): Promise<void>;
+  close(): Promise<void>;
+}
+
+export class ConflictError extends Error {}
