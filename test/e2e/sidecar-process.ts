@@ -9,6 +9,8 @@ export interface SidecarProcess {
   process: ManagedProcess;
   outbound: string;
   admin: string;
+  /** The saga control API. */
+  control: string;
   /** Writes a new config; resolves once the sidecar serves it (hot reload). */
   reload: (config: Omit<SidecarConfigInput, 'listen'>) => Promise<void>;
   stop: () => Promise<void>;
@@ -50,6 +52,7 @@ export async function startSidecar(
     process,
     outbound: `http://127.0.0.1:${outbound}`,
     admin: adminUrl,
+    control: `http://127.0.0.1:${control}`,
     reload: async (next) => {
       write(next);
       const expected = JSON.stringify(next.upstreams ?? []);

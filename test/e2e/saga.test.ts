@@ -1,0 +1,377 @@
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parse } from 'yaml';
+import { validateResource, type Saga, type SagaSpec, type SidecarConfigInput } from '../../api/index.js';
+import { ConsulClient } from '../../sidecar/discovery/index.js';
+import type { Execution } from '../../sidecar/saga/index.js';
+import { REPO_DIR } from '../env/components.js';
+import { waitFor } from '../env/index.js';
+import { sharedEnvironment } from './shared.js';
+import { startSidecar, type SidecarProcess } from './sidecar-process.js';
+import { calls, startStepService, type StepService } from './step-services.js';
+
+/**
+ * The saga engine in real sidecar processes, against real HTTP step services found
+ * through the shared Consul agent: the suoke-life health-data saga and the chat-migration
+ * rollback, failures and compensation order, retries, timeouts, idempotent starts, bad
+ * requests, and kill -9 of the orchestrator with 200 executions in flight, for both stores.
+ */
+const consulAddress = sharedEnvironment().consul.address;
+const consul = new ConsulClient(consulAddress);
+const services = new Map<string, StepService>();
+const orchestrators: SidecarProcess[] = [];
+const storeDir = mkdtempSync(join(tmpdir(), 'aimesh-saga-store-'));
+
+function sagaSpec(file: string, name: string): { name: string; spec: SagaSpec } {
+  const result = validateResource(parse(readFileSync(join(REPO_DIR, 'examples', file), 'utf8')));
+  if (!result.ok) throw new Error(JSON.stringify(result.errors));
+  return { name, spec: (result.resource as Saga).spec };
+}
+
+const healthData = sagaSpec('suoke-life/health-data-saga.yaml', 'health-data');
+const sessionMigration = sagaSpec('chat-migration/session-migration-saga.yaml', 'session-migration');
+const quickRetries = (spec: SagaSpec): SagaSpec => ({
+  ...spec,
+  steps: spec.steps.map((s) => ({
+    ...s,
+    retry: { ...s.retry, backoff: { initial: '50ms', multiplier: 2, max: '200ms' } },
+  })),
+});
+const SAGAS = [
+  { name: 'health-data', spec: quickRetries(healthData.spec) },
+  { name: 'health-data-short', spec: { ...quickRetries(healthData.spec), timeout: '1s' } },
+  { name: 'session-migration', spec: quickRetries(sessionMigration.spec) },
+];
+const STEP_SERVICES = [
+  'user-service',
+  'health-data-service',
+  'blockchain-service',
+  'xiaoai-service',
+  'legacy-sessions',
+  'session-store',
+  'chat',
+];
+
+function orchestratorConfig(store: SidecarConfigInput['sagaStore']): Omit<SidecarConfigInput, 'listen'> {
+  return {
+    service: { name: 'health-orchestrator', port: 1 },
+    discovery: { mode: 'consul', consul: { register: false } },
+    upstreams: STEP_SERVICES.map((name) => ({ name, timeout: '10s' })),
+    sagas: SAGAS,
+    sagaStore: store,
+  };
+}
+
+async function startOrchestrator(
+  name: string,
+  store: SidecarConfigInput['sagaStore'],
+): Promise<SidecarProcess> {
+  const sidecar = await startSidecar(name, orchestratorConfig(store), consulAddress);
+  orchestrators.push(sidecar);
+  await waitFor(
+    `${name} sees every step service`,
+    async () => {
+      const dump = (await (await fetch(`${sidecar.admin}/admin/endpoints`)).json()) as {
+        endpoints: unknown[];
+      }[];
+      return dump.every((u) => u.endpoints.length === 1);
+    },
+    30_000,
+  );
+  return sidecar;
+}
+
+async function startExecution(
+  orchestrator: SidecarProcess,
+  saga: string,
+  input: unknown,
+  idempotencyKey: string,
+): Promise<{ status: number; execution: Execution }> {
+  const response = await fetch(`${orchestrator.control}/v1/sagas/${saga}/executions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ input, idempotencyKey }),
+  });
+  return { status: response.status, execution: (await response.json()) as Execution };
+}
+
+async function finished(orchestrator: SidecarProcess, id: string): Promise<Execution> {
+  return (await (await fetch(`${orchestrator.control}/v1/executions/${id}?wait=30s`)).json()) as Execution;
+}
+
+async function unfinished(orchestrator: SidecarProcess, keyPrefix: string): Promise<number> {
+  const all = (await (await fetch(`${orchestrator.control}/v1/executions`)).json()) as Execution[];
+  return all.filter(
+    (e) => e.idempotencyKey.startsWith(keyPrefix) && !['completed', 'compensated'].includes(e.state),
+  ).length;
+}
+
+function callsOf(executionId: string): string[] {
+  return calls
+    .filter((c) => c.key.startsWith(`${executionId}:`))
+    .map((c) => `${c.service} ${c.method} ${c.path.replace(/[0-9]+/g, 'N')}`);
+}
+
+function duplicatedEffects(): string[] {
+  return [...services.values()].flatMap((s) =>
+    [...s.effects.entries()].filter(([, n]) => n !== 1).map(([key, n]) => `${s.name} ${key} × ${n}`),
+  );
+}
+
+beforeAll(async () => {
+  for (const name of STEP_SERVICES) services.set(name, await startStepService(name, consul));
+});
+
+afterAll(async () => {
+  for (const orchestrator of orchestrators) await orchestrator.stop();
+  for (const service of services.values()) await service.stop();
+  await consul.close();
+  rmSync(storeDir, { recursive: true, force: true });
+});
+
+describe('saga engine, file store', () => {
+  let orchestrator: SidecarProcess;
+  beforeAll(async () => {
+    orchestrator = await startOrchestrator('orchestrator-file', {
+      kind: 'file',
+      path: join(storeDir, 'file'),
+    });
+  });
+
+  it('runs the health-data saga to completion, each step once, with templates filled in', async () => {
+    const { status, execution } = await startExecution(
+      orchestrator,
+      'health-data',
+      { userId: 'u-1', type: 'bp', measurements: [120, 80] },
+      'happy-1',
+    );
+    expect(status).toBe(201);
+    const done = await finished(orchestrator, execution.id);
+    expect(done.state).toBe('completed');
+    expect(callsOf(execution.id)).toEqual([
+      'user-service POST /users/u-N/validate',
+      'health-data-service POST /records',
+      'blockchain-service POST /anchors',
+      'xiaoai-service POST /analysis/health-records',
+    ]);
+    const saved = done.steps.find((s) => s.name === 'save_health_data')?.response?.body as {
+      received: Record<string, unknown>;
+    };
+    expect(saved.received).toEqual({
+      userId: 'u-1',
+      type: 'bp',
+      measurements: [120, 80],
+      validatedBy: expect.stringMatching(/^v-/),
+    });
+  });
+
+  it('a repeated start with the same key returns the same execution and runs nothing twice', async () => {
+    const first = await startExecution(
+      orchestrator,
+      'health-data',
+      { userId: 'u-2', type: 'hr', measurements: [] },
+      'same-key',
+    );
+    const again = await startExecution(
+      orchestrator,
+      'health-data',
+      { userId: 'u-2', type: 'hr', measurements: [] },
+      'same-key',
+    );
+    expect(first.status).toBe(201);
+    expect(again.status).toBe(200);
+    expect(again.execution.id).toBe(first.execution.id);
+    await finished(orchestrator, first.execution.id);
+    expect(callsOf(first.execution.id)).toHaveLength(4);
+  });
+
+  it('a failure at update_blockchain compensates save_health_data, then validate_user', async () => {
+    (services.get('blockchain-service') as StepService).behaviour.failures = [
+      { path: /^\/anchors$/, status: 422, times: 1 },
+    ];
+    const { execution } = await startExecution(
+      orchestrator,
+      'health-data',
+      { userId: 'u-3', type: 'bp', measurements: [] },
+      'fails-1',
+    );
+    const done = await finished(orchestrator, execution.id);
+    expect(done.state).toBe('compensated');
+    expect(done.reason).toContain('update_blockchain');
+    expect(callsOf(execution.id)).toEqual([
+      'user-service POST /users/u-N/validate',
+      'health-data-service POST /records',
+      'blockchain-service POST /anchors',
+      'health-data-service DELETE /records/r-N',
+      'user-service POST /users/u-N/release',
+    ]);
+  });
+
+  it('retries a flaky step with backoff until it succeeds', async () => {
+    (services.get('blockchain-service') as StepService).behaviour.failures = [
+      { path: /^\/anchors$/, status: 503, times: 2 },
+    ];
+    const { execution } = await startExecution(
+      orchestrator,
+      'health-data',
+      { userId: 'u-4', type: 'bp', measurements: [] },
+      'flaky-1',
+    );
+    const done = await finished(orchestrator, execution.id);
+    expect(done.state).toBe('completed');
+    const anchors = calls.filter((c) => c.key === `${execution.id}:update_blockchain:action`);
+    expect(anchors).toHaveLength(3);
+    // Backoff: 50 ms then 100 ms (±jitter), not immediate.
+    expect((anchors[2] as { at: number }).at - (anchors[0] as { at: number }).at).toBeGreaterThanOrEqual(70);
+    expect(done.steps.find((s) => s.name === 'update_blockchain')?.attempts).toBe(3);
+  });
+
+  it('a saga past its timeout compensates', async () => {
+    (services.get('blockchain-service') as StepService).behaviour.delayMs = 1500;
+    try {
+      const { execution } = await startExecution(
+        orchestrator,
+        'health-data-short',
+        { userId: 'u-5', type: 'bp', measurements: [] },
+        'slow-1',
+      );
+      const done = await finished(orchestrator, execution.id);
+      expect(done.state).toBe('compensated');
+      expect(done.reason).toBe('timed out');
+      expect(callsOf(execution.id).slice(-3)).toEqual([
+        'blockchain-service POST /anchors/a-N/revoke',
+        'health-data-service DELETE /records/r-N',
+        'user-service POST /users/u-N/release',
+      ]);
+    } finally {
+      (services.get('blockchain-service') as StepService).behaviour.delayMs = 0;
+    }
+  });
+
+  it('runs the chat-migration saga, and rolls a failed import back with its compensations', async () => {
+    const ok = await startExecution(orchestrator, 'session-migration', { userId: 'chat-1' }, 'migrate-1');
+    expect((await finished(orchestrator, ok.execution.id)).state).toBe('completed');
+    (services.get('session-store') as StepService).behaviour.failures = [
+      { path: /^\/sessions\/import$/, status: 400, times: 1 },
+    ];
+    const failed = await startExecution(orchestrator, 'session-migration', { userId: 'chat-2' }, 'migrate-2');
+    const done = await finished(orchestrator, failed.execution.id);
+    expect(done.state).toBe('compensated');
+    expect(callsOf(failed.execution.id).slice(-2)).toEqual([
+      'session-store POST /sessions/import',
+      'legacy-sessions POST /internal/sessions/chat-N/unfreeze',
+    ]);
+  });
+
+  it('bad input gets a clear error and leaves nothing behind', async () => {
+    const before = ((await (await fetch(`${orchestrator.control}/v1/executions`)).json()) as unknown[])
+      .length;
+    const unknown = await startExecution(orchestrator, 'no-such-saga', {}, 'k');
+    expect(unknown.status).toBe(404);
+    expect((unknown.execution as unknown as { error: string }).error).toContain('no saga "no-such-saga"');
+    const malformed = await fetch(`${orchestrator.control}/v1/sagas/health-data/executions`, {
+      method: 'POST',
+      body: '{"input": ',
+    });
+    expect(malformed.status).toBe(400);
+    expect(((await malformed.json()) as { error: string }).error).toMatch(/^request body is not valid JSON/);
+    const noKey = await fetch(`${orchestrator.control}/v1/sagas/health-data/executions`, {
+      method: 'POST',
+      body: '{"input": {}}',
+    });
+    expect(noKey.status).toBe(400);
+    expect(((await noKey.json()) as { error: string }).error).toContain('idempotencyKey is required');
+    expect(((await (await fetch(`${orchestrator.control}/v1/executions`)).json()) as unknown[]).length).toBe(
+      before,
+    );
+
+    // Input the templates cannot read: the first step cannot be built, nothing is called.
+    const { execution } = await startExecution(orchestrator, 'health-data', { type: 'bp' }, 'no-user');
+    const done = await finished(orchestrator, execution.id);
+    expect(done.state).toBe('compensated');
+    expect(done.reason).toContain('placeholder "{{ input.userId }}" reads a field that is not there');
+    expect(callsOf(execution.id)).toEqual([]);
+  });
+
+  it('kill -9 with 200 executions in flight: a restart finishes every one, with no duplicated effect', async () => {
+    for (const service of services.values()) service.behaviour.delayMs = 300;
+    try {
+      const started = await Promise.all(
+        Array.from({ length: 200 }, (_, i) =>
+          startExecution(
+            orchestrator,
+            'health-data',
+            { userId: `crash-${i}`, type: 'bp', measurements: [] },
+            `crash-file-${i}`,
+          ),
+        ),
+      );
+      await new Promise((r) => setTimeout(r, 400));
+      orchestrator.process.child.kill('SIGKILL');
+      await orchestrator.process.exited;
+      orchestrator = await startOrchestrator('orchestrator-file-2', {
+        kind: 'file',
+        path: join(storeDir, 'file'),
+      });
+      const states = await Promise.all(
+        started.map(({ execution }) => finished(orchestrator, execution.id).then((e) => e.state)),
+      );
+      expect(states.filter((s) => s !== 'completed')).toEqual([]);
+      expect(duplicatedEffects()).toEqual([]);
+      const metrics = await (await fetch(`${orchestrator.admin}/metrics`)).text();
+      expect(metrics).toMatch(/aimesh_saga_recovered_total\{saga="health-data"\} (1[5-9][0-9]|200)/);
+    } finally {
+      for (const service of services.values()) service.behaviour.delayMs = 0;
+    }
+  });
+});
+
+describe('saga engine, Consul store', () => {
+  it('kill -9 of one orchestrator with 200 executions in flight: its peer takes them over and finishes them', async () => {
+    const store = { kind: 'consul' as const, prefix: 'aimesh/e2e-sagas', sessionTtl: '10s' };
+    const first = await startOrchestrator('orchestrator-consul-a', store);
+    const peer = await startOrchestrator('orchestrator-consul-b', store);
+    for (const service of services.values()) service.behaviour.delayMs = 300;
+    try {
+      const started = await Promise.all(
+        Array.from({ length: 200 }, (_, i) =>
+          startExecution(
+            first,
+            'health-data',
+            { userId: `consul-${i}`, type: 'bp', measurements: [] },
+            `crash-consul-${i}`,
+          ),
+        ),
+      );
+      expect(started.every((s) => s.status === 201)).toBe(true);
+      await new Promise((r) => setTimeout(r, 400));
+      expect(await unfinished(first, 'crash-consul-')).toBeGreaterThanOrEqual(150);
+      first.process.child.kill('SIGKILL');
+      await first.process.exited;
+      const states = await Promise.all(
+        started.map(({ execution }) => finished(peer, execution.id).then((e) => e.state)),
+      );
+      // wait=30s may return before the peer (after the 10 s session TTL) has finished: poll.
+      await waitFor(
+        'every execution terminal',
+        async () => {
+          const all = (await (
+            await fetch(`${peer.control}/v1/executions?saga=health-data`)
+          ).json()) as Execution[];
+          return all
+            .filter((e) => e.idempotencyKey.startsWith('crash-consul-'))
+            .every((e) => e.state === 'completed');
+        },
+        90_000,
+      );
+      expect(states.length).toBe(200);
+      expect(duplicatedEffects()).toEqual([]);
+      const metrics = await (await fetch(`${peer.admin}/metrics`)).text();
+      expect(metrics).toMatch(/aimesh_saga_recovered_total\{saga="health-data"\} [1-9]/);
+    } finally {
+      for (const service of services.values()) service.behaviour.delayMs = 0;
+    }
+  });
+});
