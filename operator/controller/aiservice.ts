@@ -10,13 +10,21 @@ import {
   formatErrors,
   validateResource,
   type AiService,
+  type Saga,
 } from '../../api/index.js';
 import type { KubeClient } from '../kube/client.js';
 import { Informer, keyOf, keyOfObject } from '../kube/informer.js';
-import { AI_SERVICE, CHILD_TYPES, EVENT, typeOf, type ResourceType } from '../kube/resources.js';
+import { AI_SERVICE, CHILD_TYPES, EVENT, SAGA, typeOf, type ResourceType } from '../kube/resources.js';
 import type { Logger } from '../log.js';
 import type { OperatorMetrics } from '../metrics.js';
-import { MANAGED_BY, renderAiService, type KubeObject, type RenderOptions } from '../render/index.js';
+import {
+  MANAGED_BY,
+  renderAiService,
+  stepServices,
+  type KubeObject,
+  type RenderOptions,
+} from '../render/index.js';
+import { desiredSagaStatus } from './saga-status.js';
 import { containsDesired } from './compare.js';
 import { WorkQueue } from './queue.js';
 import { desiredStatus, sameStatus, type DeploymentState } from './status.js';
@@ -33,6 +41,15 @@ type LiveObject = KubernetesObject & {
   status?: Record<string, unknown>;
 };
 type LiveAiService = LiveObject & Pick<AiService, 'spec'> & { status?: AiService['status'] };
+type LiveSaga = LiveObject & {
+  spec?: {
+    orchestrator?: string;
+    steps?: { action?: { service?: string }; compensation?: { service?: string } }[];
+  };
+};
+
+/** Saga keys share the queue with AiService keys; this prefix tells them apart. */
+const SAGA_KEY = 'saga:';
 
 export interface AiServiceControllerOptions {
   client: KubeClient;
@@ -49,6 +66,7 @@ export interface AiServiceControllerOptions {
 export class AiServiceController {
   private readonly queue = new WorkQueue();
   private readonly aiServices: Informer<LiveAiService>;
+  private readonly sagas: Informer<LiveSaga>;
   private readonly children = new Map<string, Informer<LiveObject>>();
   private readonly workers: Promise<void>[] = [];
   private resyncTimer?: NodeJS.Timeout;
@@ -64,6 +82,22 @@ export class AiServiceController {
       (_event, object) => this.enqueue(object),
       scope,
     );
+    // A Saga changes its orchestrator's sidecar config and its step services' policies.
+    this.sagas = new Informer<LiveSaga>(
+      options.client,
+      SAGA,
+      (_event, saga) => {
+        this.queue.add(`${SAGA_KEY}${keyOfObject(saga)}`);
+        const namespace = saga.metadata.namespace;
+        const services = new Set([
+          saga.spec?.orchestrator,
+          ...(saga.spec?.steps ?? []).flatMap((s) => [s.action?.service, s.compensation?.service]),
+        ]);
+        for (const service of services) if (service) this.queue.add(keyOf(namespace, service));
+        this.options.metrics.queueDepth.set(this.queue.length);
+      },
+      scope,
+    );
     for (const type of CHILD_TYPES) {
       const informer = new Informer<LiveObject>(
         options.client,
@@ -77,11 +111,16 @@ export class AiServiceController {
 
   /** Fills every cache, then starts the workers; resolves once they run. */
   async start(): Promise<void> {
-    await Promise.all([this.aiServices.start(), ...[...this.children.values()].map((i) => i.start())]);
+    await Promise.all([
+      this.aiServices.start(),
+      this.sagas.start(),
+      ...[...this.children.values()].map((i) => i.start()),
+    ]);
     // Stopped while the caches were filling (leadership lost): start nothing.
     if (this.stopped) return;
     this.running = true;
     for (const resource of this.aiServices.list()) this.enqueue(resource);
+    for (const saga of this.sagas.list()) this.queue.add(`${SAGA_KEY}${keyOfObject(saga)}`);
     for (let i = 0; i < (this.options.workers ?? 2); i++) this.workers.push(this.work());
     const resyncMs = this.options.resyncMs ?? 10 * 60_000;
     this.resyncTimer = setInterval(() => this.aiServices.list().forEach((r) => this.enqueue(r)), resyncMs);
@@ -96,6 +135,7 @@ export class AiServiceController {
     this.queue.shutDown();
     await Promise.all(this.workers);
     this.aiServices.stop();
+    this.sagas.stop();
     for (const informer of this.children.values()) informer.stop();
   }
 
@@ -105,6 +145,11 @@ export class AiServiceController {
 
   private enqueue(resource: KubernetesObject): void {
     this.queue.add(keyOfObject(resource));
+    // A Saga's readiness depends on the AiServices it names.
+    for (const saga of this.sagas?.list() ?? []) {
+      if (saga.metadata.namespace === resource.metadata?.namespace)
+        this.queue.add(`${SAGA_KEY}${keyOfObject(saga)}`);
+    }
     this.options.metrics.queueDepth.set(this.queue.length);
   }
 
@@ -140,6 +185,7 @@ export class AiServiceController {
   }
 
   private async reconcile(key: string): Promise<void> {
+    if (key.startsWith(SAGA_KEY)) return this.reconcileSaga(key.slice(SAGA_KEY.length));
     const [namespace, name] = key.split('/') as [string, string];
     const live = this.aiServices.get(namespace, name);
     if (!live || live.metadata.deletionTimestamp || !this.running) return;
@@ -156,6 +202,7 @@ export class AiServiceController {
     const desired = renderAiService(resource, {
       ...this.options.render,
       namespace,
+      sagas: this.validSagas(namespace),
       owner: { apiVersion: AI_SERVICE.apiVersion, kind: AI_SERVICE.kind, name, uid: live.metadata.uid ?? '' },
     });
 
@@ -188,6 +235,39 @@ export class AiServiceController {
       await this.event(live, 'Warning', applyError.reason, applyError.message);
       throw new Error(applyError.message);
     }
+  }
+
+  /** The namespace's Sagas that pass validation; invalid ones say why in their status. */
+  private validSagas(namespace: string): Saga[] {
+    return this.sagas
+      .list()
+      .filter((s) => s.metadata.namespace === namespace && !s.metadata.deletionTimestamp)
+      .flatMap((live) => {
+        const result = validateResource({ ...live, status: undefined });
+        return result.ok && result.resource.kind === 'Saga' ? [result.resource] : [];
+      });
+  }
+
+  private async reconcileSaga(key: string): Promise<void> {
+    const [namespace, name] = key.split('/') as [string, string];
+    const live = this.sagas.get(namespace, name);
+    if (!live || live.metadata.deletionTimestamp || !this.running) return;
+    const validation = validateResource({ ...live, status: undefined });
+    const saga = validation.ok && validation.resource.kind === 'Saga' ? validation.resource : undefined;
+    const exists = (service: string) => this.aiServices.get(namespace, service) !== undefined;
+    const status = desiredSagaStatus({
+      generation: live.metadata.generation ?? 0,
+      ...(validation.ok ? {} : { invalid: formatErrors(validation.errors).replaceAll('\n', '; ') }),
+      orchestrator: saga?.spec.orchestrator ?? String(live.spec?.orchestrator ?? ''),
+      orchestratorExists: saga ? exists(saga.spec.orchestrator) : false,
+      missingServices: saga ? stepServices(saga).filter((s) => !exists(s)) : [],
+      previous: live.status as { conditions?: never },
+      now: new Date().toISOString().replace(/\.\d+Z$/, 'Z'),
+    });
+    if (sameStatus(live.status, status as never)) return;
+    await this.options.client.applyStatus(SAGA, namespace, name, status);
+    const ready = status.conditions[0];
+    if (ready && ready.status !== 'True') await this.event(live, 'Warning', ready.reason, ready.message);
   }
 
   /** Deletes children this AiService owns that render no longer wants. */

@@ -4,12 +4,13 @@
  * `cdk8s synth` writes it to files, so both produce exactly the same objects.
  */
 import { App, Chart } from 'cdk8s';
-import type { AiService } from '../../api/index.js';
+import type { AiService, Saga } from '../../api/index.js';
 import { addIstioPolicies } from './istio.js';
 import { sidecarConfigFor } from './sidecar-config.js';
 import { addWorkload } from './workload.js';
 
 export { sidecarConfigFor } from './sidecar-config.js';
+export { sagasOrchestratedBy, stepServices, grantsFor, istioPath } from './saga.js';
 export {
   labelsFor,
   selectorFor,
@@ -28,6 +29,8 @@ export interface RenderOptions {
   clusterDomain?: string;
   /** Istio trust domain used in caller principals. */
   trustDomain?: string;
+  /** The valid Sagas of the namespace: they add saga definitions and step grants. */
+  sagas?: readonly Saga[];
   /** Set by the operator: children get a controller owner reference to this object. */
   owner?: { apiVersion: string; kind: string; name: string; uid: string };
 }
@@ -48,7 +51,7 @@ export interface KubeObject {
 export function renderAiService(resource: AiService, options: RenderOptions = {}): KubeObject[] {
   const namespace = resource.metadata.namespace ?? options.namespace ?? 'default';
   const chart = new Chart(new App(), resource.metadata.name, { disableResourceNameHashes: true });
-  const config = sidecarConfigFor(resource, namespace);
+  const config = sidecarConfigFor(resource, namespace, options.sagas ?? []);
   addWorkload(chart, resource, {
     namespace,
     sidecarImage: options.sidecarImage ?? DEFAULT_SIDECAR_IMAGE,
@@ -58,6 +61,7 @@ export function renderAiService(resource: AiService, options: RenderOptions = {}
     namespace,
     clusterDomain: options.clusterDomain ?? 'cluster.local',
     trustDomain: options.trustDomain ?? 'cluster.local',
+    sagas: options.sagas ?? [],
   });
   const objects = chart.toJson() as KubeObject[];
   if (options.owner) {

@@ -1,4 +1,6 @@
 import { ApiObject } from 'cdk8s';
+import type { Saga } from '../../api/index.js';
+import { grantsFor } from './saga.js';
 import type { Construct } from 'constructs';
 import { durationMs, type AiService, type LoadBalancerStrategy, type Upstream } from '../../api/index.js';
 import { labelsFor, selectorFor, upstreamPolicyName } from './names.js';
@@ -7,6 +9,8 @@ export interface IstioOptions {
   namespace: string;
   clusterDomain: string;
   trustDomain: string;
+  /** Valid Sagas of the namespace: their orchestrators get grants on this step service. */
+  sagas: readonly Saga[];
 }
 
 /**
@@ -86,29 +90,42 @@ export function addIstioPolicies(scope: Construct, resource: AiService, options:
         selector: { matchLabels: selectorFor(resource) },
         action: 'ALLOW',
         // An ALLOW policy with no rules allows nothing: `allowedCallers: []` denies all.
-        rules: callers.map((caller) => ({
-          from: [
-            {
-              source: {
-                principals: [
-                  `${options.trustDomain}/ns/${caller.namespace ?? options.namespace}/sa/${caller.serviceAccount}`,
-                ],
+        rules: [
+          ...callers.map((caller) => ({
+            from: [
+              {
+                source: {
+                  principals: [
+                    `${options.trustDomain}/ns/${caller.namespace ?? options.namespace}/sa/${caller.serviceAccount}`,
+                  ],
+                },
               },
-            },
-          ],
-          ...(caller.methods.length || caller.paths.length
-            ? {
-                to: [
-                  {
-                    operation: {
-                      ...(caller.methods.length ? { methods: caller.methods } : {}),
-                      ...(caller.paths.length ? { paths: caller.paths } : {}),
+            ],
+            ...(caller.methods.length || caller.paths.length
+              ? {
+                  to: [
+                    {
+                      operation: {
+                        ...(caller.methods.length ? { methods: caller.methods } : {}),
+                        ...(caller.paths.length ? { paths: caller.paths } : {}),
+                      },
                     },
-                  },
-                ],
-              }
-            : {}),
-        })),
+                  ],
+                }
+              : {}),
+          })),
+          // Orchestrators of sagas whose steps call this service: exactly those methods and paths.
+          ...grantsFor(resource.metadata.name, options.sagas).map((grant) => ({
+            from: [
+              {
+                source: {
+                  principals: [`${options.trustDomain}/ns/${options.namespace}/sa/${grant.orchestrator}`],
+                },
+              },
+            ],
+            to: [{ operation: { methods: grant.methods, paths: grant.paths } }],
+          })),
+        ],
       },
     });
   }

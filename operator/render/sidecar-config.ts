@@ -1,12 +1,23 @@
-import { sidecarConfig, type AiService, type SidecarConfig } from '../../api/index.js';
+import { sidecarConfig, type AiService, type Saga, type SidecarConfig } from '../../api/index.js';
+import { sagasOrchestratedBy, stepServices } from './saga.js';
 
 /** Where provider API keys are mounted in the sidecar, one folder per provider channel. */
 export const PROVIDER_SECRETS_DIR = '/var/run/secrets/aimesh/providers';
 export const PROVIDER_KEY_FILE = 'api-key';
 
 /** The sidecar config an AiService implies, validated by the sidecar config schema. Pure. */
-export function sidecarConfigFor(resource: AiService, namespace: string): SidecarConfig {
+export function sidecarConfigFor(
+  resource: AiService,
+  namespace: string,
+  sagas: readonly Saga[] = [],
+): SidecarConfig {
   const { spec, metadata } = resource;
+  const orchestrated = sagasOrchestratedBy(metadata.name, sagas);
+  // A saga's step calls go out through the sidecar: every step service needs an upstream.
+  const declared = new Set(spec.upstreams.map((u) => u.name));
+  const stepUpstreams = [...new Set(orchestrated.flatMap(stepServices))]
+    .filter((name) => !declared.has(name))
+    .map((name) => ({ name }));
   return sidecarConfig.parse({
     service: {
       name: metadata.name,
@@ -19,7 +30,7 @@ export function sidecarConfigFor(resource: AiService, namespace: string): Sideca
       mode: spec.discovery.mode,
       consul: { ...spec.discovery.consul, serviceName: spec.discovery.consul.serviceName ?? metadata.name },
     },
-    upstreams: spec.upstreams,
+    upstreams: [...spec.upstreams, ...stepUpstreams],
     providers: spec.providers.map(({ apiKeySecretRef, ...provider }) => ({
       ...provider,
       ...(apiKeySecretRef
@@ -27,6 +38,7 @@ export function sidecarConfigFor(resource: AiService, namespace: string): Sideca
         : {}),
     })),
     ...(spec.aiRouting ? { aiRouting: spec.aiRouting } : {}),
+    sagas: orchestrated.map((saga) => ({ name: saga.metadata.name, spec: saga.spec })),
     observability: spec.observability,
   });
 }

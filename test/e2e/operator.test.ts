@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { join } from 'node:path';
+import { REPO_DIR } from '../env/components.js';
 import { startControlPlane, waitFor, type ControlPlane } from '../env/index.js';
 import { installOperatorIdentity, startOperator, type OperatorProcess } from './operator-process.js';
 
@@ -297,5 +298,116 @@ describe('aimesh operator on a real control plane', () => {
     const deleted = await cluster.kubectl(['delete', 'aiservice', 'xiaoai', '-n', NS]);
     expect(deleted.code).toBe(0);
     await settled('children collected', async () => (await children()).length === 0, 60_000);
+  });
+});
+
+describe('Sagas on a real control plane', () => {
+  const SAGA_NS = 'saga-e2e';
+  const service = (
+    name: string,
+    callers = '[{serviceAccount: api-gateway}]',
+  ) => `apiVersion: aimesh.io/v1alpha1
+kind: AiService
+metadata: {name: ${name}, namespace: ${SAGA_NS}}
+spec:
+  image: registry.example.com/suoke/${name}:1.0.0
+  replicas: 1
+  security: {allowedCallers: ${callers}}
+`;
+  const sagaStatus = async (name: string) =>
+    (await json<Obj>(['get', 'saga', name, '-n', SAGA_NS])).status as
+      | {
+          observedGeneration?: number;
+          conditions?: { type: string; status: string; reason: string; message: string }[];
+        }
+      | undefined;
+
+  beforeAll(async () => {
+    expect((await cluster.kubectl(['create', 'namespace', SAGA_NS])).code).toBe(0);
+  });
+
+  it('reports a missing orchestrator, then hands the definitions to its sidecars and grants it its steps', async () => {
+    const saga = (await import('node:fs')).readFileSync(
+      join(REPO_DIR, 'examples', 'suoke-life', 'health-data-saga.yaml'),
+      'utf8',
+    );
+    await apply(saga.replace('namespace: suoke-life', `namespace: ${SAGA_NS}`));
+    await settled(
+      'OrchestratorNotFound',
+      async () => (await sagaStatus('health-data'))?.conditions?.[0]?.reason === 'OrchestratorNotFound',
+    );
+    expect((await sagaStatus('health-data'))?.conditions?.[0]?.message).toContain(
+      'no AiService "health-orchestrator"',
+    );
+
+    await apply(service('health-orchestrator'));
+    await settled(
+      'StepServiceNotFound',
+      async () => (await sagaStatus('health-data'))?.conditions?.[0]?.reason === 'StepServiceNotFound',
+    );
+    expect((await sagaStatus('health-data'))?.conditions?.[0]?.message).toContain('"blockchain-service"');
+
+    for (const name of ['user-service', 'health-data-service', 'blockchain-service', 'xiaoai-service'])
+      await apply(service(name));
+    await settled(
+      'Saga ready',
+      async () => (await sagaStatus('health-data'))?.conditions?.[0]?.status === 'True',
+      60_000,
+    );
+    expect((await sagaStatus('health-data'))?.observedGeneration).toBe(1);
+
+    const configMap = await json<Obj & { data: Record<string, string> }>([
+      'get',
+      'configmap',
+      'health-orchestrator-sidecar',
+      '-n',
+      SAGA_NS,
+    ]);
+    const config = JSON.parse(Object.values(configMap.data)[0] as string) as {
+      sagas: { name: string; spec: { steps: { name: string }[] } }[];
+      upstreams: { name: string }[];
+    };
+    expect(config.sagas.map((s) => s.name)).toEqual(['health-data']);
+    expect(config.sagas[0]?.spec.steps.map((s) => s.name)).toEqual([
+      'validate_user',
+      'save_health_data',
+      'update_blockchain',
+      'trigger_ai_analysis',
+    ]);
+    expect(config.upstreams.map((u) => u.name).sort()).toEqual([
+      'blockchain-service',
+      'health-data-service',
+      'user-service',
+      'xiaoai-service',
+    ]);
+
+    await settled('blockchain-service grants the orchestrator its steps', async () => {
+      const policy = await json<Obj>(['get', 'authorizationpolicy', 'blockchain-service', '-n', SAGA_NS]);
+      return JSON.stringify(policy.spec).includes('sa/health-orchestrator');
+    });
+    const policy = await json<Obj>(['get', 'authorizationpolicy', 'blockchain-service', '-n', SAGA_NS]);
+    expect((policy.spec as { rules: unknown[] }).rules).toEqual(
+      expect.arrayContaining([
+        {
+          from: [{ source: { principals: [`cluster.local/ns/${SAGA_NS}/sa/health-orchestrator`] } }],
+          to: [{ operation: { methods: ['POST'], paths: ['/anchors', '/anchors/*'] } }],
+        },
+      ]),
+    );
+  });
+
+  it('reports a saga the API server accepted but aimesh cannot run (a template reading a later step)', async () => {
+    const bad = (await import('node:fs')).readFileSync(
+      join(REPO_DIR, 'examples', 'invalid', 'template-reads-later-step.yaml'),
+      'utf8',
+    );
+    await apply(bad.replace('namespace: default', `namespace: ${SAGA_NS}`));
+    await settled(
+      'InvalidSpec',
+      async () => (await sagaStatus('bad-saga'))?.conditions?.[0]?.reason === 'InvalidSpec',
+    );
+    expect((await sagaStatus('bad-saga'))?.conditions?.[0]?.message).toContain(
+      'reads step "notify", which has not run yet',
+    );
   });
 });
