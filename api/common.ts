@@ -9,7 +9,7 @@ export const GROUP_VERSION = `${API_GROUP}/${API_VERSION}`;
  * used by Istio's proxy (15000–15090), Dapr (3500–3501, 50001–50002, 9090) and Consul
  * (8300–8302, 8500–8503, 8600), so aimesh can run beside any of them.
  */
-export const SIDECAR_PORTS = { outbound: 4700, admin: 4701, control: 4702 } as const;
+export const SIDECAR_PORTS = { outbound: 4700, admin: 4701, control: 4702, controlGrpc: 4703 } as const;
 export const ISTIO_RESERVED_PORTS = { first: 15000, last: 15090 } as const;
 
 /**

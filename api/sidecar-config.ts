@@ -44,6 +44,12 @@ export const sidecarConfig = z
           .min(1)
           .max(65535)
           .default(SIDECAR_PORTS.control)
+          .describe('Saga control API (HTTP JSON).'),
+        controlGrpc: z
+          .int()
+          .min(1)
+          .max(65535)
+          .default(SIDECAR_PORTS.controlGrpc)
           .describe('Saga control API (gRPC).'),
       })
       .prefault({}),

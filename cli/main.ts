@@ -14,6 +14,7 @@ commands:
   sidecar --config <file> [flags]
                                  run the sidecar (flags: --advertise-address, --instance-id,
                                  --admin-address, --consul-address, --drain-seconds, --local-registry)
+  saga proto                     print the .proto of the saga gRPC API (port 4703), to generate clients
   crds                           print the CustomResourceDefinitions as YAML
 `;
 
@@ -28,6 +29,12 @@ async function main(argv: string[]): Promise<number> {
       return runRenderCommand(args);
     case 'sidecar':
       return runSidecarCommand(args);
+    case 'saga': {
+      if (args[0] !== 'proto') throw new UsageError('usage: aimesh saga proto');
+      const { SAGA_PROTO } = await import('../sidecar/saga/index.js');
+      process.stdout.write(SAGA_PROTO);
+      return 0;
+    }
     case 'crds': {
       const { generatedFiles } = await import('../api/generated.js');
       process.stdout.write(

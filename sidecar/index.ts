@@ -25,6 +25,7 @@ import {
   outboundStepCaller,
   SagaEngine,
   startSagaApi,
+  startSagaGrpcApi,
 } from './saga/index.js';
 
 export interface SidecarOptions {
@@ -183,6 +184,7 @@ async function startSagas(
     registry,
   });
   const api = await startSagaApi(engine, config.listen.address, config.listen.control);
+  const grpcApi = await startSagaGrpcApi(engine, config.listen.address, config.listen.controlGrpc);
   await engine.startRecovery();
   log.info('saga engine started', {
     sagas: config.sagas.map((s) => s.name),
@@ -194,6 +196,7 @@ async function startSagas(
       await engine.stop();
       await new Promise((resolve) => api.server.close(resolve));
       api.server.closeAllConnections();
+      grpcApi.server.forceShutdown();
       await store.close();
       await caller.close();
       await consul.close();

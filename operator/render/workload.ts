@@ -169,6 +169,7 @@ function sidecarContainer(resource: AiService, options: WorkloadOptions): k8s.Co
       { name: 'aimesh-outbound', containerPort: SIDECAR_PORTS.outbound },
       { name: 'aimesh-admin', containerPort: SIDECAR_PORTS.admin },
       { name: 'aimesh-control', containerPort: SIDECAR_PORTS.control },
+      { name: 'aimesh-grpc', containerPort: SIDECAR_PORTS.controlGrpc },
     ],
     env: [
       { name: 'POD_NAME', ...field('metadata.name') },

@@ -5,3 +5,4 @@ export { FileSagaStore } from './file-store.js';
 export { ConsulSagaStore } from './consul-store.js';
 export { ConflictError, type SagaStore } from './store.js';
 export * from './machine.js';
+export { startSagaGrpcApi, sagaServiceDefinition, SAGA_PROTO } from './grpc-api.js';

@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import { parse } from 'yaml';
 import { validateResource, type Saga, type SagaSpec, type SidecarConfigInput } from '../../api/index.js';
 import { ConsulClient } from '../../sidecar/discovery/index.js';
-import type { Execution } from '../../sidecar/saga/index.js';
+import * as grpc from '@grpc/grpc-js';
+import { sagaServiceDefinition, type Execution } from '../../sidecar/saga/index.js';
 import { REPO_DIR } from '../env/components.js';
 import { waitFor } from '../env/index.js';
 import { sharedEnvironment } from './shared.js';
@@ -324,6 +325,67 @@ describe('saga engine, file store', () => {
       expect(metrics).toMatch(/aimesh_saga_recovered_total\{saga="health-data"\} (1[5-9][0-9]|200)/);
     } finally {
       for (const service of services.values()) service.behaviour.delayMs = 0;
+    }
+  });
+});
+
+describe('saga gRPC API', () => {
+  it('starts, waits for, watches and refuses executions over gRPC', async () => {
+    const orchestrator = await startOrchestrator('orchestrator-grpc', {
+      kind: 'file',
+      path: join(storeDir, 'grpc'),
+    });
+    const Client = grpc.makeClientConstructor(sagaServiceDefinition(), 'Sagas');
+    const client = new Client(
+      orchestrator.controlGrpc,
+      grpc.credentials.createInsecure(),
+    ) as unknown as Record<
+      string,
+      (request: unknown, callback: (error: grpc.ServiceError | null, response: never) => void) => void
+    > & { Watch: (request: unknown) => grpc.ClientReadableStream<{ state: string }>; close: () => void };
+    const unary = <T>(method: string, request: unknown) =>
+      new Promise<{ error: grpc.ServiceError | null; response: T }>((resolve) =>
+        (client[method] as (r: unknown, cb: (e: grpc.ServiceError | null, r: T) => void) => void).call(
+          client,
+          request,
+          (error, response) => resolve({ error, response }),
+        ),
+      );
+    try {
+      const request = {
+        saga: 'health-data',
+        input_json: JSON.stringify({ userId: 'g-1', type: 'bp', measurements: [] }),
+        idempotency_key: 'grpc-1',
+      };
+      const started = await unary<{ created: boolean; execution: { id: string } }>('Start', request);
+      expect(started.error).toBeNull();
+      expect(started.response.created).toBe(true);
+      const states: string[] = [];
+      await new Promise<void>((resolve, reject) => {
+        const stream = client.Watch({ id: started.response.execution.id });
+        stream.on('data', (e: { state: string }) => states.push(e.state));
+        stream.on('end', () => resolve());
+        stream.on('error', reject);
+      });
+      expect(states.at(-1)).toBe('completed');
+      const waited = await unary<{ state: string; json: string }>('Wait', {
+        id: started.response.execution.id,
+        timeout_ms: 5000,
+      });
+      expect(waited.response.state).toBe('completed');
+      expect((JSON.parse(waited.response.json) as Execution).steps).toHaveLength(4);
+      const again = await unary<{ created: boolean; execution: { id: string } }>('Start', request);
+      expect(again.response).toMatchObject({
+        created: false,
+        execution: { id: started.response.execution.id },
+      });
+      const unknown = await unary('Start', { ...request, saga: 'nope' });
+      expect(unknown.error?.code).toBe(grpc.status.NOT_FOUND);
+      expect(unknown.error?.details).toContain('no saga "nope"');
+      const badJson = await unary('Start', { ...request, input_json: '{', idempotency_key: 'grpc-2' });
+      expect(badJson.error?.code).toBe(grpc.status.INVALID_ARGUMENT);
+    } finally {
+      client.close();
     }
   });
 });

@@ -11,6 +11,8 @@ export interface SidecarProcess {
   admin: string;
   /** The saga control API. */
   control: string;
+  /** host:port of the saga gRPC API. */
+  controlGrpc: string;
   /** Writes a new config; resolves once the sidecar serves it (hot reload). */
   reload: (config: Omit<SidecarConfigInput, 'listen'>) => Promise<void>;
   stop: () => Promise<void>;
@@ -24,8 +26,8 @@ export async function startSidecar(
 ): Promise<SidecarProcess> {
   const dir = mkdtempSync(join(tmpdir(), `aimesh-sidecar-${name}-`));
   const file = join(dir, 'sidecar.json');
-  const [outbound, admin, control] = (await freePorts(3)) as [number, number, number];
-  const listen = { address: '127.0.0.1', outbound, admin, control };
+  const [outbound, admin, control, controlGrpc] = (await freePorts(4)) as [number, number, number, number];
+  const listen = { address: '127.0.0.1', outbound, admin, control, controlGrpc };
   const write = (c: Omit<SidecarConfigInput, 'listen'>) =>
     writeFileSync(file, JSON.stringify({ ...c, listen }, null, 2));
   write(config);
@@ -53,6 +55,7 @@ export async function startSidecar(
     outbound: `http://127.0.0.1:${outbound}`,
     admin: adminUrl,
     control: `http://127.0.0.1:${control}`,
+    controlGrpc: `127.0.0.1:${controlGrpc}`,
     reload: async (next) => {
       write(next);
       const expected = JSON.stringify(next.upstreams ?? []);

@@ -95,6 +95,7 @@ describe('sidecar config', () => {
       outbound: 4700,
       admin: 4701,
       control: 4702,
+      controlGrpc: 4703,
     });
     const bad = parseSidecarConfig(
       JSON.stringify({
