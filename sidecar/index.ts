@@ -19,6 +19,7 @@ import {
   type Discovery,
 } from './discovery/index.js';
 import { listenHttp1AndH2c, outboundHandler, Upstreams } from './proxy/index.js';
+import { startTracing, type Tracing } from './telemetry.js';
 import {
   ConsulSagaStore,
   FileSagaStore,
@@ -53,6 +54,7 @@ export async function runSidecar(options: SidecarOptions): Promise<RunningSideca
   if (!loaded.ok) throw new Error(`invalid sidecar config:\n  ${loaded.errors.join('\n  ')}`);
   let config: SidecarConfig = loaded.config;
   const metrics = sidecarMetrics();
+  const tracing = startTracing(config);
   const upstreams = new Upstreams(metrics);
   const discovery = createDiscovery(config, options);
   const unwatch = new Map<string, () => void>();
@@ -80,7 +82,7 @@ export async function runSidecar(options: SidecarOptions): Promise<RunningSideca
 
   let draining = false;
   const inFlight = { count: 0 };
-  const handler = outboundHandler(upstreams);
+  const handler = outboundHandler(upstreams, tracing);
   const outbound = await listenHttp1AndH2c(config.listen.address, config.listen.outbound, (req, res) => {
     inFlight.count++;
     res.once('close', () => inFlight.count--);
@@ -116,7 +118,7 @@ export async function runSidecar(options: SidecarOptions): Promise<RunningSideca
 
   const sagas =
     config.sagas.length > 0
-      ? await startSagas(config, options, outbound.port, metrics.registry, log)
+      ? await startSagas(config, options, outbound.port, metrics.registry, tracing.tracer, log)
       : undefined;
   const deregister = await register(config, options, log);
   const stopWatchingConfig = watchSidecarConfig(
@@ -152,6 +154,7 @@ export async function runSidecar(options: SidecarOptions): Promise<RunningSideca
       await upstreams.close();
       await new Promise((resolve) => admin.server.close(resolve));
       admin.server.closeAllConnections();
+      await tracing.shutdown().catch(() => undefined);
       log.info('stopped');
     })());
   return { outboundPort: outbound.port, adminPort: admin.port, stop };
@@ -163,6 +166,7 @@ async function startSagas(
   options: SidecarOptions,
   outboundPort: number,
   registry: SidecarMetrics['registry'],
+  tracer: Tracing['tracer'],
   log: ReturnType<typeof jsonLogger>,
 ): Promise<{ stop: () => Promise<void> }> {
   const owner = options.instanceId ?? `${config.service.name}-${hostname()}`;
@@ -182,6 +186,7 @@ async function startSagas(
     call: caller.call,
     log,
     registry,
+    tracer,
   });
   const api = await startSagaApi(engine, config.listen.address, config.listen.control);
   const grpcApi = await startSagaGrpcApi(engine, config.listen.address, config.listen.controlGrpc);

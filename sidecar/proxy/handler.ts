@@ -4,6 +4,7 @@
  * it cannot answer. Errors the sidecar produces say which upstream and why, in JSON, with
  * the header `x-aimesh-error` so apps can tell them from upstream answers.
  */
+import { context, propagation, SpanKind, SpanStatusCode, type Tracer } from '@opentelemetry/api';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Http2ServerRequest } from 'node:http2';
 import { PassThrough, type Readable } from 'node:stream';
@@ -30,16 +31,27 @@ const HOP_BY_HOP = new Set([
 type Request = IncomingMessage;
 type Response = ServerResponse;
 
-export function outboundHandler(upstreams: Upstreams) {
+/** Spans are made only when tracing is configured: the hot path stays free of them otherwise. */
+export interface ProxyTracing {
+  tracer: Tracer;
+  enabled: boolean;
+}
+
+export function outboundHandler(upstreams: Upstreams, tracing?: ProxyTracing) {
   return (req: Request, res: Response): void => {
-    handle(upstreams, req, res).catch((error: unknown) => {
+    handle(upstreams, req, res, tracing).catch((error: unknown) => {
       if (!res.headersSent) sendError(res, 502, `proxy error: ${(error as Error).message}`);
       else res.destroy(error as Error);
     });
   };
 }
 
-async function handle(upstreams: Upstreams, req: Request, res: Response): Promise<void> {
+async function handle(
+  upstreams: Upstreams,
+  req: Request,
+  res: Response,
+  tracing?: ProxyTracing,
+): Promise<void> {
   const host = (req.headers[':authority'] as string | undefined) ?? req.headers.host;
   const resolved = resolveTarget(req.url ?? '/', host);
   if (!resolved.ok) return sendError(res, resolved.status, resolved.message);
@@ -59,6 +71,29 @@ async function handle(upstreams: Upstreams, req: Request, res: Response): Promis
     tracestate: header(req, 'tracestate'),
     requestId: header(req, 'x-request-id'),
   });
+  if (tracing?.enabled) {
+    const span = tracing.tracer.startSpan(
+      `${req.method ?? 'GET'} ${upstream.config.name}`,
+      {
+        kind: SpanKind.CLIENT,
+        attributes: {
+          'http.request.method': req.method ?? 'GET',
+          'server.address': upstream.config.name,
+          'url.path': resolved.target.path.split('?')[0] ?? '/',
+          'aimesh.request_id': trace['x-request-id'],
+        },
+      },
+      propagation.extract(context.active(), req.headers),
+    );
+    const spanContext = span.spanContext();
+    // The upstream sees this hop's span as its parent.
+    trace.traceparent = `00-${spanContext.traceId}-${spanContext.spanId}-0${spanContext.traceFlags}`;
+    res.once('close', () => {
+      span.setAttribute('http.response.status_code', res.statusCode);
+      if (res.statusCode >= 500) span.setStatus({ code: SpanStatusCode.ERROR });
+      span.end();
+    });
+  }
   const request: OutboundRequest = {
     method: req.method ?? 'GET',
     path: resolved.target.path,

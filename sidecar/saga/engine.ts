@@ -3,7 +3,8 @@
  * machine, saves every state change before acting on it, and recovers unfinished
  * executions (its own after a restart, a dead peer's in a cluster).
  */
-import { randomUUID } from 'node:crypto';
+import { context, SpanKind, SpanStatusCode, trace, TraceFlags, type Tracer } from '@opentelemetry/api';
+import { createHash, randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { durationMs, renderTemplate, TemplateError, type SagaSpec } from '../../api/index.js';
@@ -38,6 +39,8 @@ export interface EngineOptions {
   registry: Registry;
   /** How often to look for unfinished executions nobody runs (a dead peer's). */
   recoverEveryMs?: number;
+  /** Spans per step call; the no-op tracer when tracing is off. */
+  tracer?: Tracer;
 }
 
 export class SagaEngine {
@@ -316,13 +319,37 @@ export class SagaEngine {
       return { ok: false, failure: { error: 'template' }, message: error.message };
     }
     const started = Date.now();
+    const tracer = this.options.tracer ?? trace.getTracer('aimesh-sidecar');
+    const span = tracer.startSpan(
+      `saga ${execution.saga} ${step.name} ${action.phase}`,
+      {
+        kind: SpanKind.CLIENT,
+        attributes: {
+          'aimesh.saga': execution.saga,
+          'aimesh.execution': execution.id,
+          'aimesh.step': step.name,
+          'aimesh.phase': action.phase,
+          'aimesh.attempt': action.attempt,
+          'server.address': call.service,
+        },
+      },
+      executionTraceContext(execution.id),
+    );
+    const spanContext = span.spanContext();
+    const traceparent: Record<string, string> = trace.isSpanContextValid(spanContext)
+      ? { traceparent: `00-${spanContext.traceId}-${spanContext.spanId}-0${spanContext.traceFlags}` }
+      : {};
     const outcome = await this.options.call({
       service: call.service,
       method: call.method,
       ...rendered,
+      headers: { ...rendered.headers, ...traceparent },
       timeoutMs: durationMs(call.timeout),
       idempotencyKey: action.idempotencyKey,
     });
+    if (outcome.ok) span.setAttribute('http.response.status_code', outcome.response.status);
+    else span.setStatus({ code: SpanStatusCode.ERROR, message: outcome.message });
+    span.end();
     this.metrics.stepDuration.observe(
       { saga: execution.saga, step: step.name, phase: action.phase },
       (Date.now() - started) / 1000,
@@ -342,6 +369,20 @@ export class SagaEngine {
     for (const queue of this.waiting.values()) if (queue.some((e) => e.id === id)) return true;
     return false;
   }
+}
+
+/**
+ * Every step of an execution lands in one trace, even across a crash and a takeover: the
+ * trace id is derived from the execution id, under a virtual root span.
+ */
+function executionTraceContext(executionId: string) {
+  const digest = createHash('sha256').update(executionId).digest('hex');
+  return trace.setSpanContext(context.active(), {
+    traceId: digest.slice(0, 32),
+    spanId: digest.slice(32, 48),
+    traceFlags: TraceFlags.SAMPLED,
+    isRemote: true,
+  });
 }
 
 export function isTerminal(execution: Execution): boolean {

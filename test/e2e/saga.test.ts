@@ -1,5 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse } from 'yaml';
@@ -55,8 +57,12 @@ const STEP_SERVICES = [
   'chat',
 ];
 
-function orchestratorConfig(store: SidecarConfigInput['sagaStore']): Omit<SidecarConfigInput, 'listen'> {
+function orchestratorConfig(
+  store: SidecarConfigInput['sagaStore'],
+  observability?: SidecarConfigInput['observability'],
+): Omit<SidecarConfigInput, 'listen'> {
   return {
+    ...(observability ? { observability } : {}),
     service: { name: 'health-orchestrator', port: 1 },
     discovery: { mode: 'consul', consul: { register: false } },
     upstreams: STEP_SERVICES.map((name) => ({ name, timeout: '10s' })),
@@ -68,8 +74,9 @@ function orchestratorConfig(store: SidecarConfigInput['sagaStore']): Omit<Sideca
 async function startOrchestrator(
   name: string,
   store: SidecarConfigInput['sagaStore'],
+  observability?: SidecarConfigInput['observability'],
 ): Promise<SidecarProcess> {
-  const sidecar = await startSidecar(name, orchestratorConfig(store), consulAddress);
+  const sidecar = await startSidecar(name, orchestratorConfig(store, observability), consulAddress);
   orchestrators.push(sidecar);
   await waitFor(
     `${name} sees every step service`,
@@ -386,6 +393,70 @@ describe('saga gRPC API', () => {
       expect(badJson.error?.code).toBe(grpc.status.INVALID_ARGUMENT);
     } finally {
       client.close();
+    }
+  });
+});
+
+describe('tracing', () => {
+  it('exports a span per step, all of one execution in one trace, and a span per proxied call, over OTLP/HTTP', async () => {
+    const spans: { name: string; traceId: string; parentSpanId?: string }[] = [];
+    const receiver = createServer((req, res) => {
+      let body = '';
+      req.on('data', (c: Buffer) => (body += c.toString()));
+      req.on('end', () => {
+        if (req.url === '/v1/traces' && String(req.headers['content-type']).includes('json')) {
+          const payload = JSON.parse(body) as {
+            resourceSpans: {
+              scopeSpans: { spans: { name: string; traceId: string; parentSpanId?: string }[] }[];
+            }[];
+          };
+          for (const resource of payload.resourceSpans)
+            for (const scope of resource.scopeSpans) spans.push(...scope.spans);
+        }
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end('{}');
+      });
+    });
+    await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve));
+    try {
+      const endpoint = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}`;
+      const orchestrator = await startOrchestrator(
+        'orchestrator-traced',
+        { kind: 'file', path: join(storeDir, 'traced') },
+        { tracing: { endpoint, sampleRatio: 1 } },
+      );
+      const { execution } = await startExecution(
+        orchestrator,
+        'health-data',
+        { userId: 't-1', type: 'bp', measurements: [] },
+        'traced-1',
+      );
+      expect((await finished(orchestrator, execution.id)).state).toBe('completed');
+      await waitFor(
+        'four step spans exported',
+        async () => spans.filter((s) => s.name.startsWith('saga health-data ')).length >= 4,
+        20_000,
+      );
+      const steps = spans.filter((s) => s.name.startsWith('saga health-data '));
+      expect(steps.map((s) => s.name)).toEqual(
+        expect.arrayContaining([
+          'saga health-data validate_user action',
+          'saga health-data save_health_data action',
+          'saga health-data update_blockchain action',
+          'saga health-data trigger_ai_analysis action',
+        ]),
+      );
+      expect(new Set(steps.map((s) => s.traceId)).size).toBe(1);
+      await waitFor(
+        'proxy spans exported',
+        async () => spans.some((s) => s.name === 'POST blockchain-service'),
+        20_000,
+      );
+      const proxied = spans.find((s) => s.name === 'POST blockchain-service');
+      expect(proxied?.traceId).toBe(steps[0]?.traceId);
+    } finally {
+      receiver.closeAllConnections();
+      await new Promise((resolve) => receiver.close(resolve));
     }
   });
 });
