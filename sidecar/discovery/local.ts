@@ -8,6 +8,16 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import type { DiscoveredEndpoint, Discovery, UpstreamListener, UpstreamState } from './types.js';
 
+/** Whether a process is alive (EPERM: alive, but not ours to signal). */
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
 export const DEFAULT_LOCAL_REGISTRY = join(homedir(), '.aimesh', 'registry');
 
 interface LocalInstance extends DiscoveredEndpoint {
@@ -104,13 +114,4 @@ function readInstances(folder: string): DiscoveredEndpoint[] {
     }
   }
   return endpoints;
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }

@@ -17,6 +17,7 @@ import {
   writeSync,
 } from 'node:fs';
 import { join } from 'node:path';
+import { isAlive } from '../discovery/local.js';
 import type { Execution } from './machine.js';
 import { ConflictError, type SagaStore } from './store.js';
 
@@ -121,14 +122,5 @@ function durableWrite(path: string, content: string): void {
     fsyncSync(folder);
   } finally {
     closeSync(folder);
-  }
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
   }
 }

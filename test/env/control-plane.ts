@@ -3,7 +3,6 @@
  * authentication, RBAC, admission webhooks on) and kube-controller-manager (garbage
  * collection, deployments, replica sets), with the aimesh and Istio CRDs installed.
  */
-import { spawn } from 'node:child_process';
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { Agent, request } from 'node:https';
@@ -12,7 +11,7 @@ import { join } from 'node:path';
 import { requireBinary } from './binaries.js';
 import { REPO_DIR, istioCrdsPath } from './components.js';
 import { freePorts } from './ports.js';
-import { startProcess, waitFor, type ManagedProcess } from './processes.js';
+import { runCommand, startProcess, waitFor, type CommandResult, type ManagedProcess } from './processes.js';
 
 export interface ControlPlaneInfo {
   /** https://127.0.0.1:<port> */
@@ -36,11 +35,7 @@ export interface ControlPlane extends ControlPlaneInfo {
   stop: () => Promise<void>;
 }
 
-export interface CommandResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
+export type { CommandResult } from './processes.js';
 
 export interface ControlPlaneOptions {
   controllerManager?: boolean;
@@ -228,19 +223,7 @@ async function installCustomResourceDefinitions(kubectl: ControlPlane['kubectl']
 }
 
 export function runKubectl(kubeconfig: string, args: string[], input?: string): Promise<CommandResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(requireBinary('kubectl'), args, {
-      env: { ...process.env, KUBECONFIG: kubeconfig },
-      stdio: ['pipe', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.once('error', reject);
-    child.once('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
-    child.stdin.end(input ?? '');
-  });
+  return runCommand(requireBinary('kubectl'), args, { KUBECONFIG: kubeconfig }, input);
 }
 
 async function httpGet(url: string): Promise<string> {
