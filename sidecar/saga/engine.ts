@@ -22,6 +22,8 @@ import {
 } from './machine.js';
 import { ConflictError, type SagaStore } from './store.js';
 
+const STUCK_AFTER_MS = 5 * 60_000;
+
 export class SagaError extends Error {
   constructor(
     message: string,
@@ -86,6 +88,23 @@ export class SagaEngine {
         help: 'Executions stopped because a compensation could not succeed: alert on this.',
         labelNames: ['saga'] as const,
         registers,
+      }),
+      // Computed at scrape time from the store: executions that have not changed for a while.
+      stuck: new Gauge({
+        name: 'aimesh_saga_executions_stuck',
+        help: 'Unfinished executions with no state change for over 5 minutes (retrying forward after the pivot, or waiting on a step), by saga.',
+        labelNames: ['saga'] as const,
+        registers,
+        collect: async () => {
+          const now = Date.now();
+          const counts = new Map<string, number>();
+          for (const saga of this.options.definitions.keys()) counts.set(saga, 0);
+          for (const execution of await this.options.store.list().catch(() => [])) {
+            if (!isTerminal(execution) && now - execution.updatedAt > STUCK_AFTER_MS)
+              counts.set(execution.saga, (counts.get(execution.saga) ?? 0) + 1);
+          }
+          for (const [saga, count] of counts) this.metrics.stuck.set({ saga }, count);
+        },
       }),
       recovered: new Counter({
         name: 'aimesh_saga_recovered_total',

@@ -503,6 +503,8 @@ describe('saga engine, Consul store', () => {
       expect(duplicatedEffects()).toEqual([]);
       const metrics = await (await fetch(`${peer.admin}/metrics`)).text();
       expect(metrics).toMatch(/aimesh_saga_recovered_total\{saga="health-data"\} [1-9]/);
+      // Nothing is left unfinished, so nothing is stuck.
+      expect(metrics).toContain('aimesh_saga_executions_stuck{saga="health-data"} 0');
     } finally {
       for (const service of services.values()) service.behaviour.delayMs = 0;
     }
