@@ -7,7 +7,7 @@ import { App, Chart } from 'cdk8s';
 import type { AiService, Saga } from '../../api/index.js';
 import { addIstioPolicies } from './istio.js';
 import { sidecarConfigFor } from './sidecar-config.js';
-import { addWorkload } from './workload.js';
+import { addWorkload, markNativeSidecar } from './workload.js';
 
 export { sidecarConfigFor } from './sidecar-config.js';
 export { sagasOrchestratedBy, stepServices, grantsFor, istioPath } from './saga.js';
@@ -64,6 +64,7 @@ export function renderAiService(resource: AiService, options: RenderOptions = {}
     sagas: options.sagas ?? [],
   });
   const objects = chart.toJson() as KubeObject[];
+  if (resource.spec.sidecar.enabled && resource.spec.sidecar.native) markNativeSidecar(objects);
   if (options.owner) {
     const ownerReference = { ...options.owner, controller: true, blockOwnerDeletion: true };
     for (const object of objects) object.metadata.ownerReferences = [ownerReference];

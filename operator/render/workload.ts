@@ -1,4 +1,3 @@
-import { JsonPatch } from 'cdk8s';
 import { k8s } from 'cdk8s-plus-27';
 import type { Construct } from 'constructs';
 import { SIDECAR_PORTS, durationMs, type AiService } from '../../api/index.js';
@@ -37,7 +36,7 @@ export function addWorkload(scope: Construct, resource: AiService, options: Work
     });
   }
 
-  const deployment = new k8s.KubeDeployment(scope, 'deployment', {
+  new k8s.KubeDeployment(scope, 'deployment', {
     metadata,
     spec: {
       // With autoscaling the HPA owns the replica count, so it is left out of what we apply.
@@ -52,22 +51,14 @@ export function addWorkload(scope: Construct, resource: AiService, options: Work
           securityContext: { runAsNonRoot: true, seccompProfile: { type: 'RuntimeDefault' } },
           containers: [
             appContainer(resource),
-            ...(spec.sidecar.enabled && !spec.sidecar.native ? [sidecarContainer(resource, options)] : []),
+            // A native sidecar is moved to initContainers on the output (markNativeSidecar).
+            ...(spec.sidecar.enabled ? [sidecarContainer(resource, options)] : []),
           ],
           volumes: volumes(resource),
         },
       },
     },
   });
-  if (spec.sidecar.enabled && spec.sidecar.native) {
-    // Native sidecars (init containers that keep running) postdate cdk8s-plus-27's types.
-    deployment.addJsonPatch(
-      JsonPatch.add('/spec/template/spec/initContainers', [
-        { ...k8s.toJson_Container(sidecarContainer(resource, options)), restartPolicy: 'Always' },
-      ]),
-    );
-  }
-
   new k8s.KubeService(scope, 'service', {
     metadata,
     spec: {
@@ -240,3 +231,23 @@ function quantities(resources: Quantities): k8s.ResourceRequirements {
 function seconds(duration: string): number {
   return Math.max(1, Math.ceil(durationMs(duration) / 1000));
 }
+
+/**
+ * Makes the sidecar a native sidecar (an init container with restartPolicy: Always,
+ * Kubernetes 1.29+): it starts before the app and keeps running beside it. Done on the
+ * rendered output because cdk8s-plus-27's typed Deployment predates native sidecars and
+ * drops fields it does not know; the container itself is rendered with the typed API.
+ */
+export function markNativeSidecar(objects: { kind: string; spec?: unknown }[]): void {
+  for (const object of objects) {
+    if (object.kind !== 'Deployment') continue;
+    const pod = (object.spec as { template: { spec: PodSpecJson } }).template.spec;
+    const sidecar = pod.containers.find((c) => c.name === 'aimesh-sidecar');
+    if (!sidecar) continue;
+    pod.containers = pod.containers.filter((c) => c !== sidecar);
+    pod.initContainers = [...(pod.initContainers ?? []), { ...sidecar, restartPolicy: 'Always' }];
+  }
+}
+
+type ContainerJson = { name: string; restartPolicy?: string; [field: string]: unknown };
+type PodSpecJson = { containers: ContainerJson[]; initContainers?: ContainerJson[] };

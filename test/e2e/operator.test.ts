@@ -411,3 +411,35 @@ spec:
     );
   });
 });
+
+describe('native sidecar', () => {
+  it('the API server keeps the sidecar as a native sidecar (init container with restartPolicy Always)', async () => {
+    await apply(
+      `apiVersion: aimesh.io/v1alpha1
+kind: AiService
+metadata: {name: native-demo, namespace: ${NS}}
+spec:
+  image: registry.example.com/suoke/native-demo:1.0.0
+  replicas: 1
+  sidecar: {native: true}
+`,
+    );
+    await settled('deployment created', async () => (await kindsOf()).includes('Deployment/native-demo'));
+    const deployment = await json<
+      Obj & {
+        spec: {
+          template: {
+            spec: {
+              containers: { name: string }[];
+              initContainers?: { name: string; restartPolicy?: string }[];
+            };
+          };
+        };
+      }
+    >(['get', 'deployment', 'native-demo', '-n', NS]);
+    expect(deployment.spec.template.spec.containers.map((c) => c.name)).toEqual(['app']);
+    expect(deployment.spec.template.spec.initContainers).toEqual([
+      expect.objectContaining({ name: 'aimesh-sidecar', restartPolicy: 'Always' }),
+    ]);
+  });
+});

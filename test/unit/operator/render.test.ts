@@ -1,0 +1,217 @@
+import { describe, expect, it } from '@jest/globals';
+import { sidecarConfig, validateResource, type AiService } from '../../../api/index.js';
+import { renderAiService, type KubeObject } from '../../../operator/render/index.js';
+
+/** Render is pure: these tests check the fields that matter, with no snapshots. */
+function aiService(spec: Record<string, unknown>): AiService {
+  const result = validateResource({
+    apiVersion: 'aimesh.io/v1alpha1',
+    kind: 'AiService',
+    metadata: { name: 'xiaoai', namespace: 'suoke-life' },
+    spec: { image: 'registry.example.com/xiaoai:1.6.0', ...spec },
+  });
+  if (!result.ok) throw new Error(JSON.stringify(result.errors));
+  return result.resource as AiService;
+}
+
+type Any = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+
+const find = (objects: KubeObject[], kind: string, name?: string) =>
+  objects.find((o) => o.kind === kind && (!name || o.metadata.name === name)) as Any | undefined;
+const kinds = (objects: KubeObject[]) => objects.map((o) => `${o.kind}/${o.metadata.name}`).sort();
+
+describe('renderAiService', () => {
+  it('renders the workload of a minimal AiService', () => {
+    const objects = renderAiService(aiService({ replicas: 1 }));
+    expect(kinds(objects)).toEqual([
+      'ConfigMap/xiaoai-sidecar',
+      'Deployment/xiaoai',
+      'PeerAuthentication/xiaoai',
+      'Service/xiaoai',
+      'ServiceAccount/xiaoai',
+    ]);
+    const deployment = find(objects, 'Deployment') as Any;
+    const pod = deployment.spec.template.spec;
+    expect(deployment.spec.replicas).toBe(1);
+    expect(pod.serviceAccountName).toBe('xiaoai');
+    expect(pod.automountServiceAccountToken).toBe(false);
+    expect(pod.securityContext).toMatchObject({ runAsNonRoot: true });
+    expect(pod.containers.map((c: Any) => c.name)).toEqual(['app', 'aimesh-sidecar']);
+    for (const container of pod.containers) {
+      expect(container.securityContext).toMatchObject({
+        runAsNonRoot: true,
+        readOnlyRootFilesystem: true,
+        allowPrivilegeEscalation: false,
+      });
+      expect(container.resources.requests).toBeDefined();
+    }
+    const app = pod.containers[0];
+    expect(app.readinessProbe.httpGet).toMatchObject({ path: '/healthz', port: 8080 });
+    expect(app.ports).toEqual([expect.objectContaining({ containerPort: 8080 })]);
+    const sidecar = pod.containers[1];
+    expect(sidecar.args).toEqual(['sidecar', '--config', expect.stringMatching(/sidecar\.json$/)]);
+    expect(sidecar.ports.map((p: Any) => p.containerPort)).toEqual([4700, 4701, 4702, 4703]);
+    expect(find(objects, 'Service')?.spec.ports).toEqual([
+      expect.objectContaining({ port: 8080, appProtocol: 'http' }),
+    ]);
+    for (const object of objects)
+      expect(object.metadata.labels?.['app.kubernetes.io/managed-by']).toBe('aimesh-operator');
+  });
+
+  it('hands replicas to an HPA with autoscaling, and adds a PDB above one replica', () => {
+    const scaled = renderAiService(
+      aiService({ autoscaling: { minReplicas: 2, maxReplicas: 6, targetCPUPercent: 70 } }),
+    );
+    expect(find(scaled, 'Deployment')?.spec.replicas).toBeUndefined();
+    expect(find(scaled, 'HorizontalPodAutoscaler')?.spec).toMatchObject({
+      minReplicas: 2,
+      maxReplicas: 6,
+      metrics: [{ resource: { target: { averageUtilization: 70 } } }],
+    });
+    expect(find(scaled, 'PodDisruptionBudget')?.spec.maxUnavailable).toBe(1);
+    expect(find(renderAiService(aiService({ replicas: 1 })), 'PodDisruptionBudget')).toBeUndefined();
+  });
+
+  it('maps each upstream to a DestinationRule and, with timeout or retries, a VirtualService', () => {
+    const objects = renderAiService(
+      aiService({
+        upstreams: [
+          {
+            name: 'rag-service',
+            timeout: '1m30s',
+            retries: {
+              attempts: 3,
+              perTryTimeout: '500ms',
+              retryOn: ['5xx', 'reset'],
+              retriableStatusCodes: [409],
+            },
+            loadBalancer: { strategy: 'ewma' },
+            circuitBreaker: {
+              consecutiveFailures: 5,
+              openFor: '60s',
+              maxConnections: 100,
+              maxPendingRequests: 10,
+            },
+          },
+          {
+            name: 'user-service',
+            loadBalancer: { strategy: 'consistent-hash', hashOn: { header: 'x-user' } },
+          },
+        ],
+      }),
+    );
+    const rag = find(objects, 'DestinationRule', 'xiaoai-to-rag-service') as Any;
+    expect(rag.spec.host).toBe('rag-service.suoke-life.svc.cluster.local');
+    expect(rag.spec.workloadSelector.matchLabels).toEqual({ 'aimesh.io/service': 'xiaoai' });
+    expect(rag.spec.trafficPolicy).toEqual({
+      loadBalancer: { simple: 'LEAST_REQUEST' },
+      connectionPool: { tcp: { maxConnections: 100 }, http: { http1MaxPendingRequests: 10 } },
+      outlierDetection: {
+        consecutive5xxErrors: 5,
+        interval: '10s',
+        baseEjectionTime: '60s',
+        maxEjectionPercent: 100,
+      },
+    });
+    expect(find(objects, 'VirtualService', 'xiaoai-to-rag-service')?.spec.http[0]).toMatchObject({
+      timeout: '90s',
+      retries: { attempts: 3, perTryTimeout: '500ms', retryOn: '5xx,reset,409' },
+    });
+    expect(
+      find(objects, 'DestinationRule', 'xiaoai-to-user-service')?.spec.trafficPolicy.loadBalancer,
+    ).toEqual({
+      consistentHash: { httpHeaderName: 'x-user' },
+    });
+    expect(find(objects, 'VirtualService', 'xiaoai-to-user-service')).toBeUndefined();
+  });
+
+  it('turns security into PeerAuthentication and an AuthorizationPolicy of caller principals', () => {
+    const objects = renderAiService(
+      aiService({
+        security: {
+          mtls: 'STRICT',
+          allowedCallers: [
+            { serviceAccount: 'api-gateway', methods: ['POST'], paths: ['/v1/chat/*'] },
+            { serviceAccount: 'ingress', namespace: 'istio-system' },
+          ],
+        },
+      }),
+    );
+    expect(find(objects, 'PeerAuthentication')?.spec.mtls).toEqual({ mode: 'STRICT' });
+    expect(find(objects, 'AuthorizationPolicy')?.spec).toEqual({
+      selector: { matchLabels: { 'aimesh.io/service': 'xiaoai' } },
+      action: 'ALLOW',
+      rules: [
+        {
+          from: [{ source: { principals: ['cluster.local/ns/suoke-life/sa/api-gateway'] } }],
+          to: [{ operation: { methods: ['POST'], paths: ['/v1/chat/*'] } }],
+        },
+        { from: [{ source: { principals: ['cluster.local/ns/istio-system/sa/ingress'] } }] },
+      ],
+    });
+    // allowedCallers: [] denies everyone (an ALLOW policy with no rules).
+    expect(
+      find(renderAiService(aiService({ security: { allowedCallers: [] } })), 'AuthorizationPolicy')?.spec
+        .rules,
+    ).toEqual([]);
+  });
+
+  it('mounts provider keys from Secrets and never writes them into env or the ConfigMap', () => {
+    const objects = renderAiService(
+      aiService({
+        providers: [
+          {
+            name: 'openai',
+            baseUrl: 'https://api.openai.com/v1',
+            apiKeySecretRef: { name: 'openai', key: 'api-key' },
+          },
+        ],
+      }),
+    );
+    const pod = (find(objects, 'Deployment') as Any).spec.template.spec;
+    expect(pod.volumes).toContainEqual({
+      name: 'provider-openai',
+      secret: { secretName: 'openai', items: [{ key: 'api-key', path: 'api-key' }] },
+    });
+    expect(JSON.stringify(pod.containers.map((c: Any) => c.env))).not.toContain('openai');
+    const config = sidecarConfig.parse(
+      JSON.parse(Object.values(find(objects, 'ConfigMap')?.data as object)[0] as string),
+    );
+    expect(config.providers[0]).toMatchObject({
+      name: 'openai',
+      apiKeyFile: '/var/run/secrets/aimesh/providers/openai/api-key',
+    });
+    expect(JSON.stringify(config)).not.toContain('secretKeyRef');
+  });
+
+  it('runs the sidecar as a native sidecar when asked, and not at all when disabled', () => {
+    const native = (find(renderAiService(aiService({ sidecar: { native: true } })), 'Deployment') as Any).spec
+      .template.spec;
+    expect(native.containers.map((c: Any) => c.name)).toEqual(['app']);
+    expect(native.initContainers).toEqual([
+      expect.objectContaining({ name: 'aimesh-sidecar', restartPolicy: 'Always' }),
+    ]);
+    // Rendered with the typed API like any container: probe ports survive (they once came out as 0).
+    expect(native.initContainers[0].readinessProbe.httpGet.port).toBe(4701);
+    const none = renderAiService(aiService({ sidecar: { enabled: false } }));
+    expect(find(none, 'ConfigMap')).toBeUndefined();
+    expect((find(none, 'Deployment') as Any).spec.template.spec.containers.map((c: Any) => c.name)).toEqual([
+      'app',
+    ]);
+  });
+
+  it('sets a controller owner reference when asked, and is deterministic without mutating its input', () => {
+    const resource = aiService({ replicas: 2, upstreams: [{ name: 'rag-service' }] });
+    const before = JSON.stringify(resource);
+    const owner = { apiVersion: 'aimesh.io/v1alpha1', kind: 'AiService', name: 'xiaoai', uid: 'u-1' };
+    const first = renderAiService(resource, { owner });
+    expect(
+      first.every(
+        (o) =>
+          o.metadata.ownerReferences?.[0]?.uid === 'u-1' && o.metadata.ownerReferences[0].controller === true,
+      ),
+    ).toBe(true);
+    expect(renderAiService(resource, { owner })).toEqual(first);
+    expect(JSON.stringify(resource)).toBe(before);
+  });
+});
