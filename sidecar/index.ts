@@ -7,6 +7,7 @@ import { hostname } from 'node:os';
 import type { SidecarConfig } from '../api/index.js';
 import { jsonLogger } from '../operator/log.js';
 import { sidecarMetrics, startAdminServer, type SidecarMetrics } from './admin/index.js';
+import { AiRoute } from './ai/index.js';
 import { loadSidecarConfig, watchSidecarConfig } from './config/index.js';
 import {
   ConsulClient,
@@ -59,7 +60,13 @@ export async function runSidecar(options: SidecarOptions): Promise<RunningSideca
   const discovery = createDiscovery(config, options);
   const unwatch = new Map<string, () => void>();
 
+  let ai: AiRoute | undefined;
   const applyConfig = (next: SidecarConfig) => {
+    const previousAi = ai;
+    ai =
+      next.providers.length > 0 ? new AiRoute(next.providers, next.aiRouting, metrics.registry) : undefined;
+    // Calls already on the old route finish there; its connections close when they are done.
+    void previousAi?.close();
     const { removed } = upstreams.configure(next);
     for (const name of removed) {
       unwatch.get(name)?.();
@@ -82,7 +89,7 @@ export async function runSidecar(options: SidecarOptions): Promise<RunningSideca
 
   let draining = false;
   const inFlight = { count: 0 };
-  const handler = outboundHandler(upstreams, tracing);
+  const handler = outboundHandler(upstreams, tracing, () => ai);
   const outbound = await listenHttp1AndH2c(config.listen.address, config.listen.outbound, (req, res) => {
     inFlight.count++;
     res.once('close', () => inFlight.count--);
@@ -152,6 +159,7 @@ export async function runSidecar(options: SidecarOptions): Promise<RunningSideca
       for (const stopWatch of unwatch.values()) stopWatch();
       await discovery.close();
       await upstreams.close();
+      await ai?.close();
       await new Promise((resolve) => admin.server.close(resolve));
       admin.server.closeAllConnections();
       await tracing.shutdown().catch(() => undefined);

@@ -140,6 +140,13 @@ function appContainer(resource: AiService): k8s.Container {
       ...(spec.sidecar.enabled
         ? [{ name: 'AIMESH_OUTBOUND', value: `http://127.0.0.1:${SIDECAR_PORTS.outbound}` }]
         : []),
+      // OpenAI SDKs read OPENAI_BASE_URL: point them at the sidecar's AI route, unless the
+      // app sets it itself.
+      ...(spec.sidecar.enabled &&
+      spec.providers.length > 0 &&
+      !spec.env.some((v) => v.name === 'OPENAI_BASE_URL')
+        ? [{ name: 'OPENAI_BASE_URL', value: `http://127.0.0.1:${SIDECAR_PORTS.outbound}/v1/ai` }]
+        : []),
     ],
     resources: quantities(spec.resources ?? DEFAULT_APP_RESOURCES),
     readinessProbe: { ...probeHandler, ...timing },

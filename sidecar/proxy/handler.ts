@@ -14,6 +14,8 @@ import { propagate } from './trace.js';
 import { callUpstream, UpstreamError, type OutboundRequest, type UpstreamResponse } from './upstream.js';
 import type { Upstreams } from './upstreams.js';
 
+const AI_PATH = '/v1/ai/';
+
 /** Hop-by-hop headers (RFC 9110 §7.6.1) and HTTP/2 pseudo-headers are not forwarded. */
 const HOP_BY_HOP = new Set([
   'connection',
@@ -37,8 +39,31 @@ export interface ProxyTracing {
   enabled: boolean;
 }
 
-export function outboundHandler(upstreams: Upstreams, tracing?: ProxyTracing) {
+/** OpenAI-compatible calls under /v1/ai/ go to the provider channels (sidecar/ai). */
+export interface AiCalls {
+  handle: (req: Request, res: Response, path: string) => Promise<void>;
+}
+
+export function outboundHandler(
+  upstreams: Upstreams,
+  tracing?: ProxyTracing,
+  ai?: () => AiCalls | undefined,
+) {
   return (req: Request, res: Response): void => {
+    const url = req.url ?? '/';
+    if (url.startsWith(AI_PATH)) {
+      const route = ai?.();
+      const done = route
+        ? route.handle(req, res, url.slice(AI_PATH.length))
+        : Promise.resolve(
+            sendError(res, 404, 'no provider channels are configured: add spec.providers to the AiService'),
+          );
+      done.catch((error: unknown) => {
+        if (!res.headersSent) sendError(res, 502, `AI route error: ${(error as Error).message}`);
+        else res.destroy(error as Error);
+      });
+      return;
+    }
     handle(upstreams, req, res, tracing).catch((error: unknown) => {
       if (!res.headersSent) sendError(res, 502, `proxy error: ${(error as Error).message}`);
       else res.destroy(error as Error);

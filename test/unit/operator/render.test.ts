@@ -173,7 +173,11 @@ describe('renderAiService', () => {
       name: 'provider-openai',
       secret: { secretName: 'openai', items: [{ key: 'api-key', path: 'api-key' }] },
     });
-    expect(JSON.stringify(pod.containers.map((c: Any) => c.env))).not.toContain('openai');
+    expect(JSON.stringify(pod.containers.map((c: Any) => c.env))).not.toContain('api-key');
+    expect(pod.containers[0].env).toContainEqual({
+      name: 'OPENAI_BASE_URL',
+      value: 'http://127.0.0.1:4700/v1/ai',
+    });
     const config = sidecarConfig.parse(
       JSON.parse(Object.values(find(objects, 'ConfigMap')?.data as object)[0] as string),
     );

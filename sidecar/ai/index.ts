@@ -1,0 +1,2 @@
+export { AiRoute, AI_PREFIX } from './route.js';
+export { ChannelSelector, type Channel, type SkipReason } from './channels.js';
