@@ -14,6 +14,8 @@ commands:
   sidecar --config <file> [flags]
                                  run the sidecar (flags: --advertise-address, --instance-id,
                                  --admin-address, --consul-address, --drain-seconds, --local-registry)
+  run --config <file> -- <command> [args...]
+                                 run an app and its sidecar on one machine (local registry, no cluster)
   saga proto                     print the .proto of the saga gRPC API (port 4703), to generate clients
   crds                           print the CustomResourceDefinitions as YAML
 `;
@@ -29,6 +31,10 @@ async function main(argv: string[]): Promise<number> {
       return runRenderCommand(args);
     case 'sidecar':
       return runSidecarCommand(args);
+    case 'run': {
+      const { runApp } = await import('./run.js');
+      return runApp(args);
+    }
     case 'saga': {
       if (args[0] !== 'proto') throw new UsageError('usage: aimesh saga proto');
       const { SAGA_PROTO } = await import('../sidecar/saga/index.js');
