@@ -50,10 +50,17 @@ export function outboundStepCaller(outbound: string): { call: StepCaller; close:
           }
         }
         if (response.statusCode >= 400) {
+          // The sidecar's own errors (no route, no healthy endpoint) say why in JSON.
+          const own =
+            headers['x-aimesh-error'] === 'true'
+              ? (body as { error?: string } | undefined)?.error
+              : undefined;
           return {
             ok: false,
             failure: { status: response.statusCode },
-            message: `${step.service} answered ${response.statusCode}: ${text.slice(0, 200)}`,
+            message: own
+              ? `${step.service}: ${own} (${response.statusCode} from the sidecar)`
+              : `${step.service} answered ${response.statusCode}: ${text.slice(0, 200)}`,
           };
         }
         return { ok: true, response: { status: response.statusCode, headers, body } };

@@ -46,7 +46,26 @@ const SAGAS = [
   { name: 'health-data', spec: quickRetries(healthData.spec) },
   { name: 'health-data-short', spec: { ...quickRetries(healthData.spec), timeout: '1s' } },
   { name: 'session-migration', spec: quickRetries(sessionMigration.spec) },
+  { name: 'unknown-step', spec: unknownStepSpec() },
 ];
+/** validate_user, then a step whose service this orchestrator has no route to. */
+function unknownStepSpec(): SagaSpec {
+  const base = quickRetries(healthData.spec);
+  const [validate, save] = base.steps as [SagaSpec['steps'][number], SagaSpec['steps'][number]];
+  return {
+    ...base,
+    steps: [
+      validate,
+      {
+        name: 'call_nobody',
+        action: { service: 'no-such-service', method: 'POST', path: '/x', headers: {}, timeout: '5s' },
+        retry: save.retry,
+        pivot: false,
+      },
+    ],
+  };
+}
+
 const STEP_SERVICES = [
   'user-service',
   'health-data-service',
@@ -294,6 +313,21 @@ describe('saga engine, file store', () => {
     expect(((await (await fetch(`${orchestrator.control}/v1/executions`)).json()) as unknown[]).length).toBe(
       before,
     );
+
+    // A step service this orchestrator cannot reach: the step fails for good, the saga rolls back.
+    const unknownStep = await startExecution(
+      orchestrator,
+      'unknown-step',
+      { userId: 'u-9' },
+      'unknown-step-1',
+    );
+    const rolledBack = await finished(orchestrator, unknownStep.execution.id);
+    expect(rolledBack.state).toBe('compensated');
+    expect(rolledBack.reason).toContain('"no-such-service" is not an upstream of this service');
+    expect(callsOf(unknownStep.execution.id)).toEqual([
+      'user-service POST /users/u-N/validate',
+      'user-service POST /users/u-N/release',
+    ]);
 
     // Input the templates cannot read: the first step cannot be built, nothing is called.
     const { execution } = await startExecution(orchestrator, 'health-data', { type: 'bp' }, 'no-user');
