@@ -8,9 +8,9 @@ import { hostname } from 'node:os';
 import { AiServiceController } from './controller/aiservice.js';
 import { KubeClient } from './kube/client.js';
 import { LeaderElector } from './leader/index.js';
-import { jsonLogger } from './log.js';
+import { createLogger } from '../lib/log/index.js';
 import { operatorMetrics } from './metrics.js';
-import { startProbeServer } from './server.js';
+import { startProbeServer } from '../lib/probe/index.js';
 
 export { renderAiService, type KubeObject, type RenderOptions } from './render/index.js';
 
@@ -33,7 +33,7 @@ export interface RunningOperator {
 }
 
 export async function runOperator(options: OperatorOptions): Promise<RunningOperator> {
-  const log = jsonLogger('operator');
+  const log = createLogger('operator');
   const metrics = operatorMetrics();
   const config = new KubeConfig();
   if (options.kubeconfig) config.loadFromFile(options.kubeconfig);
@@ -85,7 +85,12 @@ export async function runOperator(options: OperatorOptions): Promise<RunningOper
     host: options.probeHost,
     port: options.probePort,
     registry: metrics.registry,
-    ready: () => synced || (elector !== undefined && !elector.isLeader),
+    ready: () => {
+      if (synced) return { ready: true, reason: 'caches synced' };
+      if (elector !== undefined && !elector.isLeader)
+        return { ready: true, reason: 'standing by for the lease' };
+      return { ready: false, reason: 'filling caches' };
+    },
   });
   log.info('operator listening', {
     probePort: probes.port,
@@ -100,8 +105,8 @@ export async function runOperator(options: OperatorOptions): Promise<RunningOper
       await stopController();
       await elector?.release();
       metrics.isLeader.set(0);
-      await new Promise((resolve) => probes.server.close(resolve));
-      probes.server.closeAllConnections();
+      await probes.close();
+      log.flush();
     })());
 
   if (elector) {

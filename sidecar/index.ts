@@ -5,8 +5,9 @@
  */
 import { hostname } from 'node:os';
 import type { SidecarConfig } from '../api/index.js';
-import { jsonLogger } from '../operator/log.js';
-import { sidecarMetrics, startAdminServer, type SidecarMetrics } from './admin/index.js';
+import { createLogger, type Logger } from '../lib/log/index.js';
+import { startProbeServer } from '../lib/probe/index.js';
+import { sidecarMetrics, type SidecarMetrics } from './admin/index.js';
 import { AiRoute } from './ai/index.js';
 import { loadSidecarConfig, watchSidecarConfig } from './config/index.js';
 import {
@@ -50,7 +51,7 @@ export interface RunningSidecar {
 }
 
 export async function runSidecar(options: SidecarOptions): Promise<RunningSidecar> {
-  const log = jsonLogger('sidecar');
+  const log = createLogger('sidecar');
   const loaded = loadSidecarConfig(options.configFile);
   if (!loaded.ok) throw new Error(`invalid sidecar config:\n  ${loaded.errors.join('\n  ')}`);
   let config: SidecarConfig = loaded.config;
@@ -95,7 +96,7 @@ export async function runSidecar(options: SidecarOptions): Promise<RunningSideca
     res.once('close', () => inFlight.count--);
     handler(req, res);
   });
-  const admin = await startAdminServer({
+  const admin = await startProbeServer({
     host: options.adminAddress,
     port: config.listen.admin,
     registry: metrics.registry,
@@ -109,18 +110,20 @@ export async function runSidecar(options: SidecarOptions): Promise<RunningSideca
         ? { ready: false, reason: `waiting for discovery of ${waiting.join(', ')}` }
         : { ready: true, reason: 'ok' };
     },
-    endpoints: () =>
-      upstreams.all().map((u) => {
-        const state = discovery.states().find((s) => s.service === u.config.name);
-        return {
-          upstream: u.config.name,
-          strategy: u.config.spec.loadBalancer.strategy,
-          stale: state?.stale ?? false,
-          ...(state?.error ? { error: state.error } : {}),
-          endpoints: u.policy.view(Date.now()),
-        };
-      }),
-    config: () => config,
+    routes: {
+      '/admin/endpoints': () =>
+        upstreams.all().map((u) => {
+          const state = discovery.states().find((s) => s.service === u.config.name);
+          return {
+            upstream: u.config.name,
+            strategy: u.config.spec.loadBalancer.strategy,
+            stale: state?.stale ?? false,
+            ...(state?.error ? { error: state.error } : {}),
+            endpoints: u.policy.view(Date.now()),
+          };
+        }),
+      '/admin/config': () => config,
+    },
   });
 
   const sagas =
@@ -160,8 +163,7 @@ export async function runSidecar(options: SidecarOptions): Promise<RunningSideca
       await discovery.close();
       await upstreams.close();
       await ai?.close();
-      await new Promise((resolve) => admin.server.close(resolve));
-      admin.server.closeAllConnections();
+      await admin.close();
       await tracing.shutdown().catch(() => undefined);
       log.info('stopped');
     })());
@@ -175,7 +177,7 @@ async function startSagas(
   outboundPort: number,
   registry: SidecarMetrics['registry'],
   tracer: Tracing['tracer'],
-  log: ReturnType<typeof jsonLogger>,
+  log: Logger,
 ): Promise<{ stop: () => Promise<void> }> {
   const owner = options.instanceId ?? `${config.service.name}-${hostname()}`;
   const consul = new ConsulClient(options.consulAddress ?? config.discovery.consul.address);
@@ -237,7 +239,7 @@ function createDiscovery(config: SidecarConfig, options: SidecarOptions): Discov
 async function register(
   config: SidecarConfig,
   options: SidecarOptions,
-  log: ReturnType<typeof jsonLogger>,
+  log: Logger,
 ): Promise<() => Promise<void>> {
   const { service, discovery } = config;
   const name = discovery.consul.serviceName ?? service.name;

@@ -15,7 +15,7 @@ import {
 import type { KubeClient } from '../kube/client.js';
 import { Informer, keyOf, keyOfObject } from '../kube/informer.js';
 import { AI_SERVICE, CHILD_TYPES, EVENT, SAGA, typeOf, type ResourceType } from '../kube/resources.js';
-import type { Logger } from '../log.js';
+import type { Logger } from '../../lib/log/index.js';
 import type { OperatorMetrics } from '../metrics.js';
 import {
   MANAGED_BY,

@@ -7,7 +7,7 @@
 import type { KubernetesObject } from '@kubernetes/client-node';
 import { ApiError, type KubeClient } from '../kube/client.js';
 import { LEASE } from '../kube/resources.js';
-import type { Logger } from '../log.js';
+import type { Logger } from '../../lib/log/index.js';
 import { leaseAction, microTime, type LeaseSpec } from './decision.js';
 
 export { leaseAction, microTime, type LeaseAction, type LeaseSpec } from './decision.js';

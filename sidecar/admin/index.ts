@@ -1,2 +1,1 @@
 export { sidecarMetrics, type SidecarMetrics } from './metrics.js';
-export { startAdminServer, type AdminOptions } from './server.js';

@@ -6,17 +6,8 @@
 import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync, renameSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
+import { isAlive } from '../../lib/process/index.js';
 import type { DiscoveredEndpoint, Discovery, UpstreamListener, UpstreamState } from './types.js';
-
-/** Whether a process is alive (EPERM: alive, but not ours to signal). */
-export function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 export const DEFAULT_LOCAL_REGISTRY = join(homedir(), '.aimesh', 'registry');
 

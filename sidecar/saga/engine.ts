@@ -8,7 +8,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { durationMs, renderTemplate, TemplateError, type SagaSpec } from '../../api/index.js';
-import type { Logger } from '../../operator/log.js';
+import type { Logger } from '../../lib/log/index.js';
 import type { StepCaller } from './caller.js';
 import {
   abort,

@@ -17,7 +17,7 @@ import {
   writeSync,
 } from 'node:fs';
 import { join } from 'node:path';
-import { isAlive } from '../discovery/local.js';
+import { isAlive } from '../../lib/process/index.js';
 import type { Execution } from './machine.js';
 import { ConflictError, type SagaStore } from './store.js';
 

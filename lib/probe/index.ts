@@ -1,0 +1,77 @@
+/**
+ * The one probe server: /healthz (the process runs), /readyz (it can do its job, with the
+ * reason when not), /metrics (Prometheus), plus any JSON routes a component adds (the
+ * sidecar's admin dumps). The operator and the sidecar both serve it.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Registry } from 'prom-client';
+
+export interface Readiness {
+  ready: boolean;
+  reason: string;
+}
+
+export interface ProbeServerOptions {
+  host: string;
+  port: number;
+  registry: Registry;
+  ready: () => Readiness;
+  /** Extra read-only JSON routes by exact path, e.g. `/admin/endpoints`. */
+  routes?: Record<string, () => unknown>;
+}
+
+export interface ProbeServer {
+  server: Server;
+  port: number;
+  close: () => Promise<void>;
+}
+
+/** Resolves once listening; `port: 0` picks a free port, reported back. */
+export async function startProbeServer(options: ProbeServerOptions): Promise<ProbeServer> {
+  const server = createServer((req, res) => serve(options, req, res));
+  // Probes and scrapes are short: a slow or idle client must not hold a socket.
+  server.headersTimeout = 10_000;
+  server.requestTimeout = 30_000;
+  server.keepAliveTimeout = 5_000;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.port, options.host, () => resolve());
+  });
+  const address = server.address();
+  return {
+    server,
+    port: typeof address === 'object' && address ? address.port : options.port,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}
+
+function serve(options: ProbeServerOptions, req: IncomingMessage, res: ServerResponse): void {
+  const path = (req.url ?? '/').split('?')[0] ?? '/';
+  if (req.method !== 'GET' && req.method !== 'HEAD')
+    return json(res, 405, { error: 'only GET is served here' });
+  if (path === '/healthz') return json(res, 200, { status: 'ok' });
+  if (path === '/readyz') {
+    const { ready, reason } = options.ready();
+    return json(res, ready ? 200 : 503, { ready, reason });
+  }
+  if (path === '/metrics') {
+    options.registry
+      .metrics()
+      .then((text) => res.writeHead(200, { 'content-type': options.registry.contentType }).end(text))
+      .catch((error: unknown) => json(res, 500, { error: `collecting metrics failed: ${String(error)}` }));
+    return;
+  }
+  const route = options.routes?.[path];
+  if (route) return json(res, 200, route());
+  const known = ['/healthz', '/readyz', '/metrics', ...Object.keys(options.routes ?? {})];
+  json(res, 404, { error: `no such path ${path}; try ${known.join(', ')}` });
+}
+
+function json(res: ServerResponse, status: number, body: unknown): void {
+  res.writeHead(status, { 'content-type': 'application/json' });
+  res.end(`${JSON.stringify(body, null, 2)}\n`);
+}
