@@ -3,5 +3,5 @@ export * from './aiservice.js';
 export * from './saga.js';
 export * from './template.js';
 export * from './validate.js';
-export { customResourceDefinitions } from './crd.js';
 export * from './sidecar-config.js';
+export * from './version.js';

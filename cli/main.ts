@@ -42,7 +42,7 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case 'crds': {
-      const { generatedFiles } = await import('../api/generated.js');
+      const { generatedFiles } = await import('../tools/generated.js');
       process.stdout.write(
         Object.entries(generatedFiles())
           .filter(([path]) => path.startsWith('crds/'))
@@ -108,7 +108,7 @@ async function runRenderCommand(args: string[]): Promise<number> {
     options: { out: { type: 'string', default: 'dist/manifests' } },
   });
   if (positionals.length === 0) throw new UsageError('render needs at least one file or folder');
-  const { synthesize, printSynthResult } = await import('../operator/render/synth.js');
+  const { synthesize, printSynthResult } = await import('./synth.js');
   const result = synthesize(positionals, values.out);
   printSynthResult(result, values.out);
   return result.invalid.length > 0 ? 1 : 0;

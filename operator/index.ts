@@ -5,14 +5,12 @@
  */
 import { KubeConfig } from '@kubernetes/client-node';
 import { hostname } from 'node:os';
-import { AiServiceController } from './controller/aiservice.js';
 import { KubeClient } from './kube/client.js';
 import { LeaderElector } from './leader/index.js';
+import { Manager } from './manager.js';
 import { createLogger } from '../lib/log/index.js';
 import { operatorMetrics } from './metrics.js';
 import { startProbeServer } from '../lib/probe/index.js';
-
-export { renderAiService, type KubeObject, type RenderOptions } from './render/index.js';
 
 export interface OperatorOptions {
   kubeconfig?: string;
@@ -40,7 +38,7 @@ export async function runOperator(options: OperatorOptions): Promise<RunningOper
   else config.loadFromDefault();
   const client = new KubeClient(config, { onWrite: (verb, kind) => metrics.apiWrites.inc({ verb, kind }) });
   const newController = () =>
-    new AiServiceController({
+    new Manager({
       client,
       log,
       metrics,
@@ -51,7 +49,7 @@ export async function runOperator(options: OperatorOptions): Promise<RunningOper
 
   // One controller per leadership term, with fresh caches: a replica that lost the lease
   // and wins it again must not act on what it saw before.
-  let controller: AiServiceController | undefined;
+  let controller: Manager | undefined;
   let synced = false;
   const startController = () => {
     const current = newController();

@@ -2,9 +2,9 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 
 export interface OperatorMetrics {
   registry: Registry;
-  reconciles: Counter<'result'>;
-  reconcileDuration: Histogram;
-  queueDepth: Gauge;
+  reconciles: Counter<'controller' | 'result'>;
+  reconcileDuration: Histogram<'controller'>;
+  queueDepth: Gauge<'controller'>;
   apiWrites: Counter<'verb' | 'kind'>;
   isLeader: Gauge;
 }
@@ -16,19 +16,21 @@ export function operatorMetrics(): OperatorMetrics {
     registry,
     reconciles: new Counter({
       name: 'aimesh_operator_reconciles_total',
-      help: 'Reconciles by result (success or error).',
-      labelNames: ['result'],
+      help: 'Reconciles by controller and result (success, error: retried with backoff, terminal: not retried).',
+      labelNames: ['controller', 'result'],
       registers: [registry],
     }),
     reconcileDuration: new Histogram({
       name: 'aimesh_operator_reconcile_duration_seconds',
-      help: 'Time one reconcile takes.',
+      help: 'Time one reconcile takes, by controller.',
+      labelNames: ['controller'],
       buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
       registers: [registry],
     }),
     queueDepth: new Gauge({
       name: 'aimesh_operator_workqueue_depth',
-      help: 'Keys waiting in the work queue.',
+      help: 'Keys waiting in the work queue, by controller.',
+      labelNames: ['controller'],
       registers: [registry],
     }),
     apiWrites: new Counter({

@@ -39,6 +39,9 @@ export interface KubeClientOptions {
   onWrite?: (verb: string, kind: string) => void;
 }
 
+/** The writes a reconciler makes; reconcilers depend on this, so tests can give them a fake. */
+export type ChildWriter = Pick<KubeClient, 'apply' | 'applyStatus' | 'delete'>;
+
 export class KubeClient {
   private readonly server: string;
 

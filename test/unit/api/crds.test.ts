@@ -2,7 +2,7 @@ import { describe, expect, it } from '@jest/globals';
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse } from 'yaml';
-import { generatedFiles } from '../../../api/generated.js';
+import { generatedFiles } from '../../../tools/generated.js';
 import { REPO_DIR } from '../../env/components.js';
 
 type Node = Record<string, unknown>;

@@ -2,7 +2,7 @@ import { describe, expect, it } from '@jest/globals';
 import { validateResource, type AiService } from '../../../api/index.js';
 import { containsDesired } from '../../../operator/controller/compare.js';
 import { WorkQueue } from '../../../operator/controller/queue.js';
-import { desiredStatus, sameStatus } from '../../../operator/controller/status.js';
+import { desiredStatus, sameStatus } from '../../../operator/reconcilers/aiservice-status.js';
 import { leaseAction, microTime } from '../../../operator/leader/decision.js';
 
 describe('WorkQueue', () => {

@@ -1,6 +1,16 @@
 import { describe, expect, it } from '@jest/globals';
-import { sidecarConfig, validateResource, type AiService } from '../../../api/index.js';
-import { renderAiService, type KubeObject } from '../../../operator/render/index.js';
+import { sidecarConfig, validateResource, type AiService, type Saga } from '../../../api/index.js';
+import {
+  renderAiService,
+  renderInputFor,
+  type KubeObject,
+  type RenderOptions,
+} from '../../../render/index.js';
+
+/** Renders through the same input gathering the operator and GitOps paths use. */
+function render(resource: AiService, options: RenderOptions = {}, sagas: Saga[] = []): KubeObject[] {
+  return renderAiService(renderInputFor(resource, sagas), options);
+}
 
 /** Render is pure: these tests check the fields that matter, with no snapshots. */
 function aiService(spec: Record<string, unknown>): AiService {
@@ -22,7 +32,7 @@ const kinds = (objects: KubeObject[]) => objects.map((o) => `${o.kind}/${o.metad
 
 describe('renderAiService', () => {
   it('renders the workload of a minimal AiService', () => {
-    const objects = renderAiService(aiService({ replicas: 1 }));
+    const objects = render(aiService({ replicas: 1 }));
     expect(kinds(objects)).toEqual([
       'ConfigMap/xiaoai-sidecar',
       'Deployment/xiaoai',
@@ -59,7 +69,7 @@ describe('renderAiService', () => {
   });
 
   it('hands replicas to an HPA with autoscaling, and adds a PDB above one replica', () => {
-    const scaled = renderAiService(
+    const scaled = render(
       aiService({ autoscaling: { minReplicas: 2, maxReplicas: 6, targetCPUPercent: 70 } }),
     );
     expect(find(scaled, 'Deployment')?.spec.replicas).toBeUndefined();
@@ -69,11 +79,11 @@ describe('renderAiService', () => {
       metrics: [{ resource: { target: { averageUtilization: 70 } } }],
     });
     expect(find(scaled, 'PodDisruptionBudget')?.spec.maxUnavailable).toBe(1);
-    expect(find(renderAiService(aiService({ replicas: 1 })), 'PodDisruptionBudget')).toBeUndefined();
+    expect(find(render(aiService({ replicas: 1 })), 'PodDisruptionBudget')).toBeUndefined();
   });
 
   it('maps each upstream to a DestinationRule and, with timeout or retries, a VirtualService', () => {
-    const objects = renderAiService(
+    const objects = render(
       aiService({
         upstreams: [
           {
@@ -126,7 +136,7 @@ describe('renderAiService', () => {
   });
 
   it('turns security into PeerAuthentication and an AuthorizationPolicy of caller principals', () => {
-    const objects = renderAiService(
+    const objects = render(
       aiService({
         security: {
           mtls: 'STRICT',
@@ -151,13 +161,12 @@ describe('renderAiService', () => {
     });
     // allowedCallers: [] denies everyone (an ALLOW policy with no rules).
     expect(
-      find(renderAiService(aiService({ security: { allowedCallers: [] } })), 'AuthorizationPolicy')?.spec
-        .rules,
+      find(render(aiService({ security: { allowedCallers: [] } })), 'AuthorizationPolicy')?.spec.rules,
     ).toEqual([]);
   });
 
   it('mounts provider keys from Secrets and never writes them into env or the ConfigMap', () => {
-    const objects = renderAiService(
+    const objects = render(
       aiService({
         providers: [
           {
@@ -189,15 +198,15 @@ describe('renderAiService', () => {
   });
 
   it('runs the sidecar as a native sidecar when asked, and not at all when disabled', () => {
-    const native = (find(renderAiService(aiService({ sidecar: { native: true } })), 'Deployment') as Any).spec
-      .template.spec;
+    const native = (find(render(aiService({ sidecar: { native: true } })), 'Deployment') as Any).spec.template
+      .spec;
     expect(native.containers.map((c: Any) => c.name)).toEqual(['app']);
     expect(native.initContainers).toEqual([
       expect.objectContaining({ name: 'aimesh-sidecar', restartPolicy: 'Always' }),
     ]);
     // Rendered with the typed API like any container: probe ports survive (they once came out as 0).
     expect(native.initContainers[0].readinessProbe.httpGet.port).toBe(4701);
-    const none = renderAiService(aiService({ sidecar: { enabled: false } }));
+    const none = render(aiService({ sidecar: { enabled: false } }));
     expect(find(none, 'ConfigMap')).toBeUndefined();
     expect((find(none, 'Deployment') as Any).spec.template.spec.containers.map((c: Any) => c.name)).toEqual([
       'app',
@@ -208,14 +217,14 @@ describe('renderAiService', () => {
     const resource = aiService({ replicas: 2, upstreams: [{ name: 'rag-service' }] });
     const before = JSON.stringify(resource);
     const owner = { apiVersion: 'aimesh.io/v1alpha1', kind: 'AiService', name: 'xiaoai', uid: 'u-1' };
-    const first = renderAiService(resource, { owner });
+    const first = render(resource, { owner });
     expect(
       first.every(
         (o) =>
           o.metadata.ownerReferences?.[0]?.uid === 'u-1' && o.metadata.ownerReferences[0].controller === true,
       ),
     ).toBe(true);
-    expect(renderAiService(resource, { owner })).toEqual(first);
+    expect(render(resource, { owner })).toEqual(first);
     expect(JSON.stringify(resource)).toBe(before);
   });
 });

@@ -7,11 +7,19 @@ import {
   grantsFor,
   istioPath,
   renderAiService,
+  renderInputFor,
   sidecarConfigFor,
+  type KubeObject,
+  type RenderOptions,
   stepServices,
-} from '../../../operator/render/index.js';
-import { desiredSagaStatus } from '../../../operator/controller/saga-status.js';
+} from '../../../render/index.js';
+import { desiredSagaStatus } from '../../../operator/reconcilers/saga-status.js';
 import { REPO_DIR } from '../../env/components.js';
+
+/** Renders through the same input gathering the operator and GitOps paths use. */
+function render(resource: AiService, sagas: Saga[], options: RenderOptions = {}): KubeObject[] {
+  return renderAiService(renderInputFor(resource, sagas), options);
+}
 
 function load<T>(path: string): T {
   const result = validateResource(parse(readFileSync(join(REPO_DIR, 'examples', path), 'utf8')));
@@ -71,9 +79,9 @@ describe('what Sagas add to rendering', () => {
   });
 
   it('grants the orchestrator on a step service with restricted callers, and opens nothing on an open one', () => {
-    const restricted = renderAiService(
+    const restricted = render(
       aiService('blockchain-service', { security: { allowedCallers: [{ serviceAccount: 'ops' }] } }),
-      { sagas: [healthData] },
+      [healthData],
     );
     const policy = restricted.find((o) => o.kind === 'AuthorizationPolicy') as unknown as {
       spec: { rules: unknown[] };
@@ -86,7 +94,7 @@ describe('what Sagas add to rendering', () => {
       },
     ]);
     // Without allowedCallers every caller is allowed; an ALLOW policy would shut the others out.
-    const open = renderAiService(aiService('blockchain-service'), { sagas: [healthData] });
+    const open = render(aiService('blockchain-service'), [healthData]);
     expect(open.some((o) => o.kind === 'AuthorizationPolicy')).toBe(false);
   });
 });

@@ -1,8 +1,8 @@
 import { ApiObject } from 'cdk8s';
-import type { Saga } from '../../api/index.js';
+import type { Saga } from '../api/index.js';
 import { grantsFor } from './saga.js';
 import type { Construct } from 'constructs';
-import { durationMs, type AiService, type LoadBalancerStrategy, type Upstream } from '../../api/index.js';
+import { durationMs, type AiService, type LoadBalancerStrategy, type Upstream } from '../api/index.js';
 import { labelsFor, selectorFor, upstreamPolicyName } from './names.js';
 
 export interface IstioOptions {

@@ -4,12 +4,14 @@
  * `cdk8s synth` writes it to files, so both produce exactly the same objects.
  */
 import { App, Chart } from 'cdk8s';
-import type { AiService, Saga } from '../../api/index.js';
+import { AIMESH_IMAGE } from '../api/index.js';
+import type { RenderInput } from './inputs.js';
 import { addIstioPolicies } from './istio.js';
 import { sidecarConfigFor } from './sidecar-config.js';
 import { addWorkload, markNativeSidecar } from './workload.js';
 
 export { sidecarConfigFor } from './sidecar-config.js';
+export { namespaceOf, renderInputFor, renderInputs, servicesOfSaga, type RenderInput } from './inputs.js';
 export { sagasOrchestratedBy, stepServices, grantsFor, istioPath } from './saga.js';
 export {
   labelsFor,
@@ -20,17 +22,14 @@ export {
   MANAGED_BY,
 } from './names.js';
 
-export const DEFAULT_SIDECAR_IMAGE = 'ghcr.io/aimesh/aimesh:0.1.0';
+/** The sidecar is the aimesh image of this very version. */
+export const DEFAULT_SIDECAR_IMAGE = AIMESH_IMAGE;
 
 export interface RenderOptions {
-  /** Namespace for children when the resource names none. */
-  namespace?: string;
   sidecarImage?: string;
   clusterDomain?: string;
   /** Istio trust domain used in caller principals. */
   trustDomain?: string;
-  /** The valid Sagas of the namespace: they add saga definitions and step grants. */
-  sagas?: readonly Saga[];
   /** Set by the operator: children get a controller owner reference to this object. */
   owner?: { apiVersion: string; kind: string; name: string; uid: string };
 }
@@ -48,10 +47,14 @@ export interface KubeObject {
   [key: string]: unknown;
 }
 
-export function renderAiService(resource: AiService, options: RenderOptions = {}): KubeObject[] {
-  const namespace = resource.metadata.namespace ?? options.namespace ?? 'default';
+/**
+ * Renders one AiService from its gathered input (see inputs.ts: the operator and every
+ * GitOps path gather it with the same functions).
+ */
+export function renderAiService(input: RenderInput, options: RenderOptions = {}): KubeObject[] {
+  const { resource, namespace, sagas } = input;
   const chart = new Chart(new App(), resource.metadata.name, { disableResourceNameHashes: true });
-  const config = sidecarConfigFor(resource, namespace, options.sagas ?? []);
+  const config = sidecarConfigFor(resource, namespace, sagas);
   addWorkload(chart, resource, {
     namespace,
     sidecarImage: options.sidecarImage ?? DEFAULT_SIDECAR_IMAGE,
@@ -61,7 +64,7 @@ export function renderAiService(resource: AiService, options: RenderOptions = {}
     namespace,
     clusterDomain: options.clusterDomain ?? 'cluster.local',
     trustDomain: options.trustDomain ?? 'cluster.local',
-    sagas: options.sagas ?? [],
+    sagas,
   });
   const objects = chart.toJson() as KubeObject[];
   if (resource.spec.sidecar.enabled && resource.spec.sidecar.native) markNativeSidecar(objects);

@@ -1,4 +1,4 @@
-import { sidecarConfig, type AiService, type Saga, type SidecarConfig } from '../../api/index.js';
+import { sidecarConfig, type AiService, type Saga, type SidecarConfig } from '../api/index.js';
 import { sagasOrchestratedBy, stepServices } from './saga.js';
 
 /** Where provider API keys are mounted in the sidecar, one folder per provider channel. */

@@ -4,7 +4,7 @@
  * are restricted lets the orchestrator's ServiceAccount call exactly its steps' methods
  * and paths. Pure.
  */
-import type { Saga, SagaAction } from '../../api/index.js';
+import type { Saga, SagaAction } from '../api/index.js';
 
 export function sagasOrchestratedBy(name: string, sagas: readonly Saga[]): Saga[] {
   return sagas

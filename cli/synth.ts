@@ -7,9 +7,9 @@ import { mkdirSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
-import type { AiService } from '../../api/index.js';
-import { validateFiles, type FileReport } from '../../cli/validate.js';
-import { renderAiService, type RenderOptions } from './index.js';
+import type { AiService, Saga } from '../api/index.js';
+import { renderAiService, renderInputs, type KubeObject, type RenderOptions } from '../render/index.js';
+import { validateFiles, type FileReport } from './validate.js';
 
 export interface SynthResult {
   /** Files written, relative to the output folder. */
@@ -21,34 +21,45 @@ export interface SynthResult {
   objects: number;
 }
 
+export interface SynthOptions extends RenderOptions {
+  /** Namespace for resources whose files name none. */
+  namespace?: string;
+}
+
 /**
  * Renders every valid AiService under `paths` into `outdir`. Invalid resources are
- * reported and skipped, never half-rendered. Sagas are validated; their definitions
+ * reported and skipped, never half-rendered. Sagas are validated and gathered with the
+ * AiServices they concern by the same function the operator uses; their definitions
  * travel in their orchestrator's sidecar config, so they add no files of their own.
  */
-export function synthesize(paths: string[], outdir: string, options: RenderOptions = {}): SynthResult {
+export function synthesize(paths: string[], outdir: string, options: SynthOptions = {}): SynthResult {
   const reports = validateFiles(paths);
   const result: SynthResult = { written: [], invalid: [], aiServices: 0, sagas: 0, objects: 0 };
   mkdirSync(outdir, { recursive: true });
+  const valid: (AiService | Saga)[] = [];
   for (const report of reports) {
-    if (report.errors.length > 0 || !report.resource) {
-      result.invalid.push(report);
-      continue;
-    }
-    if (report.resource.kind === 'Saga') {
-      result.sagas++;
-      continue;
-    }
-    const resource = report.resource as AiService;
-    const objects = renderAiService(resource, options);
-    const namespace = resource.metadata.namespace ?? options.namespace ?? 'default';
-    const file = `${namespace}.${resource.metadata.name}.k8s.yaml`;
+    if (report.errors.length > 0 || !report.resource) result.invalid.push(report);
+    else valid.push(report.resource);
+  }
+  result.sagas = valid.filter((r) => r.kind === 'Saga').length;
+  for (const { file, objects } of renderFiles(valid, options)) {
     writeFileSync(join(outdir, file), objects.map((o) => stringify(o, { lineWidth: 0 })).join('---\n'));
     result.written.push(file);
     result.aiServices++;
     result.objects += objects.length;
   }
   return result;
+}
+
+/** What the operator would apply for these valid resources, one file per AiService. Pure. */
+export function renderFiles(
+  resources: readonly (AiService | Saga)[],
+  options: SynthOptions = {},
+): { file: string; objects: KubeObject[] }[] {
+  return renderInputs(resources, options.namespace).map((input) => ({
+    file: `${input.namespace}.${input.resource.metadata.name}.k8s.yaml`,
+    objects: renderAiService(input, options),
+  }));
 }
 
 /** The example systems: every folder of examples/ except the intentionally invalid ones. */
@@ -73,7 +84,7 @@ export function printSynthResult(result: SynthResult, outdir: string): void {
 
 // Run as a program: this is the app `cdk8s synth` runs, and what `npm start` runs.
 if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  const repo = resolve(fileURLToPath(import.meta.url), '..', '..', '..');
+  const repo = resolve(fileURLToPath(import.meta.url), '..', '..');
   const outdir = resolve(process.env.CDK8S_OUTDIR ?? join(repo, 'dist', 'manifests'));
   const inputs = process.argv.length > 2 ? process.argv.slice(2) : exampleSystems(join(repo, 'examples'));
   const result = synthesize(inputs, outdir);

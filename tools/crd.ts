@@ -1,7 +1,7 @@
 import { z } from 'zod';
-import { aiServiceSpec, aiServiceStatus } from './aiservice.js';
-import { API_GROUP, API_VERSION, INT_OR_STRING } from './common.js';
-import { sagaSpec, sagaStatus } from './saga.js';
+import { aiServiceSpec, aiServiceStatus } from '../api/aiservice.js';
+import { API_GROUP, API_VERSION, INT_OR_STRING } from '../api/common.js';
+import { sagaSpec, sagaStatus } from '../api/saga.js';
 
 type JsonSchema = { [key: string]: unknown };
 

@@ -1,6 +1,6 @@
 import { k8s } from 'cdk8s-plus-27';
 import type { Construct } from 'constructs';
-import { SIDECAR_PORTS, durationMs, type AiService } from '../../api/index.js';
+import { SIDECAR_PORTS, durationMs, type AiService } from '../api/index.js';
 import { labelsFor, selectorFor, sidecarConfigMapName } from './names.js';
 import { PROVIDER_KEY_FILE, PROVIDER_SECRETS_DIR } from './sidecar-config.js';
 

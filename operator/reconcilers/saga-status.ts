@@ -3,7 +3,7 @@
  * every step service exist as AiServices in its namespace; otherwise the reason and
  * exactly what is missing. Pure.
  */
-import type { Condition } from './status.js';
+import type { Condition } from './aiservice-status.js';
 
 export interface SagaObservation {
   generation: number;

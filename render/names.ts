@@ -1,4 +1,4 @@
-import type { AiService } from '../../api/index.js';
+import type { AiService } from '../api/index.js';
 
 export const MANAGED_BY = 'aimesh-operator';
 export const SERVICE_LABEL = 'aimesh.io/service';
