@@ -155,7 +155,13 @@ describe('AiService reconciler', () => {
         name: 'leftover',
         namespace: 'suoke-life',
         ownerReferences: [
-          { uid: service?.metadata.uid ?? '', kind: 'AiService', name: 'x', controller: true },
+          {
+            apiVersion: 'aimesh.io/v1alpha1',
+            uid: service?.metadata.uid ?? '',
+            kind: 'AiService',
+            name: 'x',
+            controller: true,
+          },
         ],
       },
     });
