@@ -208,6 +208,11 @@ export const sagaStatus = z
   .strictObject({
     observedGeneration: z.int().min(0).optional().describe('The spec generation the status describes.'),
     conditions: z.array(condition).max(16).optional().describe('Ready, Progressing and Degraded.'),
+    steps: z
+      .int()
+      .min(0)
+      .optional()
+      .describe('How many steps the observed spec has (for `kubectl get sagas`).'),
   })
   .describe('Observed state of a Saga, written by the operator.');
 

@@ -77,7 +77,7 @@ const definitions: CrdDefinition[] = [
         jsonPath: '.spec.orchestrator',
         description: 'AiService running it.',
       },
-      { name: 'Steps', type: 'string', jsonPath: '.spec.steps[*].name', description: 'The steps in order.' },
+      { name: 'Steps', type: 'integer', jsonPath: '.status.steps', description: 'How many steps it has.' },
       READY_COLUMN,
       AGE_COLUMN,
     ],

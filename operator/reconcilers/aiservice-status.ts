@@ -21,6 +21,11 @@ export interface DeploymentState {
   readyReplicas?: number;
   availableReplicas?: number;
   progressDeadlineExceeded?: boolean;
+  /**
+   * Why the Deployment cannot make pods or keep them, from its own conditions
+   * (ReplicaFailure such as FailedCreate, Available=False): Degraded reports it as is.
+   */
+  failure?: { reason: string; message: string };
 }
 
 export interface AiServiceStatusValue {
@@ -43,11 +48,15 @@ export function desiredStatus(state: ObservedState): AiServiceStatusValue {
   const deployment = state.deployment ?? {};
   const wanted = state.resource.spec.autoscaling?.minReplicas ?? state.resource.spec.replicas ?? 1;
   const available = deployment.availableReplicas ?? 0;
+  // As `kubectl rollout status` decides: the controller saw the latest spec, every wanted
+  // replica runs the new template, and they are available. Updated but unavailable pods
+  // (crash loops, image pulls, a missing node) are still rolling out.
   const rolledOut =
     state.deployment !== undefined &&
     (deployment.observedGeneration ?? 0) >= (deployment.generation ?? 0) &&
-    (deployment.updatedReplicas ?? 0) >= wanted;
-  const ready = !state.applyError && rolledOut && available >= wanted;
+    (deployment.updatedReplicas ?? 0) >= wanted &&
+    available >= wanted;
+  const ready = !state.applyError && rolledOut;
   const previous = state.resource.status?.conditions ?? [];
 
   const condition = (type: Condition['type'], holds: boolean, reason: string, message: string): Condition => {
@@ -85,7 +94,9 @@ export function desiredStatus(state: ObservedState): AiServiceStatusValue {
         ? condition('Degraded', true, state.applyError.reason, state.applyError.message)
         : deployment.progressDeadlineExceeded
           ? condition('Degraded', true, 'ProgressDeadlineExceeded', 'the Deployment did not roll out in time')
-          : condition('Degraded', false, 'AsExpected', 'all children are applied'),
+          : deployment.failure
+            ? condition('Degraded', true, deployment.failure.reason, deployment.failure.message)
+            : condition('Degraded', false, 'AsExpected', 'all children are applied'),
     ],
   };
 }

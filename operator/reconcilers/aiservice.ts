@@ -153,8 +153,12 @@ function deploymentState(deployment: LiveObject): DeploymentState {
     updatedReplicas?: number;
     readyReplicas?: number;
     availableReplicas?: number;
-    conditions?: { type: string; reason?: string }[];
+    conditions?: { type: string; status: string; reason?: string; message?: string }[];
   };
+  const conditions = status.conditions ?? [];
+  // ReplicaFailure says pods cannot even be created (quota, admission, a missing
+  // ServiceAccount); it is the child's own reason and goes into Degraded as is.
+  const replicaFailure = conditions.find((c) => c.type === 'ReplicaFailure' && c.status === 'True');
   return {
     generation: deployment.metadata.generation,
     observedGeneration: status.observedGeneration,
@@ -162,6 +166,14 @@ function deploymentState(deployment: LiveObject): DeploymentState {
     updatedReplicas: status.updatedReplicas,
     readyReplicas: status.readyReplicas,
     availableReplicas: status.availableReplicas,
-    progressDeadlineExceeded: status.conditions?.some((c) => c.reason === 'ProgressDeadlineExceeded'),
+    progressDeadlineExceeded: conditions.some((c) => c.reason === 'ProgressDeadlineExceeded'),
+    ...(replicaFailure
+      ? {
+          failure: {
+            reason: replicaFailure.reason ?? 'ReplicaFailure',
+            message: `Deployment: ${replicaFailure.message ?? 'pods could not be created'}`,
+          },
+        }
+      : {}),
   };
 }

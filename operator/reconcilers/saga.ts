@@ -32,11 +32,20 @@ export class SagaReconciler implements Reconciler {
     const validation = validateResource({ ...live, status: undefined });
     const saga = validation.ok && validation.resource.kind === 'Saga' ? validation.resource : undefined;
     const exists = (service: string) => caches.aiServices.get(namespace, service) !== undefined;
+    const orchestrator = saga ? caches.aiServices.get(namespace, saga.spec.orchestrator) : undefined;
+    const conditions = (orchestrator?.status?.conditions ?? []) as {
+      type: string;
+      status: string;
+      message: string;
+    }[];
+    const orchestratorReady = conditions.find((c) => c.type === 'Ready');
     const status = desiredSagaStatus({
       generation: live.metadata.generation ?? 0,
+      steps: Array.isArray(live.spec?.steps) ? live.spec.steps.length : 0,
       ...(validation.ok ? {} : { invalid: formatErrors(validation.errors).replaceAll('\n', '; ') }),
       orchestrator: saga?.spec.orchestrator ?? String(live.spec?.orchestrator ?? ''),
-      orchestratorExists: saga ? exists(saga.spec.orchestrator) : false,
+      orchestratorExists: orchestrator !== undefined,
+      ...(orchestratorReady ? { orchestratorReady } : {}),
       missingServices: saga ? stepServices(saga).filter((s) => !exists(s)) : [],
       previous: live.status as { conditions?: never },
       now: new Date().toISOString().replace(/\.\d+Z$/, 'Z'),

@@ -349,11 +349,17 @@ spec:
 
     for (const name of ['user-service', 'health-data-service', 'blockchain-service', 'xiaoai-service'])
       await apply(service(name));
+    // Every AiService it names exists now; it is Ready only once its orchestrator is, and
+    // with no kubelet here the orchestrator's pod never runs: the status says exactly that.
     await settled(
-      'Saga ready',
-      async () => (await sagaStatus('health-data'))?.conditions?.[0]?.status === 'True',
+      'Saga waits for its orchestrator',
+      async () => (await sagaStatus('health-data'))?.conditions?.[0]?.reason === 'OrchestratorNotReady',
       60_000,
     );
+    expect((await sagaStatus('health-data'))?.conditions?.[0]).toMatchObject({
+      status: 'False',
+      message: expect.stringContaining('0 of 1 replicas available'),
+    });
     expect((await sagaStatus('health-data'))?.observedGeneration).toBe(1);
 
     const configMap = await json<Obj & { data: Record<string, string> }>([

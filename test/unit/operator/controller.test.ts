@@ -98,6 +98,43 @@ describe('AiService status', () => {
     expect(ready).toMatchObject({ replicas: 2, readyReplicas: 2 });
   });
 
+  it('keeps Progressing while updated replicas are not available (0 of 2 is not a finished rollout)', () => {
+    const stuck = desiredStatus({
+      resource,
+      deployment: {
+        generation: 1,
+        observedGeneration: 1,
+        replicas: 2,
+        updatedReplicas: 2,
+        availableReplicas: 0,
+      },
+      now,
+    });
+    expect(stuck.conditions.find((c) => c.type === 'Progressing')).toMatchObject({
+      status: 'True',
+      reason: 'RollingOut',
+      message: 'rolling out: 0 of 2 replicas available',
+    });
+    expect(stuck.conditions.find((c) => c.type === 'Ready')?.status).toBe('False');
+  });
+
+  it("reports the Deployment's own failure reason as Degraded", () => {
+    const failing = desiredStatus({
+      resource,
+      deployment: {
+        generation: 1,
+        observedGeneration: 1,
+        replicas: 0,
+        failure: { reason: 'FailedCreate', message: 'Deployment: pods "x" is forbidden: exceeded quota' },
+      },
+      now,
+    });
+    expect(failing.conditions.find((c) => c.type === 'Degraded')).toMatchObject({
+      status: 'True',
+      reason: 'FailedCreate',
+    });
+  });
+
   it('reports apply failures as Degraded with their reason', () => {
     const failed = desiredStatus({
       resource,

@@ -210,7 +210,7 @@ describe('AiService reconciler', () => {
 });
 
 describe('Saga reconciler', () => {
-  it('names what is missing, then turns Ready once the AiServices exist', async () => {
+  it('names what is missing, waits for the orchestrator to be Ready, then turns Ready', async () => {
     const cluster = fakeCluster();
     const reconciler = new SagaReconciler({
       client: cluster.writer,
@@ -224,6 +224,14 @@ describe('Saga reconciler', () => {
     expect(cluster.events).toEqual([{ type: 'Warning', reason: 'OrchestratorNotFound' }]);
 
     for (const o of loadSystem('suoke-life')) if (o.kind === 'AiService') cluster.aiServices.put(o);
+    await reconciler.reconcile('suoke-life/health-data');
+    const waiting = cluster.writes.at(-1)?.body as { conditions: { reason: string }[] };
+    expect(waiting.conditions[0]?.reason).toBe('OrchestratorNotReady');
+
+    const orchestrator = cluster.aiServices.get('suoke-life', 'health-orchestrator') as LiveObject;
+    orchestrator.status = {
+      conditions: [{ type: 'Ready', status: 'True', message: '2 of 2 replicas available' }],
+    };
     await reconciler.reconcile('suoke-life/health-data');
     const ready = cluster.writes.at(-1)?.body as { conditions: { status: string }[] };
     expect(ready.conditions[0]?.status).toBe('True');

@@ -13,7 +13,6 @@ import {
   type RenderOptions,
   stepServices,
 } from '../../../render/index.js';
-import { desiredSagaStatus } from '../../../operator/reconcilers/saga-status.js';
 import { REPO_DIR } from '../../env/components.js';
 
 /** Renders through the same input gathering the operator and GitOps paths use. */
@@ -96,39 +95,5 @@ describe('what Sagas add to rendering', () => {
     // Without allowedCallers every caller is allowed; an ALLOW policy would shut the others out.
     const open = render(aiService('blockchain-service'), [healthData]);
     expect(open.some((o) => o.kind === 'AuthorizationPolicy')).toBe(false);
-  });
-});
-
-describe('Saga status', () => {
-  const base = {
-    generation: 2,
-    orchestrator: 'health-orchestrator',
-    orchestratorExists: true,
-    missingServices: [],
-    now: '2026-11-24T10:00:00Z',
-  };
-
-  it('is Ready when everything exists, and names what is missing when not', () => {
-    expect(desiredSagaStatus(base).conditions[0]).toMatchObject({
-      status: 'True',
-      reason: 'Ready',
-      observedGeneration: 2,
-    });
-    expect(desiredSagaStatus({ ...base, orchestratorExists: false }).conditions[0]).toMatchObject({
-      status: 'False',
-      reason: 'OrchestratorNotFound',
-    });
-    expect(desiredSagaStatus({ ...base, missingServices: ['a', 'b'] }).conditions[0]?.message).toBe(
-      'steps call "a", "b", which are not AiServices in this namespace',
-    );
-    expect(
-      desiredSagaStatus({ ...base, invalid: 'spec.steps[0].action.path: bad' }).conditions[0],
-    ).toMatchObject({ reason: 'InvalidSpec' });
-  });
-
-  it('keeps the transition time while the condition holds', () => {
-    const first = desiredSagaStatus(base);
-    const later = desiredSagaStatus({ ...base, now: '2026-11-24T11:00:00Z', previous: first });
-    expect(later.conditions[0]?.lastTransitionTime).toBe('2026-11-24T10:00:00Z');
   });
 });
