@@ -101,7 +101,12 @@ export const secretKeyRef = z
 
 export const condition = z
   .strictObject({
-    type: z.string().max(316).describe('Condition type: Ready, Progressing or Degraded.'),
+    type: z
+      .string()
+      .max(316)
+      .describe(
+        'Condition type: Ready, Progressing, Degraded, or IstioPolicies (AiServices that ask for mTLS or allowed callers).',
+      ),
     status: z.enum(['True', 'False', 'Unknown']).describe('Whether the condition holds.'),
     reason: z.string().max(1024).optional().describe('One CamelCase word saying why.'),
     message: z.string().max(32768).optional().describe('What a person should know, in a sentence.'),

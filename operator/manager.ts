@@ -9,6 +9,7 @@ import { Controller } from './controller/controller.js';
 import { EventRecorder } from './events.js';
 import type { KubeClient } from './kube/client.js';
 import { keyOfObject } from './kube/informer.js';
+import { CHILD_TYPES, ISTIO_TYPES } from './kube/resources.js';
 import type { OperatorMetrics } from './metrics.js';
 import { AiServiceReconciler } from './reconcilers/aiservice.js';
 import { SagaReconciler } from './reconcilers/saga.js';
@@ -24,6 +25,8 @@ export interface ManagerOptions {
   workers?: number;
   /** Every AiService and Saga is reconciled again this often, as a safety net. */
   resyncMs?: number;
+  /** How often to ask the API server whether Istio's kinds are served (they may come and go). */
+  istioCheckMs?: number;
 }
 
 export class Manager {
@@ -31,6 +34,10 @@ export class Manager {
   private readonly aiServices: Controller;
   private readonly sagas: Controller;
   private resyncTimer?: NodeJS.Timeout;
+  private istioTimer?: NodeJS.Timeout;
+  /** Whether the cluster serves every Istio kind the render writes. */
+  private istio = false;
+  private istioChecked = false;
   private started = false;
   private stopped = false;
 
@@ -44,11 +51,19 @@ export class Manager {
         aiService: (key) => this.started && this.aiServices.enqueue(key),
         saga: (key) => this.started && this.sagas.enqueue(key),
       },
+      CHILD_TYPES.filter((t) => !ISTIO_TYPES.includes(t)),
     );
     const events = new EventRecorder(client, log);
     const workers = options.workers ?? 2;
     this.aiServices = new Controller(
-      new AiServiceReconciler({ client, caches: this.watches, events, log, render: options.render }),
+      new AiServiceReconciler({
+        client,
+        caches: this.watches,
+        events,
+        log,
+        render: options.render,
+        facts: () => ({ istio: this.istio }),
+      }),
       { log, metrics, workers },
     );
     this.sagas = new Controller(new SagaReconciler({ client, caches: this.watches, events }), {
@@ -60,7 +75,7 @@ export class Manager {
 
   /** Fills every cache, then starts the controllers; resolves once they run. */
   async start(): Promise<void> {
-    await this.watches.start();
+    await Promise.all([this.watches.start(), this.checkIstio()]);
     // Stopped while the caches were filling (leadership lost): start nothing.
     if (this.stopped) return;
     this.started = true;
@@ -69,6 +84,38 @@ export class Manager {
     this.sagas.start();
     this.resyncTimer = setInterval(() => this.enqueueAll(), this.options.resyncMs ?? 10 * 60_000);
     this.resyncTimer.unref();
+    this.istioTimer = setInterval(
+      () =>
+        void this.checkIstio().catch((error: unknown) =>
+          this.options.log.warn('could not tell whether Istio is installed; keeping what was known', {
+            error,
+          }),
+        ),
+      this.options.istioCheckMs ?? 15_000,
+    );
+    this.istioTimer.unref();
+  }
+
+  /**
+   * Istio is optional: its policies are rendered and its kinds watched only while the API
+   * server serves all of them. A change either way reconciles every AiService, so policies
+   * appear when Istio is installed and conditions say so when it is not, with no restart.
+   */
+  private async checkIstio(): Promise<void> {
+    const missing = await this.options.client.unserved(ISTIO_TYPES);
+    const installed = missing.length === 0;
+    if (installed === this.istio && this.istioChecked) return;
+    this.istioChecked = true;
+    if (installed) await this.watches.watchKinds(ISTIO_TYPES);
+    else this.watches.unwatchKinds(ISTIO_TYPES);
+    this.istio = installed;
+    this.options.log.info(
+      installed ? 'Istio is installed: rendering its policies' : 'Istio is not installed: no Istio policies',
+      {
+        ...(installed ? {} : { missing: missing.map((t) => `${t.kind} (${t.apiVersion})`) }),
+      },
+    );
+    if (this.started) this.enqueueAll();
   }
 
   /** Stops taking work, lets in-flight reconciles finish, stops the watches. */
@@ -76,6 +123,7 @@ export class Manager {
     this.stopped = true;
     this.started = false;
     clearInterval(this.resyncTimer);
+    clearInterval(this.istioTimer);
     await Promise.all([this.aiServices.stop(), this.sagas.stop()]);
     this.watches.stop();
   }

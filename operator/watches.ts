@@ -67,8 +67,14 @@ export class Watches implements Caches {
   readonly sagas: Informer<LiveSaga>;
   /** The children's caches, by kind. */
   readonly children = new Map<string, Informer<LiveObject>>();
+  private readonly watchChild: (type: ResourceType) => Informer<LiveObject>;
 
-  constructor(options: WatchOptions, targets: WatchTargets) {
+  /** `childTypes`: the kinds of children to watch from the start. */
+  constructor(
+    options: WatchOptions,
+    targets: WatchTargets,
+    childTypes: readonly ResourceType[] = CHILD_TYPES,
+  ) {
     const onError = (error: unknown) => options.log.warn('watch failed; retrying', { error });
     const scope = { namespace: options.namespace, onError };
     this.aiServices = new Informer<LiveObject>(
@@ -90,7 +96,7 @@ export class Watches implements Caches {
       },
       scope,
     );
-    for (const type of CHILD_TYPES) {
+    this.watchChild = (type) => {
       const informer = new Informer<LiveObject>(
         options.client,
         type,
@@ -103,6 +109,24 @@ export class Watches implements Caches {
         { ...scope, labelSelector: `app.kubernetes.io/managed-by=${MANAGED_BY}` },
       );
       this.children.set(type.kind, informer);
+      return informer;
+    };
+    for (const type of childTypes) this.watchChild(type);
+  }
+
+  /**
+   * Starts watching more kinds of children (Istio's, once its CRDs appear); resolves when
+   * their caches hold their first list.
+   */
+  async watchKinds(types: readonly ResourceType[]): Promise<void> {
+    await Promise.all(types.filter((t) => !this.children.has(t.kind)).map((t) => this.watchChild(t).start()));
+  }
+
+  /** Stops watching kinds the cluster no longer serves, and forgets their objects. */
+  unwatchKinds(types: readonly ResourceType[]): void {
+    for (const type of types) {
+      this.children.get(type.kind)?.stop();
+      this.children.delete(type.kind);
     }
   }
 

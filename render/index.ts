@@ -12,6 +12,7 @@ import { addWorkload, markNativeSidecar } from './workload.js';
 
 export { sidecarConfigFor } from './sidecar-config.js';
 export { namespaceOf, renderInputFor, renderInputs, servicesOfSaga, type RenderInput } from './inputs.js';
+export { asksForIstio } from './istio.js';
 export { sagasOrchestratedBy, stepServices, grantsFor, istioPath } from './saga.js';
 export {
   labelsFor,
@@ -27,6 +28,12 @@ export const DEFAULT_SIDECAR_IMAGE = AIMESH_IMAGE;
 
 export interface RenderOptions {
   sidecarImage?: string;
+  /**
+   * Whether to render Istio policies (DestinationRule, VirtualService, PeerAuthentication,
+   * AuthorizationPolicy). The operator sets it from what the cluster serves; GitOps renders
+   * default to true, and `aimesh render --no-istio` turns it off.
+   */
+  istio?: boolean;
   clusterDomain?: string;
   /** Istio trust domain used in caller principals. */
   trustDomain?: string;
@@ -60,12 +67,14 @@ export function renderAiService(input: RenderInput, options: RenderOptions = {})
     sidecarImage: options.sidecarImage ?? DEFAULT_SIDECAR_IMAGE,
     sidecarConfigJson: `${JSON.stringify(config, null, 2)}\n`,
   });
-  addIstioPolicies(chart, resource, {
-    namespace,
-    clusterDomain: options.clusterDomain ?? 'cluster.local',
-    trustDomain: options.trustDomain ?? 'cluster.local',
-    sagas,
-  });
+  if (options.istio !== false) {
+    addIstioPolicies(chart, resource, {
+      namespace,
+      clusterDomain: options.clusterDomain ?? 'cluster.local',
+      trustDomain: options.trustDomain ?? 'cluster.local',
+      sagas,
+    });
+  }
   const objects = chart.toJson() as KubeObject[];
   if (resource.spec.sidecar.enabled && resource.spec.sidecar.native) markNativeSidecar(objects);
   if (options.owner) {

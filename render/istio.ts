@@ -31,6 +31,15 @@ const ISTIO_LOAD_BALANCER: Record<Exclude<LoadBalancerStrategy, 'consistent-hash
  * both scoped to this workload; a PeerAuthentication; an AuthorizationPolicy when callers
  * are restricted.
  */
+/**
+ * Whether an AiService asks for something only Istio enforces: mTLS between workloads
+ * or a list of allowed callers. Without Istio those are not enforced, and status says so.
+ */
+export function asksForIstio(resource: AiService): boolean {
+  const security = resource.spec.security;
+  return security.mtls !== 'DISABLE' || (security.allowedCallers?.length ?? 0) > 0;
+}
+
 export function addIstioPolicies(scope: Construct, resource: AiService, options: IstioOptions): void {
   const { name } = resource.metadata;
   const metadata = (objectName: string) => ({

@@ -72,6 +72,30 @@ export class KubeClient {
     return { resourceVersion, items };
   }
 
+  /**
+   * The types among these that the API server does not serve now, from discovery (which
+   * every authenticated user may read): a CRD that is not installed, or a group removed.
+   */
+  async unserved(types: readonly ResourceType[]): Promise<ResourceType[]> {
+    const missing: ResourceType[] = [];
+    const byGroupVersion = new Map<string, ResourceType[]>();
+    for (const type of types)
+      byGroupVersion.set(type.apiVersion, [...(byGroupVersion.get(type.apiVersion) ?? []), type]);
+    for (const [groupVersion, group] of byGroupVersion) {
+      const path = groupVersion.includes('/') ? `/apis/${groupVersion}` : `/api/${groupVersion}`;
+      let served: Set<string>;
+      try {
+        const list = (await this.request('GET', path)) as { resources?: { name: string }[] };
+        served = new Set((list.resources ?? []).map((r) => r.name));
+      } catch (error) {
+        if (error instanceof ApiError && error.status === 404) served = new Set();
+        else throw error;
+      }
+      missing.push(...group.filter((t) => !served.has(t.plural)));
+    }
+    return missing;
+  }
+
   /** Starts a watch; `done` is called once when it ends, for whatever reason. */
   async watch(
     type: ResourceType,
@@ -174,15 +198,28 @@ export class KubeClient {
       dispatcher: context.getDispatcher() as never,
     });
     const text = await response.text();
-    const parsed: unknown = text ? JSON.parse(text) : undefined;
+    // Paths the server does not serve at all (a kind whose CRD is not installed) answer
+    // 404 with a plain-text body, not a Status object.
+    const parsed = parseJson(text);
     if (!response.ok) {
       const status = parsed as { message?: string; reason?: string } | undefined;
-      throw new ApiError(
-        response.status,
-        `${method} ${path}: ${status?.message ?? response.statusText}`,
-        status?.reason,
-      );
+      const message =
+        response.status === 404 && status?.reason === undefined
+          ? `the API server does not serve ${path.split('?')[0]}: is the CRD of this kind installed?`
+          : (status?.message ?? response.statusText);
+      throw new ApiError(response.status, `${method} ${path}: ${message}`, status?.reason ?? 'NotServed');
     }
+    if (text && parsed === undefined)
+      throw new ApiError(response.status, `${method} ${path}: answer is not JSON`);
     return parsed;
+  }
+}
+
+function parseJson(text: string): unknown {
+  if (!text) return undefined;
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    return undefined;
   }
 }

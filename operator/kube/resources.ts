@@ -28,19 +28,8 @@ export const LEASE: ResourceType = {
 };
 export const EVENT: ResourceType = { apiVersion: 'v1', kind: 'Event', plural: 'events', namespaced: true };
 
-/** Every kind an AiService's children can be; the operator watches and prunes these. */
-export const CHILD_TYPES: ResourceType[] = [
-  { apiVersion: 'v1', kind: 'ServiceAccount', plural: 'serviceaccounts', namespaced: true },
-  { apiVersion: 'v1', kind: 'ConfigMap', plural: 'configmaps', namespaced: true },
-  { apiVersion: 'v1', kind: 'Service', plural: 'services', namespaced: true },
-  { apiVersion: 'apps/v1', kind: 'Deployment', plural: 'deployments', namespaced: true },
-  {
-    apiVersion: 'autoscaling/v2',
-    kind: 'HorizontalPodAutoscaler',
-    plural: 'horizontalpodautoscalers',
-    namespaced: true,
-  },
-  { apiVersion: 'policy/v1', kind: 'PodDisruptionBudget', plural: 'poddisruptionbudgets', namespaced: true },
+/** Istio's kinds: written only while the cluster serves them (Istio is optional). */
+export const ISTIO_TYPES: ResourceType[] = [
   {
     apiVersion: 'networking.istio.io/v1',
     kind: 'DestinationRule',
@@ -65,6 +54,22 @@ export const CHILD_TYPES: ResourceType[] = [
     plural: 'authorizationpolicies',
     namespaced: true,
   },
+];
+
+/** Every kind an AiService's children can be; the operator watches and prunes these. */
+export const CHILD_TYPES: ResourceType[] = [
+  { apiVersion: 'v1', kind: 'ServiceAccount', plural: 'serviceaccounts', namespaced: true },
+  { apiVersion: 'v1', kind: 'ConfigMap', plural: 'configmaps', namespaced: true },
+  { apiVersion: 'v1', kind: 'Service', plural: 'services', namespaced: true },
+  { apiVersion: 'apps/v1', kind: 'Deployment', plural: 'deployments', namespaced: true },
+  {
+    apiVersion: 'autoscaling/v2',
+    kind: 'HorizontalPodAutoscaler',
+    plural: 'horizontalpodautoscalers',
+    namespaced: true,
+  },
+  { apiVersion: 'policy/v1', kind: 'PodDisruptionBudget', plural: 'poddisruptionbudgets', namespaced: true },
+  ...ISTIO_TYPES,
 ];
 
 export function typeOf(apiVersion: string, kind: string): ResourceType | undefined {

@@ -5,7 +5,7 @@
 import type { AiService } from '../../api/index.js';
 
 export interface Condition {
-  type: 'Ready' | 'Progressing' | 'Degraded';
+  type: 'Ready' | 'Progressing' | 'Degraded' | 'IstioPolicies';
   status: 'True' | 'False' | 'Unknown';
   reason: string;
   message: string;
@@ -38,6 +38,11 @@ export interface AiServiceStatusValue {
 export interface ObservedState {
   resource: AiService & { metadata: { generation?: number } };
   deployment?: DeploymentState;
+  /**
+   * Whether the cluster serves Istio's kinds, for an AiService that asks for what only
+   * Istio enforces (mTLS, allowed callers); undefined when it asks for neither.
+   */
+  istio?: { installed: boolean };
   /** Why applying the children failed, if it did. */
   applyError?: { reason: string; message: string };
   now: string;
@@ -97,6 +102,18 @@ export function desiredStatus(state: ObservedState): AiServiceStatusValue {
           : deployment.failure
             ? condition('Degraded', true, deployment.failure.reason, deployment.failure.message)
             : condition('Degraded', false, 'AsExpected', 'all children are applied'),
+      ...(state.istio === undefined
+        ? []
+        : [
+            state.istio.installed
+              ? condition('IstioPolicies', true, 'Applied', 'mTLS and allowed callers are enforced by Istio')
+              : condition(
+                  'IstioPolicies',
+                  false,
+                  'IstioNotInstalled',
+                  "Istio's CRDs (networking.istio.io/v1, security.istio.io/v1) are not installed, so spec.security (mTLS, allowedCallers) is not enforced; install Istio, or set spec.security.mtls: DISABLE to say you do not need it",
+                ),
+          ]),
     ],
   };
 }

@@ -7,14 +7,25 @@
 import { formatErrors, validateResource, type AiService, type Saga } from '../../api/index.js';
 import { AimeshError } from '../../lib/errors/index.js';
 import type { Logger } from '../../lib/log/index.js';
-import { renderAiService, renderInputFor, type KubeObject, type RenderOptions } from '../../render/index.js';
+import {
+  asksForIstio,
+  renderAiService,
+  renderInputFor,
+  type KubeObject,
+  type RenderOptions,
+} from '../../render/index.js';
 import { containsDesired } from '../controller/compare.js';
 import type { Reconciler } from '../controller/controller.js';
 import type { EventRecorder } from '../events.js';
 import type { ChildWriter } from '../kube/client.js';
 import { AI_SERVICE, typeOf, type ResourceType } from '../kube/resources.js';
 import type { Caches, LiveObject } from '../watches.js';
-import { desiredStatus, sameStatus, type DeploymentState } from './aiservice-status.js';
+import {
+  desiredStatus,
+  sameStatus,
+  type AiServiceStatusValue,
+  type DeploymentState,
+} from './aiservice-status.js';
 
 type LiveAiService = LiveObject & { status?: AiService['status'] };
 
@@ -24,6 +35,8 @@ export interface AiServiceReconcilerOptions {
   events: Pick<EventRecorder, 'record'>;
   log: Logger;
   render?: RenderOptions;
+  /** What the cluster serves now; Istio policies are rendered only while it serves them. */
+  facts?: () => { istio: boolean };
 }
 
 export class AiServiceReconciler implements Reconciler {
@@ -46,8 +59,10 @@ export class AiServiceReconciler implements Reconciler {
       throw new AimeshError('input.invalid', `${key}: ${message}`, { terminal: true });
     }
     const input = renderInputFor(validation.resource, validSagas(this.options.caches, namespace), namespace);
+    const istio = this.options.facts?.().istio ?? true;
     const desired = renderAiService(input, {
       ...this.options.render,
+      istio,
       owner: { apiVersion: AI_SERVICE.apiVersion, kind: AI_SERVICE.kind, name, uid: live.metadata.uid ?? '' },
     });
 
@@ -55,7 +70,18 @@ export class AiServiceReconciler implements Reconciler {
     if (!failure) changed.push(...(await this.prune(live, desired)));
 
     const deployment = this.options.caches.children.get('Deployment')?.get(namespace, name);
-    await this.writeStatus(live, deployment, failure);
+    const status = await this.writeStatus(
+      live,
+      deployment,
+      failure,
+      asksForIstio(validation.resource) ? { installed: istio } : undefined,
+    );
+    const wasOff = live.status?.conditions?.some((c) => c.type === 'IstioPolicies' && c.status === 'False');
+    const isOff = status.conditions.some((c) => c.type === 'IstioPolicies' && c.status === 'False');
+    if (isOff && !wasOff) {
+      const condition = status.conditions.find((c) => c.type === 'IstioPolicies');
+      await this.options.events.record(live, 'Warning', 'IstioNotInstalled', condition?.message ?? '');
+    }
     if (changed.length > 0) {
       this.options.log.info('reconciled', { key, changes: changed });
       await this.options.events.record(live, 'Normal', 'Reconciled', changed.join(', '));
@@ -118,20 +144,23 @@ export class AiServiceReconciler implements Reconciler {
     live: LiveAiService,
     deployment: LiveObject | undefined,
     applyError?: { reason: string; message: string },
-  ): Promise<void> {
+    istio?: { installed: boolean },
+  ): Promise<AiServiceStatusValue> {
     const status = desiredStatus({
       resource: live as never,
       deployment: deployment ? deploymentState(deployment) : undefined,
       applyError,
+      ...(istio ? { istio } : {}),
       now: new Date().toISOString().replace(/\.\d+Z$/, 'Z'),
     });
-    if (sameStatus(live.status, status)) return;
-    await this.options.client.applyStatus(
-      AI_SERVICE,
-      live.metadata.namespace ?? '',
-      live.metadata.name,
-      status,
-    );
+    if (!sameStatus(live.status, status))
+      await this.options.client.applyStatus(
+        AI_SERVICE,
+        live.metadata.namespace ?? '',
+        live.metadata.name,
+        status,
+      );
+    return status;
   }
 }
 

@@ -135,6 +135,17 @@ describe('AiService status', () => {
     });
   });
 
+  it('says when Istio is not there to enforce mTLS and callers, and nothing when it is not asked for', () => {
+    const off = desiredStatus({ resource, istio: { installed: false }, now });
+    expect(off.conditions.find((c) => c.type === 'IstioPolicies')).toMatchObject({
+      status: 'False',
+      reason: 'IstioNotInstalled',
+    });
+    const on = desiredStatus({ resource, istio: { installed: true }, now });
+    expect(on.conditions.find((c) => c.type === 'IstioPolicies')?.status).toBe('True');
+    expect(desiredStatus({ resource, now }).conditions.map((c) => c.type)).not.toContain('IstioPolicies');
+  });
+
   it('reports apply failures as Degraded with their reason', () => {
     const failed = desiredStatus({
       resource,

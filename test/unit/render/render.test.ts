@@ -213,6 +213,16 @@ describe('renderAiService', () => {
     ]);
   });
 
+  it('renders no Istio object when the cluster has no Istio, and everything else the same', () => {
+    const resource = aiService({ replicas: 2, upstreams: [{ name: 'rag-service', timeout: '2s' }] });
+    const withIstio = render(resource);
+    const without = render(resource, { istio: false });
+    const istioKinds = ['DestinationRule', 'VirtualService', 'PeerAuthentication', 'AuthorizationPolicy'];
+    expect(without.filter((o) => istioKinds.includes(o.kind))).toEqual([]);
+    expect(withIstio.filter((o) => !istioKinds.includes(o.kind))).toEqual(without);
+    expect(withIstio.some((o) => o.kind === 'DestinationRule')).toBe(true);
+  });
+
   it('sets a controller owner reference when asked, and is deterministic without mutating its input', () => {
     const resource = aiService({ replicas: 2, upstreams: [{ name: 'rag-service' }] });
     const before = JSON.stringify(resource);
