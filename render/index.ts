@@ -5,6 +5,7 @@
  */
 import { App, Chart } from 'cdk8s';
 import { AIMESH_IMAGE } from '../api/index.js';
+import { canonicalJson } from '../lib/json/index.js';
 import type { RenderInput } from './inputs.js';
 import { addIstioPolicies } from './istio.js';
 import { sidecarConfigFor } from './sidecar-config.js';
@@ -65,7 +66,7 @@ export function renderAiService(input: RenderInput, options: RenderOptions = {})
   addWorkload(chart, resource, {
     namespace,
     sidecarImage: options.sidecarImage ?? DEFAULT_SIDECAR_IMAGE,
-    sidecarConfigJson: `${JSON.stringify(config, null, 2)}\n`,
+    sidecarConfigJson: `${canonicalJson(config)}\n`,
   });
   if (options.istio !== false) {
     addIstioPolicies(chart, resource, {

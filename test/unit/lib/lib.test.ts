@@ -2,6 +2,7 @@ import { describe, expect, it } from '@jest/globals';
 import { Writable } from 'node:stream';
 import { AimeshError, asAimeshError, classifyNetworkError, errorBody } from '../../../lib/errors/index.js';
 import { decodePath, headerValue, keySegment, pathSegment, pathUnder } from '../../../lib/encode/index.js';
+import { canonicalJson } from '../../../lib/json/index.js';
 import { createLogger } from '../../../lib/log/index.js';
 
 describe('logger', () => {
@@ -126,5 +127,14 @@ describe('encoding values into places', () => {
     expect(pathUnder('http://h:1/base', ['a b', 'c?d'], { q: 'x&y' }).href).toBe(
       'http://h:1/base/a%20b/c%3Fd?q=x%26y',
     );
+  });
+});
+
+describe('canonical JSON', () => {
+  it('gives the same text whatever order keys arrive in, arrays kept in order', () => {
+    const a = { b: 1, a: { d: [3, { z: 1, y: 2 }], c: null } };
+    const b = { a: { c: null, d: [3, { y: 2, z: 1 }] }, b: 1 };
+    expect(canonicalJson(a)).toBe(canonicalJson(b));
+    expect(canonicalJson(a, 0)).toBe('{"a":{"c":null,"d":[3,{"y":2,"z":1}]},"b":1}');
   });
 });
