@@ -106,7 +106,7 @@ export class Watches implements Caches {
           );
           if (owner) targets.aiService(keyOf(child.metadata.namespace, owner.name));
         },
-        { ...scope, labelSelector: `app.kubernetes.io/managed-by=${MANAGED_BY}` },
+        { ...scope, labelSelector: `app.kubernetes.io/managed-by=${MANAGED_BY}`, transform: trimChild },
       );
       this.children.set(type.kind, informer);
       return informer;
@@ -154,4 +154,23 @@ function namedServices(saga: LiveSaga): string[] {
     services.add(step.compensation?.service);
   }
   return [...services].filter((s): s is string => typeof s === 'string' && s !== '');
+}
+
+/**
+ * What the reconcilers read of a child: its identity, owner, labels and annotations, and
+ * the fields render writes (compared with what it wants). A Deployment's status feeds the
+ * AiService's status; every other child's status, and kubectl's last-applied copy, are
+ * never read and are dropped.
+ */
+const LAST_APPLIED = 'kubectl.kubernetes.io/last-applied-configuration';
+
+function trimChild(child: LiveObject): LiveObject {
+  const { status, ...rest } = child;
+  const annotations = child.metadata.annotations as Record<string, string> | undefined;
+  if (annotations?.[LAST_APPLIED] !== undefined) {
+    const kept = { ...annotations };
+    delete kept[LAST_APPLIED];
+    rest.metadata = { ...rest.metadata, annotations: kept };
+  }
+  return child.kind === 'Deployment' && status ? { ...rest, status } : rest;
 }

@@ -12,11 +12,16 @@ import type { ResourceType } from './resources.js';
 export type InformerEvent = 'added' | 'updated' | 'deleted';
 export type InformerHandler<T> = (event: InformerEvent, object: T) => void;
 
-export interface InformerOptions {
+export interface InformerOptions<T extends KubernetesObject = KubernetesObject> {
   namespace?: string;
   labelSelector?: string;
   /** Told about watch failures, so they reach the logs and metrics. */
   onError?: (error: unknown) => void;
+  /**
+   * Trims each object before it is cached (controller-runtime's cache transforms): keep
+   * what the controller reads, drop the rest, so memory follows what is compared.
+   */
+  transform?: (object: T) => T;
 }
 
 const MIN_BACKOFF_MS = 200;
@@ -35,7 +40,7 @@ export class Informer<T extends KubernetesObject> {
     private readonly client: KubeClient,
     readonly type: ResourceType,
     private readonly handler: InformerHandler<T>,
-    private readonly options: InformerOptions = {},
+    private readonly options: InformerOptions<T> = {},
   ) {}
 
   /**
@@ -140,6 +145,7 @@ export class Informer<T extends KubernetesObject> {
     // managedFields are often the largest part of an object and the controller never reads
     // them (controller-runtime drops them from its cache too).
     if (object.metadata?.managedFields) delete object.metadata.managedFields;
+    if (this.options.transform) object = this.options.transform(object);
     this.store.set(key, object);
     if (!previous) this.handler('added', object);
     else if (previous.metadata?.resourceVersion !== object.metadata?.resourceVersion)

@@ -41,30 +41,21 @@ export interface AiServiceReconcilerOptions {
 
 export class AiServiceReconciler implements Reconciler {
   readonly name = 'aiservice';
+  private readonly rendered = new Map<
+    string,
+    { fingerprint: string; desired: KubeObject[]; asksForIstio: boolean }
+  >();
 
   constructor(private readonly options: AiServiceReconcilerOptions) {}
 
   async reconcile(key: string): Promise<void> {
     const [namespace, name] = key.split('/') as [string, string];
     const live = this.options.caches.aiServices.get(namespace, name) as LiveAiService | undefined;
-    if (!live || live.metadata.deletionTimestamp) return;
-
-    const validation = validateResource({ ...live, status: undefined });
-    if (!validation.ok || validation.resource.kind !== 'AiService') {
-      const message = validation.ok
-        ? 'not an AiService'
-        : formatErrors(validation.errors).replaceAll('\n', '; ');
-      await this.writeStatus(live, undefined, { reason: 'InvalidSpec', message });
-      // The spec must change before another try can succeed.
-      throw new AimeshError('input.invalid', `${key}: ${message}`, { terminal: true });
+    if (!live || live.metadata.deletionTimestamp) {
+      this.rendered.delete(key);
+      return;
     }
-    const input = renderInputFor(validation.resource, validSagas(this.options.caches, namespace), namespace);
-    const istio = this.options.facts?.().istio ?? true;
-    const desired = renderAiService(input, {
-      ...this.options.render,
-      istio,
-      owner: { apiVersion: AI_SERVICE.apiVersion, kind: AI_SERVICE.kind, name, uid: live.metadata.uid ?? '' },
-    });
+    const { desired, asksForIstio: istioAsked, istio } = await this.desired(key, live);
 
     const { changed, failure } = await this.apply(namespace, desired);
     if (!failure) changed.push(...(await this.prune(live, desired)));
@@ -74,7 +65,7 @@ export class AiServiceReconciler implements Reconciler {
       live,
       deployment,
       failure,
-      asksForIstio(validation.resource) ? { installed: istio } : undefined,
+      istioAsked ? { installed: istio } : undefined,
     );
     const wasOff = live.status?.conditions?.some((c) => c.type === 'IstioPolicies' && c.status === 'False');
     const isOff = status.conditions.some((c) => c.type === 'IstioPolicies' && c.status === 'False');
@@ -90,6 +81,53 @@ export class AiServiceReconciler implements Reconciler {
       await this.options.events.record(live, 'Warning', failure.reason, failure.message);
       throw new AimeshError('dependency.failed', failure.message);
     }
+  }
+
+  /**
+   * What this AiService should own. Rendering is the costly part of a reconcile, and most
+   * reconciles are woken by a child changing (often our own apply), so the last render is
+   * kept per AiService and reused while nothing it depends on changed: the AiService's
+   * spec (generation) and metadata, its namespace's Sagas, and the cluster facts.
+   */
+  private async desired(
+    key: string,
+    live: LiveAiService,
+  ): Promise<{ desired: KubeObject[]; asksForIstio: boolean; istio: boolean }> {
+    const [namespace, name] = key.split('/') as [string, string];
+    const istio = this.options.facts?.().istio ?? true;
+    const sagas = this.options.caches.sagas
+      .list()
+      .filter((s) => s.metadata.namespace === namespace && !s.metadata.deletionTimestamp);
+    const fingerprint = JSON.stringify([
+      live.metadata.uid,
+      live.metadata.generation,
+      live.metadata.labels,
+      live.metadata.annotations,
+      sagas.map((s) => `${s.metadata.uid}@${s.metadata.generation}`).sort(),
+      istio,
+    ]);
+    const memo = this.rendered.get(key);
+    if (memo?.fingerprint === fingerprint) return { ...memo, istio };
+    this.rendered.delete(key);
+
+    const validation = validateResource({ ...live, status: undefined });
+    if (!validation.ok || validation.resource.kind !== 'AiService') {
+      const message = validation.ok
+        ? 'not an AiService'
+        : formatErrors(validation.errors).replaceAll('\n', '; ');
+      await this.writeStatus(live, undefined, { reason: 'InvalidSpec', message });
+      // The spec must change before another try can succeed.
+      throw new AimeshError('input.invalid', `${key}: ${message}`, { terminal: true });
+    }
+    const input = renderInputFor(validation.resource, validSagas(this.options.caches, namespace), namespace);
+    const desired = renderAiService(input, {
+      ...this.options.render,
+      istio,
+      owner: { apiVersion: AI_SERVICE.apiVersion, kind: AI_SERVICE.kind, name, uid: live.metadata.uid ?? '' },
+    });
+    const rendered = { fingerprint, desired, asksForIstio: asksForIstio(validation.resource) };
+    this.rendered.set(key, rendered);
+    return { ...rendered, istio };
   }
 
   /** Applies each desired object that the cache shows differs; stops at the first failure. */

@@ -57,16 +57,21 @@ export async function startOperator(
   identity: string,
   logDir: string,
   extraArgs: string[] = [],
+  run: { compiled?: boolean; nodeArgs?: string[] } = {},
 ): Promise<OperatorProcess> {
   const probePort = await freePort();
+  // Benchmarks run the built JavaScript (`npm run build`), as the image does; tests run the
+  // sources through tsx so they need no build step.
+  const entry = run.compiled
+    ? [join(REPO_DIR, 'dist', 'cli', 'main.js')]
+    : ['--import', 'tsx', join(REPO_DIR, 'cli', 'main.ts')];
   const child = startProcess(
     `operator-${identity}`,
     // node itself, not the tsx wrapper, so the pid is the operator's (kill -9 must kill it).
     process.execPath,
     [
-      '--import',
-      'tsx',
-      join(REPO_DIR, 'cli', 'main.ts'),
+      ...(run.nodeArgs ?? []),
+      ...entry,
       'operator',
       `--kubeconfig=${kubeconfig}`,
       `--probe-address=127.0.0.1:${probePort}`,
