@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { podOverrides } from './pod.js';
 import {
   GROUP_VERSION,
   HTTP_METHODS,
@@ -510,6 +511,7 @@ export const aiServiceSpec = withRules(
       security: security.prefault({}),
       sidecar: sidecar.prefault({}),
       observability: observability.prefault({}),
+      pod: podOverrides.optional(),
     })
     .describe('Desired state of an AiService.'),
   [

@@ -5,3 +5,4 @@ export * from './template.js';
 export * from './validate.js';
 export * from './sidecar-config.js';
 export * from './version.js';
+export * from './pod.js';

@@ -9,6 +9,7 @@ import { canonicalJson } from '../lib/json/index.js';
 import type { RenderInput } from './inputs.js';
 import { addIstioPolicies } from './istio.js';
 import { sidecarConfigFor } from './sidecar-config.js';
+import { applyPodOverrides, propagateLabels } from './pod.js';
 import { addWorkload, markNativeSidecar } from './workload.js';
 
 export { sidecarConfigFor } from './sidecar-config.js';
@@ -78,6 +79,8 @@ export function renderAiService(input: RenderInput, options: RenderOptions = {})
   }
   const objects = chart.toJson() as KubeObject[];
   if (resource.spec.sidecar.enabled && resource.spec.sidecar.native) markNativeSidecar(objects);
+  applyPodOverrides(objects, resource);
+  propagateLabels(objects, resource);
   if (options.owner) {
     const ownerReference = { ...options.owner, controller: true, blockOwnerDeletion: true };
     for (const object of objects) object.metadata.ownerReferences = [ownerReference];

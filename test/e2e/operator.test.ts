@@ -449,3 +449,65 @@ spec:
     ]);
   });
 });
+
+describe('a stock image with the pod escape hatch', () => {
+  it('applies the overrides, and stays Progressing while no replica is available', async () => {
+    await apply(`apiVersion: aimesh.io/v1alpha1
+kind: AiService
+metadata: {name: web, namespace: ${NS}, labels: {team: web}}
+spec:
+  image: nginx:1.27
+  port: 8081
+  replicas: 2
+  pod:
+    securityContext: {runAsNonRoot: false}
+    volumes: [{name: cache, emptyDir: {sizeLimit: 64Mi}}]
+    app:
+      command: [nginx]
+      args: ['-g', 'daemon off;']
+      securityContext: {readOnlyRootFilesystem: false, runAsNonRoot: false}
+      volumeMounts: [{name: cache, mountPath: /var/cache/nginx}]
+`);
+    await settled('deployment created', async () => (await kindsOf()).includes('Deployment/web'));
+    const deployment = await json<
+      Obj & {
+        metadata: { labels: Record<string, string> };
+        spec: {
+          template: {
+            spec: {
+              securityContext: Record<string, unknown>;
+              volumes: { name: string }[];
+              containers: Record<string, unknown>[];
+            };
+          };
+        };
+      }
+    >(['get', 'deployment', 'web', '-n', NS]);
+    expect(deployment.metadata.labels.team).toBe('web');
+    const pod = deployment.spec.template.spec;
+    expect(pod.securityContext).toMatchObject({ runAsNonRoot: false });
+    expect(pod.volumes.map((v) => v.name)).toContain('cache');
+    const app = pod.containers.find((c) => c.name === 'app');
+    expect(app).toMatchObject({
+      command: ['nginx'],
+      args: ['-g', 'daemon off;'],
+      securityContext: expect.objectContaining({
+        readOnlyRootFilesystem: false,
+        allowPrivilegeEscalation: false,
+      }),
+    });
+    // No kubelet here, so no replica is ever available: the status must not claim a finished rollout.
+    await settled('status reported', async () => {
+      const got = await json<Obj>(['get', 'aiservice', 'web', '-n', NS]);
+      const conditions = (got.status?.conditions ?? []) as { type: string; status: string }[];
+      return conditions.some((c) => c.type === 'Progressing' && c.status === 'True');
+    });
+    const got = await json<Obj>(['get', 'aiservice', 'web', '-n', NS]);
+    expect(got.status?.conditions).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({ type: 'Ready', status: 'False' }),
+        expect.objectContaining({ type: 'Progressing', status: 'True', reason: 'RollingOut' }),
+      ]),
+    );
+  });
+});

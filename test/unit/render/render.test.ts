@@ -223,6 +223,65 @@ describe('renderAiService', () => {
     expect(withIstio.some((o) => o.kind === 'DestinationRule')).toBe(true);
   });
 
+  it('merges spec.pod over the safe defaults, so a stock image such as nginx can run', () => {
+    const objects = render(
+      aiService({
+        image: 'nginx:1.27',
+        port: 8081,
+        pod: {
+          labels: { team: 'web' },
+          securityContext: { runAsNonRoot: false, fsGroup: 101 },
+          nodeSelector: { 'kubernetes.io/os': 'linux' },
+          tolerations: [{ key: 'dedicated', operator: 'Equal', value: 'web', effect: 'NoSchedule' }],
+          imagePullSecrets: [{ name: 'registry' }],
+          volumes: [{ name: 'cache', emptyDir: { sizeLimit: '64Mi' } }],
+          app: {
+            command: ['nginx'],
+            args: ['-g', 'daemon off;'],
+            securityContext: { readOnlyRootFilesystem: false, runAsNonRoot: false },
+            volumeMounts: [{ name: 'cache', mountPath: '/var/cache/nginx' }],
+          },
+        },
+      }),
+    );
+    const pod = find(objects, 'Deployment')?.spec.template;
+    expect(pod.metadata.labels).toMatchObject({ team: 'web', 'aimesh.io/service': 'xiaoai' });
+    expect(pod.spec.securityContext).toEqual({
+      runAsNonRoot: false,
+      fsGroup: 101,
+      seccompProfile: { type: 'RuntimeDefault' },
+    });
+    expect(pod.spec.nodeSelector).toEqual({ 'kubernetes.io/os': 'linux' });
+    expect(pod.spec.tolerations).toHaveLength(1);
+    expect(pod.spec.imagePullSecrets).toEqual([{ name: 'registry' }]);
+    expect(pod.spec.volumes).toContainEqual({ name: 'cache', emptyDir: { sizeLimit: '64Mi' } });
+    const app = pod.spec.containers.find((c: { name: string }) => c.name === 'app');
+    expect(app.command).toEqual(['nginx']);
+    expect(app.args).toEqual(['-g', 'daemon off;']);
+    // What is not overridden keeps its safe default.
+    expect(app.securityContext).toMatchObject({
+      readOnlyRootFilesystem: false,
+      runAsNonRoot: false,
+      allowPrivilegeEscalation: false,
+      capabilities: { drop: ['ALL'] },
+    });
+    expect(app.volumeMounts).toEqual([
+      { name: 'tmp', mountPath: '/tmp' },
+      { name: 'cache', mountPath: '/var/cache/nginx' },
+    ]);
+  });
+
+  it("puts the AiService's labels on every object it owns, its own selector labels winning", () => {
+    const resource = aiService({});
+    resource.metadata.labels = { team: 'care', 'app.kubernetes.io/managed-by': 'someone-else' };
+    for (const object of render(resource)) {
+      expect(object.metadata.labels).toMatchObject({
+        team: 'care',
+        'app.kubernetes.io/managed-by': 'aimesh-operator',
+      });
+    }
+  });
+
   it('sets a controller owner reference when asked, and is deterministic without mutating its input', () => {
     const resource = aiService({ replicas: 2, upstreams: [{ name: 'rag-service' }] });
     const before = JSON.stringify(resource);
