@@ -27,11 +27,6 @@ const ISTIO_LOAD_BALANCER: Record<Exclude<LoadBalancerStrategy, 'consistent-hash
 };
 
 /**
- * Per upstream, a DestinationRule and (when timeouts or retries are set) a VirtualService,
- * both scoped to this workload; a PeerAuthentication; an AuthorizationPolicy when callers
- * are restricted.
- */
-/**
  * Whether an AiService asks for something only Istio enforces: mTLS between workloads
  * or a list of allowed callers. Without Istio those are not enforced, and status says so.
  */
@@ -40,6 +35,20 @@ export function asksForIstio(resource: AiService): boolean {
   return security.mtls !== 'DISABLE' || (security.allowedCallers?.length ?? 0) > 0;
 }
 
+/**
+ * Who does what when both the aimesh sidecar and Istio's Envoy are in the path: the aimesh
+ * sidecar owns endpoint choice, retries, timeouts and ejection (it is configured per
+ * upstream and sees every try); Istio owns mTLS and authorization. So:
+ * - per upstream, a DestinationRule scoped to this workload whose load balancer is
+ *   PASSTHROUGH: Envoy forwards to the endpoint the sidecar chose instead of choosing again
+ *   (so EWMA, consistent hash and priority hold);
+ * - one VirtualService per host, rendered by the AiService that owns the host, with
+ *   retries off: Envoy never retries a call the sidecar may retry, so a call is tried at
+ *   most as often as the caller's spec says. One per host, as Istio requires for mesh
+ *   traffic (several would be ignored but one, and `istioctl analyze` reports IST0109).
+ * With the sidecar disabled nobody else balances: the DestinationRule then carries the
+ * strategy and the breaker as Envoy's load balancer and outlier detection.
+ */
 export function addIstioPolicies(scope: Construct, resource: AiService, options: IstioOptions): void {
   const { name } = resource.metadata;
   const metadata = (objectName: string) => ({
@@ -47,6 +56,7 @@ export function addIstioPolicies(scope: Construct, resource: AiService, options:
     namespace: options.namespace,
     labels: labelsFor(resource),
   });
+  const sidecarBalances = resource.spec.sidecar.enabled;
 
   for (const upstream of resource.spec.upstreams) {
     const host = `${upstream.name}.${upstream.namespace ?? options.namespace}.svc.${options.clusterDomain}`;
@@ -58,29 +68,21 @@ export function addIstioPolicies(scope: Construct, resource: AiService, options:
         host,
         workloadSelector: { matchLabels: selectorFor(resource) },
         exportTo: ['.'],
-        trafficPolicy: trafficPolicy(upstream),
+        trafficPolicy: sidecarBalances ? passthroughPolicy(upstream) : trafficPolicy(upstream),
       },
     });
-    if (upstream.timeout || upstream.retries) {
-      new ApiObject(scope, `virtual-service-${upstream.name}`, {
-        apiVersion: 'networking.istio.io/v1',
-        kind: 'VirtualService',
-        metadata: metadata(upstreamPolicyName(name, upstream.name)),
-        spec: {
-          hosts: [host],
-          exportTo: ['.'],
-          http: [
-            {
-              match: [{ sourceLabels: selectorFor(resource) }],
-              route: [{ destination: { host } }],
-              ...(upstream.timeout ? { timeout: istioDuration(upstream.timeout) } : {}),
-              ...(upstream.retries ? { retries: retryPolicy(upstream.retries) } : {}),
-            },
-          ],
-        },
-      });
-    }
   }
+
+  const ownHost = `${name}.${options.namespace}.svc.${options.clusterDomain}`;
+  new ApiObject(scope, 'virtual-service', {
+    apiVersion: 'networking.istio.io/v1',
+    kind: 'VirtualService',
+    metadata: metadata(name),
+    spec: {
+      hosts: [ownHost],
+      http: [{ route: [{ destination: { host: ownHost } }], retries: { attempts: 0 } }],
+    },
+  });
 
   new ApiObject(scope, 'peer-authentication', {
     apiVersion: 'security.istio.io/v1',
@@ -140,6 +142,28 @@ export function addIstioPolicies(scope: Construct, resource: AiService, options:
   }
 }
 
+/** The sidecar chose the endpoint: Envoy keeps it, and only bounds connections. */
+function passthroughPolicy(upstream: Upstream): Record<string, unknown> {
+  const pool = connectionPool(upstream);
+  return { loadBalancer: { simple: 'PASSTHROUGH' }, ...(pool ? { connectionPool: pool } : {}) };
+}
+
+function connectionPool(upstream: Upstream): Record<string, unknown> | undefined {
+  const { circuitBreaker } = upstream;
+  if (!circuitBreaker) return undefined;
+  const tcp = circuitBreaker.maxConnections ? { maxConnections: circuitBreaker.maxConnections } : undefined;
+  const http = {
+    ...(circuitBreaker.maxPendingRequests
+      ? { http1MaxPendingRequests: circuitBreaker.maxPendingRequests }
+      : {}),
+    ...(circuitBreaker.maxRequestsPerConnection
+      ? { maxRequestsPerConnection: circuitBreaker.maxRequestsPerConnection }
+      : {}),
+  };
+  if (!tcp && Object.keys(http).length === 0) return undefined;
+  return { ...(tcp ? { tcp } : {}), ...(Object.keys(http).length ? { http } : {}) };
+}
+
 function trafficPolicy(upstream: Upstream): Record<string, unknown> {
   const { loadBalancer, circuitBreaker, outlierDetection } = upstream;
   const policy: Record<string, unknown> = {
@@ -148,19 +172,8 @@ function trafficPolicy(upstream: Upstream): Record<string, unknown> {
         ? { consistentHash: consistentHash(loadBalancer.hashOn ?? {}) }
         : { simple: ISTIO_LOAD_BALANCER[loadBalancer.strategy] },
   };
-  if (circuitBreaker) {
-    const tcp = circuitBreaker.maxConnections ? { maxConnections: circuitBreaker.maxConnections } : undefined;
-    const http = {
-      ...(circuitBreaker.maxPendingRequests
-        ? { http1MaxPendingRequests: circuitBreaker.maxPendingRequests }
-        : {}),
-      ...(circuitBreaker.maxRequestsPerConnection
-        ? { maxRequestsPerConnection: circuitBreaker.maxRequestsPerConnection }
-        : {}),
-    };
-    if (tcp || Object.keys(http).length)
-      policy.connectionPool = { ...(tcp ? { tcp } : {}), ...(Object.keys(http).length ? { http } : {}) };
-  }
+  const pool = connectionPool(upstream);
+  if (pool) policy.connectionPool = pool;
   // Istio's breaker is outlier ejection: explicit outlierDetection wins, else the breaker's
   // consecutive failures and open time become the ejection threshold and time.
   if (outlierDetection) {
@@ -185,14 +198,6 @@ function consistentHash(hashOn: NonNullable<Upstream['loadBalancer']['hashOn']>)
   if (hashOn.header) return { httpHeaderName: hashOn.header };
   if (hashOn.cookie) return { httpCookie: { name: hashOn.cookie, ttl: '0s' } };
   return { useSourceIp: true };
-}
-
-function retryPolicy(retries: NonNullable<Upstream['retries']>): Record<string, unknown> {
-  return {
-    attempts: retries.attempts,
-    ...(retries.perTryTimeout ? { perTryTimeout: istioDuration(retries.perTryTimeout) } : {}),
-    retryOn: [...retries.retryOn, ...retries.retriableStatusCodes.map(String)].join(','),
-  };
 }
 
 /** Istio durations are protobuf durations: seconds with an "s" (or ms), no "m" or "h". */

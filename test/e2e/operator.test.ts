@@ -90,7 +90,7 @@ const EXPECTED_FULL = [
   'PodDisruptionBudget/xiaoai',
   'Service/xiaoai',
   'ServiceAccount/xiaoai',
-  'VirtualService/xiaoai-to-rag',
+  'VirtualService/xiaoai',
 ];
 
 async function settled(what: string, check: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
@@ -188,7 +188,6 @@ describe('aimesh operator on a real control plane', () => {
       return (
         kinds.includes('HorizontalPodAutoscaler/xiaoai') &&
         !kinds.includes('DestinationRule/xiaoai-to-rag') &&
-        !kinds.includes('VirtualService/xiaoai-to-rag') &&
         !kinds.includes('AuthorizationPolicy/xiaoai')
       );
     });

@@ -39,6 +39,7 @@ describe('renderAiService', () => {
       'PeerAuthentication/xiaoai',
       'Service/xiaoai',
       'ServiceAccount/xiaoai',
+      'VirtualService/xiaoai',
     ]);
     const deployment = find(objects, 'Deployment') as Any;
     const pod = deployment.spec.template.spec;
@@ -82,7 +83,7 @@ describe('renderAiService', () => {
     expect(find(render(aiService({ replicas: 1 })), 'PodDisruptionBudget')).toBeUndefined();
   });
 
-  it('maps each upstream to a DestinationRule and, with timeout or retries, a VirtualService', () => {
+  it('keeps the sidecar in charge: PASSTHROUGH DestinationRules per upstream, one VirtualService for its own host with retries off', () => {
     const objects = render(
       aiService({
         upstreams: [
@@ -113,9 +114,46 @@ describe('renderAiService', () => {
     const rag = find(objects, 'DestinationRule', 'xiaoai-to-rag-service') as Any;
     expect(rag.spec.host).toBe('rag-service.suoke-life.svc.cluster.local');
     expect(rag.spec.workloadSelector.matchLabels).toEqual({ 'aimesh.io/service': 'xiaoai' });
+    // The sidecar picked the endpoint (EWMA here); Envoy must not pick again.
     expect(rag.spec.trafficPolicy).toEqual({
-      loadBalancer: { simple: 'LEAST_REQUEST' },
+      loadBalancer: { simple: 'PASSTHROUGH' },
       connectionPool: { tcp: { maxConnections: 100 }, http: { http1MaxPendingRequests: 10 } },
+    });
+    expect(find(objects, 'DestinationRule', 'xiaoai-to-user-service')?.spec.trafficPolicy).toEqual({
+      loadBalancer: { simple: 'PASSTHROUGH' },
+    });
+    const virtualServices = objects.filter((o) => o.kind === 'VirtualService') as Any[];
+    expect(virtualServices).toHaveLength(1);
+    expect(virtualServices[0]?.spec).toEqual({
+      hosts: ['xiaoai.suoke-life.svc.cluster.local'],
+      http: [
+        {
+          route: [{ destination: { host: 'xiaoai.suoke-life.svc.cluster.local' } }],
+          retries: { attempts: 0 },
+        },
+      ],
+    });
+  });
+
+  it('lets Envoy balance and eject when the sidecar is disabled', () => {
+    const objects = render(
+      aiService({
+        sidecar: { enabled: false },
+        upstreams: [
+          {
+            name: 'rag-service',
+            loadBalancer: { strategy: 'ewma' },
+            circuitBreaker: { consecutiveFailures: 5, openFor: '60s' },
+          },
+          {
+            name: 'user-service',
+            loadBalancer: { strategy: 'consistent-hash', hashOn: { header: 'x-user' } },
+          },
+        ],
+      }),
+    );
+    expect(find(objects, 'DestinationRule', 'xiaoai-to-rag-service')?.spec.trafficPolicy).toEqual({
+      loadBalancer: { simple: 'LEAST_REQUEST' },
       outlierDetection: {
         consecutive5xxErrors: 5,
         interval: '10s',
@@ -123,16 +161,11 @@ describe('renderAiService', () => {
         maxEjectionPercent: 100,
       },
     });
-    expect(find(objects, 'VirtualService', 'xiaoai-to-rag-service')?.spec.http[0]).toMatchObject({
-      timeout: '90s',
-      retries: { attempts: 3, perTryTimeout: '500ms', retryOn: '5xx,reset,409' },
-    });
     expect(
       find(objects, 'DestinationRule', 'xiaoai-to-user-service')?.spec.trafficPolicy.loadBalancer,
     ).toEqual({
       consistentHash: { httpHeaderName: 'x-user' },
     });
-    expect(find(objects, 'VirtualService', 'xiaoai-to-user-service')).toBeUndefined();
   });
 
   it('turns security into PeerAuthentication and an AuthorizationPolicy of caller principals', () => {
