@@ -129,7 +129,8 @@ try {
   const restartWrites = await writes(restarted);
   const restartPeak = peakRssMiB(restarted.process.pid);
 
-  // A child edited by hand: how long until the operator puts it back.
+  // A child edited by hand (a field the operator owns changed to another value): how long
+  // until the operator puts it back.
   const edited = `svc-${Math.floor(COUNT / 2)}`;
   const patched = await cluster.kubectl([
     'patch',
@@ -139,7 +140,7 @@ try {
     NAMESPACE,
     '--type=merge',
     '-p',
-    '{"spec":{"ports":[{"name":"http","port":9999,"targetPort":9999}]}}',
+    '{"spec":{"selector":{"aimesh.io/service":"edited-by-hand"}}}',
   ]);
   if (patched.code !== 0) throw new Error(patched.stderr);
   const editedAt = Date.now();
@@ -153,9 +154,9 @@ try {
         '-n',
         NAMESPACE,
         '-o',
-        'jsonpath={.spec.ports[*].port}',
+        'jsonpath={.spec.selector.aimesh\\.io/service}',
       ]);
-      return !got.stdout.includes('9999');
+      return got.stdout.trim() === edited;
     },
     120_000,
   );
