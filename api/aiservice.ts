@@ -306,7 +306,7 @@ const fallback = withRules(
       response: z
         .strictObject({
           status: z.int().min(100).max(599).default(200).describe('Status code of the static response.'),
-          headers: headerMap('Response headers.', headerValueSchema('Header value.')).default({}),
+          headers: headerMap('Response headers.', headerValueSchema('Header value.', 2048)).default({}),
           body: z.string().max(65536).default('').describe('Response body.'),
         })
         .optional()

@@ -36,20 +36,23 @@ export interface DurationBounds {
  */
 export function duration(description: string, bounds: DurationBounds) {
   const floor = bounds.min ?? '0s';
+  // A malformed duration is reported by the pattern alone, not again as a CEL conversion error.
+  const malformed = `!self.matches(${celString(DURATION_PATTERN.source)})`;
   const rules: CrossFieldRule<string>[] = [
     {
-      cel: `duration(self) <= duration('${bounds.max}')`,
+      cel: `${malformed} || duration(self) <= duration('${bounds.max}')`,
       message: `must be at most ${bounds.max}`,
-      check: (value) => durationMs(value) <= durationMs(bounds.max) || [],
+      check: (value) => !DURATION_PATTERN.test(value) || durationMs(value) <= durationMs(bounds.max) || [],
     },
   ];
   if (bounds.zero === undefined || bounds.min !== undefined)
     rules.unshift({
-      cel: `${bounds.zero === undefined ? '' : "duration(self) == duration('0s') || "}duration(self) ${bounds.min ? '>=' : '>'} duration('${floor}')`,
+      cel: `${malformed} || ${bounds.zero === undefined ? '' : "duration(self) == duration('0s') || "}duration(self) ${bounds.min ? '>=' : '>'} duration('${floor}')`,
       message: bounds.min
         ? `must be at least ${bounds.min}${bounds.zero === undefined ? '' : ' (or 0s)'}`
         : `must be longer than 0s (0s does not mean "no limit"); write a duration up to ${bounds.max}`,
       check: (value) => {
+        if (!DURATION_PATTERN.test(value)) return true;
         const ms = durationMs(value);
         return (
           (bounds.zero !== undefined && ms === 0) ||
@@ -299,10 +302,11 @@ export function celString(value: string): string {
 export const MAX_HEADERS = 32;
 
 /** A header value with no line break or NUL, which would end the header and start another. */
-export function headerValueSchema(description: string) {
-  return withRules(z.string().max(4096).describe(description), [
+export function headerValueSchema(description: string, maxLength: number) {
+  return withRules(z.string().max(maxLength).describe(description), [
     {
-      cel: `!self.matches(${celString('[\\r\\n\\x00]')})`,
+      // contains, not a regex: cheap enough for the API server's CEL cost budget.
+      cel: "!self.contains('\\r') && !self.contains('\\n') && !self.contains('\\u0000')",
       message: 'a header value must not hold a line break or NUL',
       check: (value) => !/[\r\n\0]/.test(value) || [],
     },
@@ -313,7 +317,12 @@ export function headerValueSchema(description: string) {
  * Headers by name: names are RFC 9110 tokens, and `reserved` names (lowercase) are refused
  * because aimesh sets them itself or they would change where or how the request goes.
  */
-export function headerMap(description: string, value: z.ZodType<string>, reserved: readonly string[] = []) {
+export function headerMap(
+  description: string,
+  value: z.ZodType<string>,
+  reserved: readonly string[] = [],
+  max = MAX_HEADERS,
+) {
   const rules: CrossFieldRule<Record<string, string>>[] = [
     {
       cel: `self.all(k, k.matches(${celString(HEADER_NAME.source)}))`,
@@ -334,8 +343,5 @@ export function headerMap(description: string, value: z.ZodType<string>, reserve
         return bad === undefined || [bad];
       },
     });
-  return withRules(
-    boundedRecord(z.string().min(1).max(256), value, MAX_HEADERS).describe(description),
-    rules,
-  );
+  return withRules(boundedRecord(z.string().min(1).max(256), value, max).describe(description), rules);
 }

@@ -17,8 +17,9 @@ import {
 import {
   DOT_SEGMENT_PATTERN,
   PATH_TEMPLATE_PATTERN,
-  TEMPLATE_PATTERN,
+  HEADER_TEMPLATE_PATTERN,
   TemplateError,
+  headerTemplateProblem,
   parseTemplate,
   pathTemplateProblem,
   referencedStep,
@@ -49,6 +50,9 @@ export const RESERVED_STEP_HEADERS = [
   'idempotency-key',
 ] as const;
 
+/** Most headers a step call sets: the API server's CEL cost budget covers this many. */
+const MAX_STEP_HEADERS = 16;
+
 /** Largest JSON body template, as JSON text. Requests are rendered from it on every try. */
 export const MAX_BODY_TEMPLATE = 65536;
 
@@ -68,7 +72,7 @@ const stepPath = withRules(
   z.string().min(1).max(2048).describe(`Request path, with an optional query. ${templated}`),
   [
     {
-      cel: `self.matches(${celString(PATH_TEMPLATE_PATTERN)}) && !self.matches(${celString(DOT_SEGMENT_PATTERN)})`,
+      cel: `self.matches(${celString(PATH_TEMPLATE_PATTERN)}) && !self.startsWith('//') && !self.matches(${celString(DOT_SEGMENT_PATTERN)})`,
       message:
         'path must start with one "/", hold only URL path and query characters (percent-encode others) and well-formed {{ placeholders }}, and no "." or ".." segment',
       check: (path) => syntax(path, pathTemplateProblem),
@@ -76,12 +80,11 @@ const stepPath = withRules(
   ],
 );
 
-const stepHeaderValue = withRules(z.string().max(1024).describe('Header value; a template.'), [
+const stepHeaderValue = withRules(z.string().max(256).describe('Header value; a template.'), [
   {
-    cel: `self.matches(${celString(TEMPLATE_PATTERN)}) && !self.matches(${celString('[\\r\\n\\x00]')})`,
-    message: 'header value must hold well-formed {{ placeholders }} and no line break or NUL',
-    check: (value) =>
-      syntax(value, (v) => (/[\r\n\0]/.test(v) ? 'must not hold a line break or NUL' : undefined)),
+    cel: `self.matches(${celString(HEADER_TEMPLATE_PATTERN)})`,
+    message: 'header value must hold well-formed {{ placeholders }} and no braces, line break or NUL besides',
+    check: (value) => syntax(value, headerTemplateProblem),
   },
 ]);
 
@@ -94,12 +97,21 @@ const action = z
       `Request headers. ${templated} Values read into a header must not hold a line break.`,
       stepHeaderValue,
       RESERVED_STEP_HEADERS,
+      MAX_STEP_HEADERS,
     ).default({}),
     body: z
       .json()
       .optional()
       .refine((body) => body === undefined || JSON.stringify(body).length <= MAX_BODY_TEMPLATE, {
         error: `body must be at most ${MAX_BODY_TEMPLATE} characters as JSON`,
+      })
+      .superRefine((body, ctx) => {
+        try {
+          templateExpressions(body);
+        } catch (error) {
+          if (!(error instanceof TemplateError)) throw error;
+          ctx.addIssue({ code: 'custom', message: error.message });
+        }
       })
       .meta({ 'x-kubernetes-preserve-unknown-fields': true })
       .describe(
@@ -181,17 +193,22 @@ const step = z
 
 type Step = z.output<typeof step>;
 
-/** Where a placeholder names a step: RE2 finds these, and CEL takes the name after "steps.". */
+/** Where a placeholder names a step, up to the end of the name. */
 const STEP_REFERENCE = '\\{\\{[ \\t]*steps\\.[A-Za-z_][A-Za-z0-9_-]*';
 
 /**
- * CEL for "every step a placeholder in the path or headers of `call` names is at index at
- * most `last`" (`names` and `i` are bound by the caller). Linear in the text and the steps,
- * to stay within the API server's cost budget.
+ * CEL for "the first placeholder in the path of `call` (of step `s`) that reads a step
+ * reads one that exists and comes before `s` (or is `s`, when `orSame`)". Only the first:
+ * checking every placeholder (findAll, or every pair of steps) exceeds the API server's CEL
+ * cost budget. zod, and so `aimesh validate` and the webhook, check all of them.
+ * `[x].all(v, ...)` binds v to x once (cel.bind is not offered to CRD rules).
  */
-function celReadsOnlyUpTo(call: string, last: string): string {
-  const ok = `r.findAll(${celString(STEP_REFERENCE)}).all(ref, cel.bind(j, names.indexOf(ref.substring(ref.indexOf('steps.') + 6)), j >= 0 && j <= ${last}))`;
-  return `[${call}.path].all(r, ${ok}) && ${call}.headers.all(k, [${call}.headers[k]].all(r, ${ok}))`;
+function celFirstPathReference(call: string, orSame: boolean): string {
+  return (
+    `[self.steps.map(y, y.name)].all(names, self.steps.all(s, ${orSame ? `!has(${call}) || ` : ''}` +
+    `[${call}.path.find(${celString(STEP_REFERENCE)})].all(r, r == '' || self.steps.exists(x, ` +
+    `r.endsWith('.' + x.name) && names.indexOf(x.name) ${orSame ? '<=' : '<'} names.indexOf(s.name)))))`
+  );
 }
 
 export const sagaSpec = withRules(
@@ -240,16 +257,24 @@ export const sagaSpec = withRules(
       },
     },
     {
-      cel: `cel.bind(names, self.steps.map(x, x.name), self.steps.all(s, cel.bind(i, names.indexOf(s.name), ${celReadsOnlyUpTo('s.action', 'i - 1')} && (!has(s.compensation) || (${celReadsOnlyUpTo('s.compensation', 'i')})))))`,
+      cel: celFirstPathReference('s.action', false),
       message:
-        'a placeholder in a step path or header reads a step this saga does not have, or one that has not run yet (an action reads earlier steps; a compensation also its own)',
+        'a placeholder in a step action path reads a step this saga does not have or that has not run yet; an action reads only earlier steps',
       fieldPath: '.steps',
-      check: (s) => firstReferenceProblem(s.steps, ['path', 'headers']),
+      check: (s) => firstReferenceProblem(s.steps, ['path'], ['action']),
+    },
+    {
+      cel: celFirstPathReference('s.compensation', true),
+      message:
+        'a placeholder in a step compensation path reads a step this saga does not have or that has not run yet; a compensation reads only its own and earlier steps',
+      fieldPath: '.steps',
+      check: (s) => firstReferenceProblem(s.steps, ['path'], ['compensation']),
     },
   ],
 ).superRefine((spec, ctx) => {
-  // The API server cannot see into a body (any JSON), so only zod (and the webhook) check it.
-  const problem = firstReferenceProblem(spec.steps, ['body']);
+  // Headers cost too much for the API server's CEL budget, and a body (any JSON) has no
+  // schema it could walk: only zod, and so `aimesh validate` and the webhook, check them.
+  const problem = firstReferenceProblem(spec.steps, ['headers', 'body'], ['action', 'compensation']);
   if (problem !== true) ctx.addIssue({ code: 'custom', ...problem });
 });
 
@@ -263,9 +288,10 @@ type TemplatedField = 'path' | 'headers' | 'body';
 function firstReferenceProblem(
   steps: Step[],
   fields: TemplatedField[],
+  phases: ('action' | 'compensation')[],
 ): true | { path: (string | number)[]; message: string } {
   for (const [index, current] of steps.entries()) {
-    for (const phase of ['action', 'compensation'] as const) {
+    for (const phase of phases) {
       const call = current[phase];
       if (!call) continue;
       const lastReadable = phase === 'action' ? index - 1 : index;
@@ -275,7 +301,8 @@ function firstReferenceProblem(
         try {
           expressions = templateExpressions(call[field]);
         } catch (error) {
-          if (error instanceof TemplateError) return { path, message: error.message };
+          // The field's own syntax check reports it.
+          if (error instanceof TemplateError) continue;
           throw error;
         }
         for (const expression of expressions) {

@@ -72,6 +72,12 @@ const PATH_LITERAL_SOURCE = "([A-Za-z0-9._~!$&'()*+,;=:@/?-]|%[0-9A-Fa-f]{2})";
 /** A templated step path: starts with one "/", then literal path text and placeholders. */
 export const PATH_TEMPLATE_PATTERN = `^/(${PATH_LITERAL_SOURCE}|${PLACEHOLDER_SOURCE})*$`;
 
+/**
+ * A templated header value: placeholders and literal text without braces, CR, LF or NUL.
+ * Narrower than TEMPLATE_PATTERN so the API server can afford to check it on every header.
+ */
+export const HEADER_TEMPLATE_PATTERN = `^([^{}\\r\\n\\x00]|${PLACEHOLDER_SOURCE})*$`;
+
 /** A `.` or `..` segment (plain or percent-encoded) before the query: it would re-target the call. */
 export const DOT_SEGMENT_PATTERN = '^[^?]*/(\\.|%2[eE]){1,2}(/|\\?|$)';
 
@@ -120,6 +126,14 @@ export function pathTemplateProblem(template: string): string | undefined {
   const bad = literal.replace(new RegExp(PATH_LITERAL_SOURCE, 'g'), '')[0];
   if (bad !== undefined)
     return `must not hold ${JSON.stringify(bad)} outside a placeholder; percent-encode it (a path may not hold "#", "\\", braces or spaces)`;
+  return undefined;
+}
+
+/** Why a header value template can never render to a safe header, or undefined when it can. */
+export function headerTemplateProblem(template: string): string | undefined {
+  const literal = template.replace(new RegExp(PLACEHOLDER_SOURCE, 'g'), '');
+  if (/[\r\n\0]/.test(literal)) return 'must not hold a line break or NUL';
+  if (/[{}]/.test(literal)) return 'must not hold "{" or "}" outside a placeholder';
   return undefined;
 }
 
