@@ -271,16 +271,22 @@ export function objectMeta(name: z.ZodString) {
 }
 
 /** A name the API server accepts for a custom resource: a DNS-1123 subdomain. */
-export const subdomainName = z.string().min(1).max(253).regex(DNS_SUBDOMAIN, {
-  error:
-    'must be a DNS-1123 subdomain: at most 253 lowercase letters, digits, "-" and ".", starting and ending with a letter or digit',
-});
+const SUBDOMAIN_MESSAGE =
+  'must be a DNS-1123 subdomain: at most 253 lowercase letters, digits, "-" and ".", starting and ending with a letter or digit';
+export const subdomainName = z
+  .string()
+  .min(1, { error: SUBDOMAIN_MESSAGE })
+  .max(253, { error: SUBDOMAIN_MESSAGE })
+  .regex(DNS_SUBDOMAIN, { error: SUBDOMAIN_MESSAGE });
 
 /** A name that also names a Service: a DNS-1035 label. */
-export const serviceName = z.string().min(1).max(63).regex(DNS_1035_LABEL, {
-  error:
-    'must be at most 63 lowercase letters, digits and "-", starting with a letter and ending with a letter or digit (it names a Service)',
-});
+const SERVICE_NAME_MESSAGE =
+  'must be at most 63 lowercase letters, digits and "-", starting with a letter and ending with a letter or digit (it names a Service)';
+export const serviceName = z
+  .string()
+  .min(1, { error: SERVICE_NAME_MESSAGE })
+  .max(63, { error: SERVICE_NAME_MESSAGE })
+  .regex(DNS_1035_LABEL, { error: SERVICE_NAME_MESSAGE });
 
 /** A map with at most `max` entries: the API server needs the bound to cost CEL rules over it. */
 export function boundedRecord<K extends z.ZodString, V extends z.ZodType>(key: K, value: V, max: number) {
