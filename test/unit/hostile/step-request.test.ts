@@ -4,7 +4,12 @@
  * or read anything but the data itself.
  */
 import { describe, expect, it } from '@jest/globals';
-import { renderStepRequest, TemplateError, type TemplateContext } from '../../../api/index.js';
+import {
+  renderStepRequest,
+  TemplateError,
+  validateResource,
+  type TemplateContext,
+} from '../../../api/index.js';
 
 function context(input: unknown, body: unknown = {}): TemplateContext {
   return {
@@ -143,4 +148,18 @@ describe('templates read own data only', () => {
     const input = Object.assign(Object.create(null) as object, { id: 'a' });
     expect(render('/x/{{ input.id }}', input).path).toBe('/x/a');
   });
+});
+
+describe('validateResource reads own kinds only', () => {
+  it.each(['constructor', 'toString', '__proto__', 'hasOwnProperty'])(
+    'refuses kind %j with a message',
+    (kind) => {
+      expect(
+        validateResource({ apiVersion: 'aimesh.io/v1alpha1', kind, metadata: { name: 'x' }, spec: {} }),
+      ).toEqual({
+        ok: false,
+        errors: [{ field: 'kind', message: `must be one of AiService, Saga (got "${kind}")` }],
+      });
+    },
+  );
 });
