@@ -8,9 +8,9 @@
  * Examples: `{{ input.userId }}`, `{{ steps.save_health_data.response.body.recordId }}`,
  * `/users/{{ input.user.id }}/records/{{ steps.save.response.body.items[0].id }}`.
  *
- * The syntax is also written as one regular expression per kind of field (TEMPLATE_PATTERN,
- * PATH_TEMPLATE_PATTERN) that means the same in JavaScript and in RE2, so the API server's
- * CEL rules accept exactly the templates the parser accepts.
+ * For step paths and header values the syntax is also written as one regular expression
+ * (PATH_TEMPLATE_PATTERN, HEADER_TEMPLATE_PATTERN) that means the same in JavaScript and in
+ * RE2, so the API server's CEL rules accept exactly the templates the parser and checks accept.
  */
 import { headerValue, pathSegment, queryValue } from '../lib/encode/index.js';
 import { AimeshError } from '../lib/errors/index.js';
@@ -50,19 +50,6 @@ const EXPRESSION_SOURCE =
   `|steps\\.${KEY_SOURCE}\\.response\\.(status|headers(\\.${KEY_SOURCE})?|body${WALK_SOURCE}))`;
 const PLACEHOLDER_SOURCE = `\\{\\{[ \\t]*${EXPRESSION_SOURCE}[ \\t]*\\}\\}`;
 /**
- * Literal text holds no "{{" or "}}": its runs of braces alternate. Written so that each
- * string splits one way only, which keeps JavaScript's backtracking matcher linear too.
- */
-const BRACE_RUN = '(\\{(\\}\\{)*\\}?|\\}(\\{\\})*\\{?)';
-/** Literal text before a placeholder may not end with "{": "{{{" opens at the first brace. */
-const BRACE_RUN_NOT_OPENING = '(\\{(\\}\\{)*\\}|\\}(\\{\\})*)';
-const LITERAL = `[^{}]*(${BRACE_RUN}[^{}]+)*${BRACE_RUN}?`;
-const LITERAL_BEFORE = `[^{}]*(${BRACE_RUN}[^{}]+)*${BRACE_RUN_NOT_OPENING}?`;
-
-/** Any templated string (header values, body strings): RE2 and JavaScript syntax alike. */
-export const TEMPLATE_PATTERN = `^(${LITERAL_BEFORE}${PLACEHOLDER_SOURCE})*${LITERAL}$`;
-
-/**
  * Characters a step path may hold outside placeholders: those RFC 3986 allows in a path
  * and query, with "%" only as a percent-encoding. No "#" (a fragment is never sent), no
  * "\" (some URL parsers read it as "/"), no braces, spaces or controls.
@@ -74,7 +61,8 @@ export const PATH_TEMPLATE_PATTERN = `^/(${PATH_LITERAL_SOURCE}|${PLACEHOLDER_SO
 
 /**
  * A templated header value: placeholders and literal text without braces, CR, LF or NUL.
- * Narrower than TEMPLATE_PATTERN so the API server can afford to check it on every header.
+ * Literal braces are refused (unlike in a body) so the pattern stays small enough for the
+ * API server's CEL cost budget on every header.
  */
 export const HEADER_TEMPLATE_PATTERN = `^([^{}\\r\\n\\x00]|${PLACEHOLDER_SOURCE})*$`;
 
