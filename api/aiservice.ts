@@ -3,7 +3,11 @@ import { podOverrides } from './pod.js';
 import {
   GROUP_VERSION,
   HTTP_METHODS,
+  HEADER_NAME,
   ISTIO_RESERVED_PORTS,
+  boundedRecord,
+  headerMap,
+  headerValueSchema,
   SIDECAR_PORTS,
   celUniqueNames,
   condition,
@@ -15,6 +19,7 @@ import {
   objectMeta,
   resourceRequirements,
   secretKeyRef,
+  serviceName,
   withRules,
 } from './common.js';
 
@@ -54,8 +59,8 @@ const healthCheck = z
       .describe(
         'HTTP path the app answers with 2xx when healthy (ignored for gRPC, which uses grpc.health.v1).',
       ),
-    interval: duration('How often the app is probed.').default('10s'),
-    timeout: duration('How long one probe may take.').default('2s'),
+    interval: duration('How often the app is probed.', { max: '5m' }).default('10s'),
+    timeout: duration('How long one probe may take.', { max: '1m' }).default('2s'),
     failureThreshold: z
       .int()
       .min(1)
@@ -115,8 +120,7 @@ const consulDiscovery = z
     register: z.boolean().default(true).describe('Register each replica in Consul while it is ready.'),
     serviceName: dnsLabel('Name to register under; defaults to the AiService name.').optional(),
     tags: z.array(z.string().min(1).max(128)).max(32).default([]).describe('Consul service tags.'),
-    meta: z
-      .record(z.string().max(128), z.string().max(512))
+    meta: boundedRecord(z.string().min(1).max(128), z.string().max(512), 64)
       .default({})
       .describe('Consul service meta, e.g. weight and version (weight feeds weighted balancing).'),
   })
@@ -143,7 +147,13 @@ const loadBalancer = withRules(
         ),
       hashOn: z
         .strictObject({
-          header: z.string().min(1).max(256).optional().describe('Hash on this request header.'),
+          header: z
+            .string()
+            .min(1)
+            .max(256)
+            .regex(HEADER_NAME, { error: 'must be a header name' })
+            .optional()
+            .describe('Hash on this request header.'),
           cookie: z.string().min(1).max(256).optional().describe('Hash on this cookie.'),
           sourceIp: z.boolean().optional().describe('Hash on the caller address.'),
         })
@@ -182,7 +192,7 @@ const retries = withRules(
         .max(10)
         .default(2)
         .describe('Retries after the first try (0 turns retries off).'),
-      perTryTimeout: duration('Timeout of each try.').optional(),
+      perTryTimeout: duration('Timeout of each try.', { max: '1h' }).optional(),
       retryOn: z
         .array(z.enum(RETRY_ON))
         .max(RETRY_ON.length)
@@ -195,10 +205,11 @@ const retries = withRules(
         .describe('Status codes retried when retryOn has retriable-status-codes.'),
       backoff: z
         .strictObject({
-          initial: duration('Wait before the first retry; doubles on each retry, with jitter.').default(
-            '25ms',
-          ),
-          max: duration('Longest wait between retries.').default('250ms'),
+          initial: duration('Wait before the first retry; doubles on each retry, with jitter.', {
+            max: '1m',
+            zero: 'retries at once, every time',
+          }).default('25ms'),
+          max: duration('Longest wait between retries.', { max: '1m' }).default('250ms'),
         })
         .prefault({})
         .describe('Exponential backoff with full jitter.'),
@@ -222,12 +233,6 @@ const retries = withRules(
     .describe('Retry policy.'),
   [
     {
-      cel: "!has(self.perTryTimeout) || duration(self.perTryTimeout) > duration('0s')",
-      message: 'retries.perTryTimeout must be longer than 0s',
-      fieldPath: '.perTryTimeout',
-      check: (r) => r.perTryTimeout === undefined || durationMs(r.perTryTimeout) > 0 || ['perTryTimeout'],
-    },
-    {
       cel: 'duration(self.backoff.initial) <= duration(self.backoff.max)',
       message: 'retries.backoff.initial must not exceed retries.backoff.max',
       fieldPath: '.backoff.initial',
@@ -244,9 +249,9 @@ const circuitBreaker = z
       .max(1000)
       .default(5)
       .describe('Failures in a row (5xx, connect errors, timeouts) that open the breaker.'),
-    openFor: duration('How long the breaker stays open before letting trial requests through.').default(
-      '60s',
-    ),
+    openFor: duration('How long the breaker stays open before letting trial requests through.', {
+      max: '1h',
+    }).default('60s'),
     halfOpenRequests: z
       .int()
       .min(1)
@@ -256,12 +261,19 @@ const circuitBreaker = z
     maxConnections: z
       .int()
       .min(1)
+      .max(1_000_000)
       .optional()
       .describe('Most connections to the upstream (Istio connectionPool).'),
-    maxPendingRequests: z.int().min(1).optional().describe('Most requests waiting for a connection.'),
+    maxPendingRequests: z
+      .int()
+      .min(1)
+      .max(1_000_000)
+      .optional()
+      .describe('Most requests waiting for a connection.'),
     maxRequestsPerConnection: z
       .int()
       .min(1)
+      .max(1_000_000)
       .optional()
       .describe('Requests per keep-alive connection before it is recycled.'),
   })
@@ -275,10 +287,10 @@ const outlierDetection = z
       .max(1000)
       .default(5)
       .describe('5xx responses in a row that eject an instance.'),
-    interval: duration('How often ejections are evaluated.').default('10s'),
-    baseEjectionTime: duration(
-      'Ejection time; grows by this much with each ejection of the same instance.',
-    ).default('30s'),
+    interval: duration('How often ejections are evaluated.', { max: '1h' }).default('10s'),
+    baseEjectionTime: duration('Ejection time; grows by this much with each ejection of the same instance.', {
+      max: '1h',
+    }).default('30s'),
     maxEjectionPercent: z
       .int()
       .min(0)
@@ -295,17 +307,16 @@ const fallback = withRules(
       response: z
         .strictObject({
           status: z.int().min(100).max(599).default(200).describe('Status code of the static response.'),
-          headers: z
-            .record(z.string().max(256), z.string().max(4096))
-            .default({})
-            .describe('Response headers.'),
+          headers: headerMap('Response headers.', headerValueSchema('Header value.', 2048)).default({}),
           body: z.string().max(65536).default('').describe('Response body.'),
         })
         .optional()
         .describe('Answer with this static response.'),
       staleCache: z
         .strictObject({
-          maxAge: duration('Oldest cached GET response that may still be served.').default('5m'),
+          maxAge: duration('Oldest cached GET response that may still be served.', { max: '24h' }).default(
+            '5m',
+          ),
         })
         .optional()
         .describe('Serve the last good response to the same GET request.'),
@@ -327,7 +338,10 @@ const upstream = z
     port: port.optional().describe('Port of the upstream; defaults to the port discovery reports.'),
     protocol: z.enum(['http', 'grpc']).default('http').describe('http (HTTP/1.1 keep-alive) or grpc (h2c).'),
     loadBalancer: loadBalancer.prefault({}),
-    timeout: duration('Whole-request timeout, retries included.').optional(),
+    timeout: duration(
+      'Whole-request timeout, retries included; when unset, only retries.perTryTimeout and the caller bound the request.',
+      { max: '1h' },
+    ).optional(),
     retries: retries.optional(),
     circuitBreaker: circuitBreaker.optional(),
     outlierDetection: outlierDetection.optional(),
@@ -369,13 +383,21 @@ const provider = z
         requestsPerMinute: z
           .int()
           .min(1)
+          .max(1_000_000)
           .optional()
           .describe('Most requests per minute sent to this channel.'),
-        tokensPerMinute: z.int().min(1).optional().describe('Most tokens per minute sent to this channel.'),
+        tokensPerMinute: z
+          .int()
+          .min(1)
+          .max(1_000_000_000)
+          .optional()
+          .describe('Most tokens per minute sent to this channel.'),
       })
       .optional()
       .describe('Per-channel rate quota; a channel over quota is skipped until the minute rolls over.'),
-    timeout: duration('Timeout of one call to this channel.').default('60s'),
+    timeout: duration('Timeout of one call to this channel (a streamed answer included).', {
+      max: '1h',
+    }).default('60s'),
   })
   .describe('An OpenAI-compatible provider channel.');
 
@@ -383,13 +405,16 @@ const aiRouting = z
   .strictObject({
     cache: z
       .strictObject({
-        ttl: duration('How long a cached non-streamed completion is served.').default('300s'),
+        ttl: duration('How long a cached non-streamed completion is served.', { max: '24h' }).default('300s'),
         maxEntries: z.int().min(1).max(1_000_000).default(1000).describe('Most cached responses (LRU).'),
       })
       .optional()
       .describe('Response cache for identical non-streamed requests.'),
     circuitBreaker: circuitBreaker.optional().describe('Breaker applied to each channel.'),
-    cooldown: duration('How long a channel that answered 429 or 5xx is skipped.').default('30s'),
+    cooldown: duration('How long a channel that answered 429 or 5xx is skipped.', {
+      max: '1h',
+      zero: 'never skips a channel',
+    }).default('30s'),
   })
   .describe('Policy for routing AI calls across the provider channels.');
 
@@ -572,7 +597,7 @@ export const aiService = z
   .strictObject({
     apiVersion: z.literal(GROUP_VERSION),
     kind: z.literal('AiService'),
-    metadata: objectMeta,
+    metadata: objectMeta(serviceName),
     spec: aiServiceSpec,
     status: aiServiceStatus.optional(),
   })

@@ -7,7 +7,7 @@ import {
   providerSchema,
   upstreamSchema,
 } from './aiservice.js';
-import { SIDECAR_PORTS, dnsLabel, duration } from './common.js';
+import { SIDECAR_PORTS, dnsLabel, duration, subdomainName } from './common.js';
 import { sagaSpec } from './saga.js';
 
 /**
@@ -30,6 +30,7 @@ export const sidecarConfig = z
       .strictObject({
         address: z
           .string()
+          .max(256)
           .default('127.0.0.1')
           .describe('Address the sidecar listens on (loopback in a pod).'),
         outbound: z.int().min(1).max(65535).default(SIDECAR_PORTS.outbound).describe('Outbound proxy port.'),
@@ -58,29 +59,40 @@ export const sidecarConfig = z
         mode: z.enum(['consul', 'kubernetes', 'local']).default('consul'),
         consul: consulDiscoverySchema
           .extend({
-            address: z.string().default('127.0.0.1:8500').describe('host:port of the Consul agent HTTP API.'),
-            deregisterCriticalAfter: duration('Consul removes an instance critical for this long.').default(
-              '1m',
-            ),
+            address: z
+              .string()
+              .max(256)
+              .default('127.0.0.1:8500')
+              .describe('host:port of the Consul agent HTTP API.'),
+            deregisterCriticalAfter: duration('Consul removes an instance critical for this long.', {
+              min: '1m',
+              max: '24h',
+            }).default('1m'),
           })
           .prefault({}),
         kubernetes: z
-          .strictObject({ clusterDomain: z.string().default('cluster.local') })
+          .strictObject({ clusterDomain: z.string().max(253).default('cluster.local') })
           .prefault({})
           .describe('Kubernetes Service DNS mode.'),
       })
       .prefault({}),
-    upstreams: z.array(upstreamSchema).default([]),
+    upstreams: z.array(upstreamSchema).max(64).default([]),
     providers: z
       .array(
         providerSchema.omit({ apiKeySecretRef: true }).extend({
-          apiKeyFile: z.string().optional().describe('File holding the API key (a mounted Secret).'),
+          apiKeyFile: z
+            .string()
+            .max(4096)
+            .optional()
+            .describe('File holding the API key (a mounted Secret).'),
         }),
       )
+      .max(64)
       .default([]),
     aiRouting: aiRoutingSchema.optional(),
     sagas: z
-      .array(z.strictObject({ name: dnsLabel('Saga name.'), spec: sagaSpec }))
+      .array(z.strictObject({ name: subdomainName.describe('Saga name.'), spec: sagaSpec }))
+      .max(256)
       .default([])
       .describe('Sagas this sidecar orchestrates (the operator copies them from Saga resources).'),
     sagaStore: z
@@ -91,10 +103,11 @@ export const sidecarConfig = z
           .describe(
             "file: fsync'd files on local disk, one orchestrator; consul: Consul KV with session locks.",
           ),
-        path: z.string().default('/var/lib/aimesh/sagas').describe('Folder of the file store.'),
-        prefix: z.string().default('aimesh/sagas').describe('KV prefix of the Consul store.'),
+        path: z.string().max(4096).default('/var/lib/aimesh/sagas').describe('Folder of the file store.'),
+        prefix: z.string().max(256).default('aimesh/sagas').describe('KV prefix of the Consul store.'),
         sessionTtl: duration(
-          'How long a dead orchestrator holds its executions before a peer takes them.',
+          'How long a dead orchestrator holds its executions before a peer takes them (Consul session TTL).',
+          { min: '10s', max: '24h' },
         ).default('10s'),
       })
       .prefault({})

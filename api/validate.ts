@@ -28,8 +28,10 @@ export function validateResource(document: unknown): Validation {
   if (apiVersion !== GROUP_VERSION) {
     return fail('apiVersion', `must be "${GROUP_VERSION}" (got ${JSON.stringify(apiVersion)})`);
   }
+  // Own keys only: `kind: constructor` must not find Object's constructor.
+  if (typeof kind !== 'string' || !Object.hasOwn(schemasByKind, kind))
+    return fail('kind', `must be one of ${KINDS.join(', ')} (got ${JSON.stringify(kind)})`);
   const schema = schemasByKind[kind as keyof typeof schemasByKind];
-  if (!schema) return fail('kind', `must be one of ${KINDS.join(', ')} (got ${JSON.stringify(kind)})`);
   const parsed = schema.safeParse(document, { reportInput: true });
   if (parsed.success) return { ok: true, resource: parsed.data };
   return { ok: false, errors: parsed.error.issues.map(toFieldError) };

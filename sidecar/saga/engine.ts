@@ -7,7 +7,7 @@ import { context, SpanKind, SpanStatusCode, trace, TraceFlags, type Tracer } fro
 import { createHash, randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
-import { durationMs, renderTemplate, TemplateError, type SagaSpec } from '../../api/index.js';
+import { durationMs, renderStepRequest, TemplateError, type SagaSpec } from '../../api/index.js';
 import type { Logger } from '../../lib/log/index.js';
 import type { StepCaller } from './caller.js';
 import {
@@ -326,13 +326,9 @@ export class SagaEngine {
           .map((s) => [s.name, { response: s.response as NonNullable<typeof s.response> }]),
       ),
     };
-    let rendered: { path: string; headers: Record<string, string>; body: unknown };
+    let rendered: ReturnType<typeof renderStepRequest>;
     try {
-      rendered = {
-        path: String(renderTemplate(call.path, context)),
-        headers: renderTemplate(call.headers, context) as Record<string, string>,
-        body: call.body === undefined ? undefined : renderTemplate(call.body, context),
-      };
+      rendered = renderStepRequest(call, context, `step "${step.name}" ${action.phase}`);
     } catch (error) {
       if (!(error instanceof TemplateError)) throw error;
       return { ok: false, failure: { error: 'template' }, message: error.message };

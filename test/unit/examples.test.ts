@@ -15,6 +15,8 @@ interface Expected {
   field: string;
   schemaError: string;
   apiServerError: string | null;
+  /** Set when only the validating webhook (the same zod rules) can refuse the resource. */
+  refusedBy?: 'webhook';
   why?: string;
 }
 const expected = parse(readFileSync(join(INVALID, 'expected.yaml'), 'utf8')) as Expected[];
@@ -97,7 +99,15 @@ describe('examples/invalid/', () => {
     },
   );
 
-  it('says why wherever the API server cannot reject a resource itself', () => {
-    for (const entry of expected.filter((e) => e.apiServerError === null)) expect(entry.why).toBeTruthy();
+  it('says why, and that the webhook refuses it, wherever the API server cannot', () => {
+    for (const entry of expected.filter((e) => e.apiServerError === null)) {
+      expect({ file: entry.file, refusedBy: entry.refusedBy }).toEqual({
+        file: entry.file,
+        refusedBy: 'webhook',
+      });
+      expect(entry.why).toBeTruthy();
+    }
+    for (const entry of expected.filter((e) => e.apiServerError !== null))
+      expect(entry.refusedBy).toBeUndefined();
   });
 });

@@ -220,3 +220,142 @@ describe('durations', () => {
     expect(durationMs(text)).toBe(ms);
   });
 });
+
+describe('zero and upper bounds', () => {
+  it.each([
+    ['spec.upstreams[0].timeout', aiService({ upstreams: [{ name: 'a', timeout: '0s' }] })],
+    ['spec.healthCheck.timeout', aiService({ healthCheck: { timeout: '0ms' } })],
+    [
+      'spec.upstreams[0].circuitBreaker.openFor',
+      aiService({ upstreams: [{ name: 'a', circuitBreaker: { openFor: '0s' } }] }),
+    ],
+    ['spec.timeout', saga({ timeout: '0m', steps: [step('a')] })],
+    [
+      'spec.steps[0].action.timeout',
+      saga({ steps: [step('a', { action: { service: 's', path: '/a', timeout: '0s' } })] }),
+    ],
+  ])('refuses 0s for %s, saying what to write instead', (field, document) => {
+    expect(errorsOf(document)).toContain(
+      `${field}: must be longer than 0s (0s does not mean "no limit"); write a duration up to`,
+    );
+  });
+
+  it('accepts 0s where it is documented to mean "at once"', () => {
+    valid(
+      aiService({
+        upstreams: [{ name: 'a', retries: { backoff: { initial: '0s' } } }],
+        aiRouting: { cooldown: '0s' },
+      }),
+    );
+    valid(saga({ steps: [step('a', { retry: { backoff: { initial: '0s' } } })] }));
+  });
+
+  it.each([
+    [
+      'spec.upstreams[0].timeout: must be at most 1h',
+      aiService({ upstreams: [{ name: 'a', timeout: '61m' }] }),
+    ],
+    ['spec.timeout: must be at most 24h', saga({ timeout: '25h', steps: [step('a')] })],
+    [
+      'spec.upstreams[0].circuitBreaker.maxConnections: Too big',
+      aiService({ upstreams: [{ name: 'a', circuitBreaker: { maxConnections: 2_000_000 } }] }),
+    ],
+    [
+      'spec.providers[0].quota.requestsPerMinute: Too big',
+      aiService({
+        providers: [{ name: 'p', baseUrl: 'https://x.example', quota: { requestsPerMinute: 2_000_000 } }],
+      }),
+    ],
+  ])('refuses values over the bound: %s', (message, document) => {
+    expect(errorsOf(document)).toContain(message);
+  });
+
+  it('refuses a step body over 64 KiB of JSON (only zod and the webhook can see a body)', () => {
+    const body = { blob: 'x'.repeat(70_000) };
+    expect(errorsOf(saga({ steps: [step('a', { action: { service: 's', path: '/a', body } })] }))).toContain(
+      'body must be at most 65536 characters as JSON',
+    );
+  });
+
+  it('refuses more headers than the API server can check', () => {
+    const headers = Object.fromEntries(Array.from({ length: 17 }, (_, i) => [`x-h${i}`, 'v']));
+    expect(
+      errorsOf(saga({ steps: [step('a', { action: { service: 's', path: '/a', headers } })] })),
+    ).toContain('must have at most 16 entries');
+  });
+});
+
+describe('metadata as the API server checks it', () => {
+  const named = (document: Record<string, unknown>, metadata: Record<string, unknown>) => ({
+    ...document,
+    metadata,
+  });
+
+  it.each([
+    ['Bad_Name', 'metadata.name: must be a DNS-1123 subdomain'],
+    ['a'.repeat(254), 'metadata.name: must be a DNS-1123 subdomain'],
+    ['-flow', 'metadata.name: must be a DNS-1123 subdomain'],
+  ])('refuses Saga name %j', (name, message) => {
+    expect(errorsOf(named(saga({ steps: [step('a')] }), { name }))).toContain(message);
+  });
+
+  it('accepts a Saga name with dots, as the API server does', () => {
+    valid(named(saga({ steps: [step('a')] }), { name: 'orders.v2' }));
+  });
+
+  it.each(['svc.v2', '1svc', 'a'.repeat(64)])('refuses AiService name %j: it names a Service', (name) => {
+    expect(errorsOf(named(aiService({}), { name }))).toContain(
+      'metadata.name: must be at most 63 lowercase letters',
+    );
+  });
+
+  it('refuses a namespace, label or annotation the API server would refuse', () => {
+    expect(errorsOf(named(aiService({}), { name: 'svc', namespace: 'Team_A' }))).toContain(
+      'metadata.namespace: must be a DNS label',
+    );
+    expect(errorsOf(named(aiService({}), { name: 'svc', labels: { 'bad key!': 'v' } }))).toContain(
+      'metadata.labels.bad key!: key "bad key!" must be a name',
+    );
+    expect(errorsOf(named(aiService({}), { name: 'svc', labels: { team: 'x'.repeat(64) } }))).toContain(
+      'metadata.labels.team: a label value must be at most 63',
+    );
+    expect(
+      errorsOf(named(aiService({}), { name: 'svc', annotations: { note: 'x'.repeat(256 * 1024 + 1) } })),
+    ).toContain('metadata.annotations: annotations must be at most 256 KiB in all');
+    valid(named(aiService({}), { name: 'svc', labels: { 'app.kubernetes.io/name': 'svc' } }));
+  });
+});
+
+describe('step requests in the schema', () => {
+  const withAction = (action: Record<string, unknown>) =>
+    saga({ steps: [step('a', { action: { service: 's', ...action } })] });
+
+  it.each([
+    ['//evil.example/x', 'must start with one "/"'],
+    ['https://evil.example/x', 'must start with one "/"'],
+    ['/a/../b', 'must not hold a "." or ".." segment'],
+    ['/a/%2e%2E/b', 'must not hold a "." or ".." segment'],
+    ['/a/./b', 'must not hold a "." or ".." segment'],
+    ['/a#frag', 'must not hold "#" outside a placeholder'],
+    ['/a\\b', 'must not hold "\\\\" outside a placeholder'],
+    ['/a b', 'must not hold " " outside a placeholder'],
+    ['/a/{{ input.x }', 'is never closed'],
+    ['/a/{{ input.toString() }}', 'unexpected "("'],
+  ])('refuses path %j', (path, message) => {
+    expect(errorsOf(withAction({ path }))).toContain(message);
+  });
+
+  it('accepts a path with a query and percent-encoded literal text', () => {
+    valid(withAction({ path: '/a/%20b/{{ input.id }}?q={{ input.q }}&x=1' }));
+  });
+
+  it.each([
+    [{ Host: 'x' }, 'headers must not set host'],
+    [{ 'Idempotency-Key': 'x' }, 'headers must not set host'],
+    [{ 'bad name': 'x' }, 'header names may hold only'],
+    [{ 'x-a': 'a\nb' }, 'must not hold a line break or NUL'],
+    [{ 'x-a': '{a}' }, 'must not hold "{" or "}" outside a placeholder'],
+  ])('refuses headers %j', (headers, message) => {
+    expect(errorsOf(withAction({ path: '/a', headers }))).toContain(message);
+  });
+});

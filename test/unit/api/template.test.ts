@@ -1,5 +1,15 @@
 import { describe, expect, it } from '@jest/globals';
-import { TemplateError, parseTemplate, referencedStep, templateExpressions } from '../../../api/index.js';
+import {
+  DOT_SEGMENT_PATTERN,
+  HEADER_TEMPLATE_PATTERN,
+  PATH_TEMPLATE_PATTERN,
+  TemplateError,
+  headerTemplateProblem,
+  parseTemplate,
+  pathTemplateProblem,
+  referencedStep,
+  templateExpressions,
+} from '../../../api/index.js';
 
 describe('saga template language', () => {
   it('splits literal text and placeholders', () => {
@@ -49,5 +59,79 @@ describe('saga template language', () => {
   ])('rejects %s', (template, message) => {
     expect(() => parseTemplate(template)).toThrow(TemplateError);
     expect(() => parseTemplate(template)).toThrow(message);
+  });
+});
+
+describe('template patterns for the API server (RE2) agree with the parser', () => {
+  /** A small deterministic generator, so a failure names a string that fails every time. */
+  function* strings(atoms: string[], count: number, prefix = ''): Generator<string> {
+    let seed = 12345;
+    const next = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31);
+    for (let i = 0; i < count; i++) {
+      let s = prefix;
+      for (let n = 1 + (next() % 7); n > 0; n--) s += atoms[next() % atoms.length];
+      yield s;
+    }
+  }
+  const accepts = (check: () => unknown) => {
+    try {
+      check();
+      return true;
+    } catch (error) {
+      if (error instanceof TemplateError) return false;
+      throw error;
+    }
+  };
+
+  it('PATH_TEMPLATE_PATTERN and DOT_SEGMENT_PATTERN match exactly what the path checks accept', () => {
+    const pattern = new RegExp(PATH_TEMPLATE_PATTERN);
+    const dots = new RegExp(DOT_SEGMENT_PATTERN);
+    const atoms = [
+      '/',
+      '/',
+      '..',
+      '.',
+      '%2e',
+      '%2E',
+      '%zz',
+      '%41',
+      '?',
+      '#',
+      '\\',
+      '{',
+      '}',
+      ' ',
+      'a',
+      '=',
+      '&',
+    ];
+    const more = ['{{ input.x }}', '{{input.a[0]}}', '{{ steps.s.response.status }}', '{{ nope }}'];
+    const disagree = [...strings([...atoms, ...more], 20000, '/')].filter(
+      (s) =>
+        (pattern.test(s) && !s.startsWith('//') && !dots.test(s)) !==
+        (accepts(() => parseTemplate(s)) && pathTemplateProblem(s) === undefined),
+    );
+    expect(disagree).toEqual([]);
+  });
+
+  it('HEADER_TEMPLATE_PATTERN matches exactly what the header checks accept', () => {
+    const pattern = new RegExp(HEADER_TEMPLATE_PATTERN);
+    const atoms = ['{', '}', '{{ input.x }}', 'Bearer ', 'a', '\r', '\n', '\0', '{{ bad }}', '}}'];
+    const disagree = [...strings(atoms, 20000)].filter(
+      (s) => pattern.test(s) !== (accepts(() => parseTemplate(s)) && headerTemplateProblem(s) === undefined),
+    );
+    expect(disagree).toEqual([]);
+  });
+
+  it('reads known shapes only: a status has no fields, headers are read one by name', () => {
+    expect(() => parseTemplate('{{ steps.a.response.status.code }}')).toThrow(
+      'a response status is a number',
+    );
+    expect(() => parseTemplate('{{ steps.a.response.headers[0] }}')).toThrow('read one by name');
+    expect(() => parseTemplate('{{ steps.a.response.headers.etag }}')).not.toThrow();
+  });
+
+  it('refuses "}}" in literal text before a placeholder too', () => {
+    expect(() => parseTemplate('a}}b{{ input.x }}')).toThrow('without a matching');
   });
 });
