@@ -285,7 +285,7 @@ export const subdomainName = z
   .regex(DNS_SUBDOMAIN, { error: SUBDOMAIN_MESSAGE });
 
 /** A name that also names a Service: a DNS-1035 label. */
-const SERVICE_NAME_MESSAGE =
+export const SERVICE_NAME_MESSAGE =
   'must be at most 63 lowercase letters, digits and "-", starting with a letter and ending with a letter or digit (it names a Service)';
 export const serviceName = z
   .string()

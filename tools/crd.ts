@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { aiServiceSpec, aiServiceStatus } from '../api/aiservice.js';
-import { API_GROUP, API_VERSION, INT_OR_STRING } from '../api/common.js';
+import { API_GROUP, API_VERSION, INT_OR_STRING, SERVICE_NAME_MESSAGE } from '../api/common.js';
 import { sagaSpec, sagaStatus } from '../api/saga.js';
 
 type JsonSchema = { [key: string]: unknown };
@@ -31,8 +31,8 @@ const AGE_COLUMN = {
 
 const NAME_IS_DNS_LABEL = {
   rule: "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$') && self.metadata.name.size() <= 63",
-  message:
-    'metadata.name must be at most 63 lowercase letters, digits and "-", starting with a letter (it names Services and ServiceAccounts)',
+  // The same words as the zod rule, so kubectl apply and aimesh validate say the same thing.
+  message: `metadata.name ${SERVICE_NAME_MESSAGE}`,
 };
 
 const definitions: CrdDefinition[] = [

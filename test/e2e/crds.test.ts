@@ -85,8 +85,21 @@ describe('CRDs on a real API server', () => {
     );
     const sagas = await kubectl(['get', 'sagas', '--all-namespaces']);
     expect(sagas.stdout.split('\n')[0]).toMatch(/^NAMESPACE\s+NAME\s+ORCHESTRATOR\s+STEPS\s+READY\s+AGE$/);
-    // A printer column prints only the first match of its JSONPath: the first step.
-    expect(sagas.stdout).toMatch(/health-data\s+health-orchestrator\s+validate_user\s/);
+    // The step count comes from status (a JSONPath cannot count); the operator writes it.
+    const counted = await kubectl([
+      'patch',
+      'saga',
+      'health-data',
+      '-n',
+      'suoke-life',
+      '--subresource=status',
+      '--type=merge',
+      '-p',
+      '{"status":{"steps":4}}',
+    ]);
+    expect(counted.code).toBe(0);
+    const withSteps = await kubectl(['get', 'sagas', '-n', 'suoke-life']);
+    expect(withSteps.stdout).toMatch(/health-data\s+health-orchestrator\s+4\s/);
     const category = await kubectl(['get', 'aimesh', '--all-namespaces', '-o', 'name']);
     expect(category.stdout).toContain('aiservice.aimesh.io/');
     expect(category.stdout).toContain('saga.aimesh.io/');
