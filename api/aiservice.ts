@@ -126,13 +126,54 @@ const consulDiscovery = z
   })
   .describe('Consul registration.');
 
+/**
+ * Where Consul is and how to reach it, per AiService; unset fields take the cluster's
+ * defaults given to the operator (chart values `consul.*`). Consul as consul-k8s 1.x
+ * deploys it (servers, no client agent per node) works as well as node agents.
+ */
+const consulConnection = consulDiscovery.extend({
+  address: z
+    .string()
+    .max(256)
+    .regex(/^(https?:\/\/)?[A-Za-z0-9.\-]+(:[0-9]{1,5})?$/, {
+      error: 'must be host:port, or http(s)://host:port, of the Consul HTTP API',
+    })
+    .optional()
+    .describe(
+      "host:port, or https://host:port, of the Consul HTTP API (a server, or a node's agent). Default: the operator's consul.address, else the agent on the pod's node at $(HOST_IP):8500.",
+    ),
+  datacenter: dnsLabel(
+    'Consul datacenter to register in and discover from; the agent’s own when unset.',
+  ).optional(),
+  tokenSecretRef: secretKeyRef
+    .optional()
+    .describe(
+      'ACL token from a Secret key, mounted into the sidecar as a file (never an environment variable).',
+    ),
+  tls: z
+    .strictObject({
+      caSecretRef: secretKeyRef
+        .optional()
+        .describe('CA certificate (PEM) that signed the Consul server certificate.'),
+      serverName: z.string().max(253).optional().describe('Name to verify in the server certificate (SNI).'),
+    })
+    .optional()
+    .describe('TLS to Consul; implied by an https:// address.'),
+  healthCheck: z
+    .enum(['ttl', 'app'])
+    .default('ttl')
+    .describe(
+      "ttl: the sidecar checks the app on loopback and reports the result to Consul, so Consul never calls the pod (works under STRICT mTLS and AuthorizationPolicy); app: Consul calls the app's health check itself.",
+    ),
+});
+
 const discovery = z
   .strictObject({
     mode: z
       .enum(['consul', 'kubernetes'])
       .default('consul')
       .describe('Where the sidecar finds upstream instances: Consul catalog, or Kubernetes Service DNS.'),
-    consul: consulDiscovery.prefault({}),
+    consul: consulConnection.prefault({}),
   })
   .describe('How this service is registered and how its upstreams are found.');
 

@@ -145,6 +145,8 @@ export const secretKeyRef = z
   })
   .describe('A key of a Secret in the resource namespace.');
 
+export type SecretKeyRef = z.output<typeof secretKeyRef>;
+
 export const condition = z
   .strictObject({
     type: z

@@ -68,6 +68,30 @@ export const sidecarConfig = z
               min: '1m',
               max: '24h',
             }).default('1m'),
+            datacenter: z
+              .string()
+              .max(63)
+              .optional()
+              .describe('Consul datacenter; the agent’s own when unset.'),
+            tokenFile: z
+              .string()
+              .max(4096)
+              .optional()
+              .describe('File holding the ACL token (re-read when it changes).'),
+            caFile: z
+              .string()
+              .max(4096)
+              .optional()
+              .describe('PEM CA to verify an https:// Consul address with.'),
+            tlsServerName: z
+              .string()
+              .max(253)
+              .optional()
+              .describe('Name to verify in the Consul certificate.'),
+            check: z
+              .enum(['ttl', 'app'])
+              .default('app')
+              .describe('ttl: the sidecar reports the app’s health; app: Consul calls the app.'),
           })
           .prefault({}),
         kubernetes: z

@@ -9,10 +9,12 @@ import { canonicalJson } from '../lib/json/index.js';
 import type { RenderInput } from './inputs.js';
 import { addIstioPolicies } from './istio.js';
 import { sidecarConfigFor } from './sidecar-config.js';
+import { applyConsulConnection, consulConnection, type ConsulDefaults } from './consul.js';
 import { applyPodOverrides, propagateLabels } from './pod.js';
 import { addWorkload, markNativeSidecar } from './workload.js';
 
 export { sidecarConfigFor } from './sidecar-config.js';
+export { consulConnection, type ConsulDefaults } from './consul.js';
 export { namespaceOf, renderInputFor, renderInputs, servicesOfSaga, type RenderInput } from './inputs.js';
 export { asksForIstio } from './istio.js';
 export { sagasOrchestratedBy, stepServices, grantsFor, istioPath } from './saga.js';
@@ -36,6 +38,8 @@ export interface RenderOptions {
    * default to true, and `aimesh render --no-istio` turns it off.
    */
   istio?: boolean;
+  /** The cluster's Consul: address, datacenter, token and CA Secrets (per-AiService fields win). */
+  consul?: ConsulDefaults;
   clusterDomain?: string;
   /** Istio trust domain used in caller principals. */
   trustDomain?: string;
@@ -63,7 +67,8 @@ export interface KubeObject {
 export function renderAiService(input: RenderInput, options: RenderOptions = {}): KubeObject[] {
   const { resource, namespace, sagas } = input;
   const chart = new Chart(new App(), resource.metadata.name, { disableResourceNameHashes: true });
-  const config = sidecarConfigFor(resource, namespace, sagas);
+  const consul = consulConnection(resource, options.consul);
+  const config = sidecarConfigFor(resource, namespace, sagas, consul);
   addWorkload(chart, resource, {
     namespace,
     sidecarImage: options.sidecarImage ?? DEFAULT_SIDECAR_IMAGE,
@@ -79,6 +84,7 @@ export function renderAiService(input: RenderInput, options: RenderOptions = {})
   }
   const objects = chart.toJson() as KubeObject[];
   if (resource.spec.sidecar.enabled && resource.spec.sidecar.native) markNativeSidecar(objects);
+  applyConsulConnection(objects, resource, consul);
   applyPodOverrides(objects, resource);
   propagateLabels(objects, resource);
   if (options.owner) {

@@ -1,4 +1,5 @@
 import { sidecarConfig, type AiService, type Saga, type SidecarConfig } from '../api/index.js';
+import { consulConfigFields, consulConnection, type ConsulConnection } from './consul.js';
 import { sagasOrchestratedBy, stepServices } from './saga.js';
 
 /** Where provider API keys are mounted in the sidecar, one folder per provider channel. */
@@ -10,6 +11,7 @@ export function sidecarConfigFor(
   resource: AiService,
   namespace: string,
   sagas: readonly Saga[] = [],
+  consul: ConsulConnection = consulConnection(resource),
 ): SidecarConfig {
   const { spec, metadata } = resource;
   const orchestrated = sagasOrchestratedBy(metadata.name, sagas);
@@ -28,7 +30,13 @@ export function sidecarConfigFor(
     },
     discovery: {
       mode: spec.discovery.mode,
-      consul: { ...spec.discovery.consul, serviceName: spec.discovery.consul.serviceName ?? metadata.name },
+      consul: {
+        register: spec.discovery.consul.register,
+        tags: spec.discovery.consul.tags,
+        meta: spec.discovery.consul.meta,
+        serviceName: spec.discovery.consul.serviceName ?? metadata.name,
+        ...consulConfigFields(consul),
+      },
     },
     upstreams: [...spec.upstreams, ...stepUpstreams],
     providers: spec.providers.map(({ apiKeySecretRef, ...provider }) => ({

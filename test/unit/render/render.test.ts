@@ -315,6 +315,63 @@ describe('renderAiService', () => {
     }
   });
 
+  it("points the sidecar at the cluster's Consul, with its token and CA mounted as files, per-AiService fields winning", () => {
+    const nodeAgent = render(aiService({}));
+    const sidecarOf = (objects: KubeObject[]) => {
+      const pod = find(objects, 'Deployment')?.spec.template.spec;
+      return {
+        pod,
+        sidecar: [...pod.containers, ...(pod.initContainers ?? [])].find(
+          (c: Any) => c.name === 'aimesh-sidecar',
+        ),
+      };
+    };
+    expect(sidecarOf(nodeAgent).sidecar.env).toContainEqual({
+      name: 'CONSUL_HTTP_ADDR',
+      value: '$(HOST_IP):8500',
+    });
+
+    const objects = render(
+      aiService({ discovery: { consul: { datacenter: 'dc2', tls: { serverName: 'server.dc2.consul' } } } }),
+      {
+        consul: {
+          address: 'https://consul-server.consul.svc:8501',
+          datacenter: 'dc1',
+          tokenSecretRef: { name: 'consul-token', key: 'token' },
+          caSecretRef: { name: 'consul-ca', key: 'tls.crt' },
+        },
+      },
+    );
+    const { pod, sidecar } = sidecarOf(objects);
+    expect(sidecar.env).toContainEqual({
+      name: 'CONSUL_HTTP_ADDR',
+      value: 'https://consul-server.consul.svc:8501',
+    });
+    expect(JSON.stringify(sidecar.env)).not.toContain('consul-token');
+    expect(pod.volumes).toContainEqual({
+      name: 'aimesh-consul',
+      projected: {
+        sources: [
+          { secret: { name: 'consul-token', items: [{ key: 'token', path: 'token' }] } },
+          { secret: { name: 'consul-ca', items: [{ key: 'tls.crt', path: 'ca.crt' }] } },
+        ],
+      },
+    });
+    expect(sidecar.volumeMounts).toContainEqual({
+      name: 'aimesh-consul',
+      mountPath: '/var/run/secrets/aimesh/consul',
+      readOnly: true,
+    });
+    const config = JSON.parse(Object.values(find(objects, 'ConfigMap')?.data ?? {})[0] as string);
+    expect(config.discovery.consul).toMatchObject({
+      datacenter: 'dc2',
+      tokenFile: '/var/run/secrets/aimesh/consul/token',
+      caFile: '/var/run/secrets/aimesh/consul/ca.crt',
+      tlsServerName: 'server.dc2.consul',
+      check: 'ttl',
+    });
+  });
+
   it('sets a controller owner reference when asked, and is deterministic without mutating its input', () => {
     const resource = aiService({ replicas: 2, upstreams: [{ name: 'rag-service' }] });
     const before = JSON.stringify(resource);
