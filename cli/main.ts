@@ -1,4 +1,5 @@
-#!/usr/bin/env node
+import { resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { runValidate } from './validate.js';
 
@@ -165,9 +166,18 @@ function splitAddress(address: string): [string, number] {
   return [address.slice(0, at), port];
 }
 
-try {
-  process.exitCode = await main(process.argv.slice(2));
-} catch (error) {
-  process.stderr.write(`aimesh: ${error instanceof Error ? error.message : String(error)}\n`);
-  process.exitCode = 2;
+/** Runs one `aimesh` command line (without the program name) and returns its exit code. */
+export async function runCli(argv: string[]): Promise<number> {
+  try {
+    return await main(argv);
+  } catch (error) {
+    process.stderr.write(`aimesh: ${error instanceof Error ? error.message : String(error)}\n`);
+    return 2;
+  }
+}
+
+// Run as a program (`tsx cli/main.ts`, how the tests and `npm run aimesh` start it); the
+// installed `aimesh` goes through bin.ts, which checks the Node version first.
+if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  process.exitCode = await runCli(process.argv.slice(2));
 }
