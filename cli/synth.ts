@@ -106,10 +106,16 @@ function renderErrors(error: unknown): FieldError[] {
   return [{ field: '', message: `cannot render: ${describe(error)}` }];
 }
 
-/** The example systems: every folder of examples/ except the intentionally invalid ones. */
+/** Folders of examples/ that are not a system written as aimesh resources. */
+const NOT_SYSTEMS = new Set([
+  'invalid', // resources that must fail, with their errors
+  'cdk8s-app', // a cdk8s app in TypeScript that uses the package's constructs
+]);
+
+/** The example systems: every folder of examples/ that holds a system's resources. */
 export function exampleSystems(examplesDir: string): string[] {
   return readdirSync(examplesDir)
-    .filter((entry) => entry !== 'invalid' && statSync(join(examplesDir, entry)).isDirectory())
+    .filter((entry) => !NOT_SYSTEMS.has(entry) && statSync(join(examplesDir, entry)).isDirectory())
     .sort()
     .map((entry) => join(examplesDir, entry));
 }
