@@ -188,7 +188,7 @@ describe('a cdk8s app using aimesh/cdk8s, installed from the tarball', () => {
   });
 
   it('synthesizes custom resources that the API server accepts', async () => {
-    await mustRun('npx', ['cdk8s', 'synth'], app);
+    await mustRun('npx', ['cdk8s', 'synth', '--check-upgrade=false'], app);
     const text = readFileSync(join(app, 'dist', 'shop.k8s.yaml'), 'utf8');
     expect(parseYaml(text).map((o) => `${o.kind}/${o.metadata.name}`)).toEqual([
       'AiService/payments',
@@ -202,8 +202,10 @@ describe('a cdk8s app using aimesh/cdk8s, installed from the tarball', () => {
   });
 
   it('in rendered mode synthesizes exactly what the render gives for the same resources', async () => {
-    await mustRun('npx', ['cdk8s', 'synth', '--output', 'dist/resources'], app);
-    await mustRun('npx', ['cdk8s', 'synth', '--output', 'dist/rendered'], app, { AIMESH_MODE: 'rendered' });
+    await mustRun('npx', ['cdk8s', 'synth', '--check-upgrade=false', '--output', 'dist/resources'], app);
+    await mustRun('npx', ['cdk8s', 'synth', '--check-upgrade=false', '--output', 'dist/rendered'], app, {
+      AIMESH_MODE: 'rendered',
+    });
     const resources = validateFiles([join(app, 'dist', 'resources')]).map((r) => {
       expect(r.errors).toEqual([]);
       return r.resource as NonNullable<typeof r.resource>;
@@ -228,7 +230,7 @@ describe('a cdk8s app using aimesh/cdk8s, installed from the tarball', () => {
     writeFileSync(join(app, 'invalid.ts'), invalid);
     const synth = await run(
       'npx',
-      ['cdk8s', 'synth', '--app', 'npx tsx invalid.ts', '--output', 'dist/invalid'],
+      ['cdk8s', 'synth', '--check-upgrade=false', '--app', 'npx tsx invalid.ts', '--output', 'dist/invalid'],
       app,
     );
     expect(synth.code).not.toBe(0);
