@@ -8,7 +8,6 @@
 import { ApiObject, App, Chart, YamlOutputType, type ApiObjectMetadata, type ChartProps } from 'cdk8s';
 import { Construct } from 'constructs';
 import {
-  DNS_LABEL,
   GROUP_VERSION,
   formatErrors,
   validateResource,
@@ -190,6 +189,9 @@ export class Saga extends Construct {
 
 type AimeshConstruct = AiService | Saga;
 
+/** The CRDs' rule for metadata.name (tools/crd.ts): it names Services and ServiceAccounts. */
+const RESOURCE_NAME = /^[a-z]([-a-z0-9]*[a-z0-9])?$/;
+
 const constructOfResource = new WeakMap<Resource, AimeshConstruct>();
 const validated = new WeakMap<AimeshConstruct, Resource>();
 
@@ -233,12 +235,15 @@ function callOf({ service, ...call }: SagaActionProps): ActionInput {
   return { ...call, service: service instanceof AiService ? service.name : service.kubernetesService };
 }
 
-/** The same checks as `aimesh validate` and the API server, as `field: message` lines. */
+/**
+ * The same checks as the API server: the schema through `validateResource` (as `aimesh
+ * validate`), and the CRD's own rule on metadata.name (tools/crd.ts), which names Services.
+ */
 function validationErrors(construct: AimeshConstruct): string[] {
   const errors: string[] = [];
-  if (!DNS_LABEL.test(construct.name) || construct.name.length > 63) {
+  if (!RESOURCE_NAME.test(construct.name) || construct.name.length > 63) {
     errors.push(
-      `metadata.name: "${construct.name}" must be a DNS label: lowercase letters, digits and "-" (set the name prop, or use such an id)`,
+      `metadata.name: "${construct.name}" must be at most 63 lowercase letters, digits and "-", starting with a letter (set the name prop, or use such an id)`,
     );
   }
   const result = validateResource(construct.manifest());

@@ -1,4 +1,5 @@
 import { describe, expect, it } from '@jest/globals';
+import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse, parseAllDocuments } from 'yaml';
@@ -221,6 +222,24 @@ describe('Helm chart charts/aimesh-operator', () => {
     expect(await canI('patch', 'deployments.apps', 'default', account)).toBe(false);
     expect(await canI('watch', 'aiservices.aimesh.io', 'default', account)).toBe(false);
     expect(await canI('update', 'leases.coordination.k8s.io', namespace, account)).toBe(true);
+  });
+});
+
+describe('CRD upgrades', () => {
+  it('apply from the CLI of the new version over the installed CRDs', async () => {
+    const crds = spawnSync(process.execPath, ['--import', 'tsx', join(REPO_DIR, 'cli', 'main.ts'), 'crds'], {
+      encoding: 'utf8',
+      cwd: REPO_DIR,
+    });
+    expect(crds.status).toBe(0);
+    const applied = await kubectl(['apply', '--server-side', '-f', '-'], crds.stdout);
+    expect(applied.stderr).toBe('');
+    expect(applied.stdout).toContain(
+      'customresourcedefinition.apiextensions.k8s.io/aiservices.aimesh.io serverside-applied',
+    );
+    expect(applied.stdout).toContain(
+      'customresourcedefinition.apiextensions.k8s.io/sagas.aimesh.io serverside-applied',
+    );
   });
 });
 

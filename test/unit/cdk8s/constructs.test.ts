@@ -113,7 +113,7 @@ describe('AiService and Saga constructs', () => {
       /\[bad\/core\] spec\.replicas: set either replicas or autoscaling, not both/,
     );
     expect(() => app.synth()).toThrow(
-      /\[bad\/Not_A_Label\] metadata\.name: "Not_A_Label" must be a DNS label/,
+      /\[bad\/Not_A_Label\] metadata\.name: "Not_A_Label" must be at most 63 lowercase letters, digits and "-", starting with a letter/,
     );
   });
 
