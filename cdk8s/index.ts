@@ -12,17 +12,18 @@ import {
   formatErrors,
   validateResource,
   type AiService as AiServiceResource,
-  type AiServiceInput,
   type Resource,
   type Saga as SagaResource,
-  type SagaInput,
 } from '../api/index.js';
 import { renderAiService, renderInputs, type KubeObject, type RenderOptions } from '../render/index.js';
 
-/** `spec` of an AiService as written in YAML (defaults may be left out). */
-export type AiServiceSpecProps = AiServiceInput['spec'];
-/** `spec` of a Saga as written in YAML. */
-export type SagaSpecInput = SagaInput['spec'];
+import type { AiServiceSpecProps, SagaSpecInput } from './spec-types.js';
+
+/**
+ * `AiServiceSpecProps` is the AiService spec as written in YAML (defaults may be left out)
+ * and `SagaSpecInput` the Saga's, both with the API's field descriptions.
+ */
+export type { AiServiceSpecProps, SagaSpecInput };
 type StepInput = SagaSpecInput['steps'][number];
 type ActionInput = StepInput['action'];
 

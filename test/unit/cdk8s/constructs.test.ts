@@ -14,7 +14,9 @@ import {
   AiService,
   AimeshChart,
   Saga,
+  type AiServiceSpecProps,
   type AimeshChartMode,
+  type SagaSpecInput,
   type SagaStepProps,
 } from '../../../cdk8s/index.js';
 import { renderFiles } from '../../../cli/synth.js';
@@ -82,7 +84,22 @@ function readExample(folder: string): (AiServiceInput | SagaInput)[] {
   );
 }
 
+/** True only when each type is assignable to the other. */
+type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
+
 describe('AiService and Saga constructs', () => {
+  it('take props typed exactly as the API schemas accept them (cdk8s/spec-types.ts)', () => {
+    // A compile-time check: typecheck fails when the generated types drift from z.input.
+    const same: [Same<AiServiceSpecProps, AiServiceInput['spec']>, Same<SagaSpecInput, SagaInput['spec']>] = [
+      true,
+      true,
+    ];
+    expect(same).toEqual([true, true]);
+    expect(readFileSync(join(REPO_DIR, 'cdk8s', 'spec-types.ts'), 'utf8')).toContain(
+      '/** Container image of the app. */\n  image: string;',
+    );
+  });
+
   it('emit the custom resources as written, saga references as names', () => {
     const objects = Testing.synth(minimal(Testing.app()));
     expect(objects.map((o) => `${o.kind}/${o.metadata.namespace}/${o.metadata.name}`)).toEqual([
