@@ -16,7 +16,6 @@ import {
   type Saga as SagaResource,
 } from '../api/index.js';
 import { renderAiService, renderInputs, type KubeObject, type RenderOptions } from '../render/index.js';
-
 import type { AiServiceSpecProps, SagaSpecInput } from './spec-types.js';
 
 /**
