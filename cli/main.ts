@@ -3,12 +3,12 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { AIMESH_VERSION } from '../api/index.js';
 import { describe } from '../lib/errors/index.js';
-import { UsageError, commandHelp, overview } from './help.js';
+import { COMMANDS, UsageError, commandHelp, overview } from './help.js';
 import { runValidate } from './validate.js';
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...args] = argv;
-  if (command !== undefined && wantsHelp(args)) return printHelp(command);
+  if (command !== undefined && COMMANDS[command] && wantsHelp(args)) return printHelp(command);
   switch (command) {
     case 'validate':
       if (args.length === 0) throw new UsageError('validate needs at least one file, folder or "-"', command);

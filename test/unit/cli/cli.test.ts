@@ -57,6 +57,13 @@ describe('aimesh help', () => {
     },
   );
 
+  it('has a help page for every command main.ts runs', () => {
+    const source = readFileSync(join(REPO_DIR, 'cli', 'main.ts'), 'utf8');
+    const commands = [...source.matchAll(/^ {4}case '([a-z][a-z-]*)':/gm)].map((m) => m[1]);
+    expect(commands.length).toBeGreaterThan(5);
+    expect(commands.filter((c) => !COMMANDS[c as string])).toEqual([]);
+  });
+
   it('lists every command, and a bare "aimesh" prints it to stderr with exit code 2', async () => {
     expect(await runCli(['--help'])).toBe(0);
     for (const command of Object.keys(COMMANDS)) expect(out).toMatch(new RegExp(`^  ${command} `, 'm'));
