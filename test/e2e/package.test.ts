@@ -77,12 +77,19 @@ function sha256(...parts: (string | Buffer)[]): string {
   return hash.digest('hex').slice(0, 16);
 }
 
-/** A folder prepared once per key: `prepare` runs in a temporary folder renamed into place on success. */
+/**
+ * A folder prepared once per `<kind>-<hash>` key, marked complete only when `prepare`
+ * succeeded. Preparing a new one removes the other folders of its kind: they belong to
+ * older tarballs and would only fill the disk.
+ */
 async function cached(key: string, prepare: (dir: string) => Promise<void>): Promise<string> {
   const dir = join(CACHE, key);
   if (existsSync(join(dir, '.complete'))) return dir;
   mkdirSync(CACHE, { recursive: true });
-  rmSync(dir, { recursive: true, force: true });
+  const kind = key.slice(0, key.lastIndexOf('-') + 1);
+  for (const old of readdirSync(CACHE).filter((d) => d.startsWith(kind))) {
+    rmSync(join(CACHE, old), { recursive: true, force: true });
+  }
   mkdirSync(dir);
   await prepare(dir);
   writeFileSync(join(dir, '.complete'), '');
