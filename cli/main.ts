@@ -1,29 +1,17 @@
-#!/usr/bin/env node
+import { resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { AIMESH_VERSION } from '../api/index.js';
+import { describe } from '../lib/errors/index.js';
+import { COMMANDS, UsageError, commandHelp, overview } from './help.js';
 import { runValidate } from './validate.js';
-
-const USAGE = `usage: aimesh <command> [arguments]
-
-commands:
-  validate <file-or-folder>...   check AiService and Saga resources against the aimesh.io/v1alpha1 schemas
-  render [--out dir] <file-or-folder>...
-                                 write the objects the operator would apply for each AiService (default dir:
-                                 dist/manifests); the same render function as the operator and cdk8s synth
-  operator [flags]               run the controller (flags: --kubeconfig, --namespace, --probe-address,
-                                 --leader-elect=false, --lease-namespace, --workers, --sidecar-image)
-  sidecar --config <file> [flags]
-                                 run the sidecar (flags: --advertise-address, --instance-id,
-                                 --admin-address, --consul-address, --drain-seconds, --local-registry)
-  run --config <file> -- <command> [args...]
-                                 run an app and its sidecar on one machine (local registry, no cluster)
-  saga proto                     print the .proto of the saga gRPC API (port 4703), to generate clients
-  crds                           print the CustomResourceDefinitions as YAML
-`;
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...args] = argv;
+  if (command !== undefined && COMMANDS[command] && wantsHelp(args)) return printHelp(command);
   switch (command) {
     case 'validate':
+      if (args.length === 0) throw new UsageError('validate needs at least one file, folder or "-"', command);
       return runValidate(args);
     case 'operator':
       return runOperatorCommand(args);
@@ -36,7 +24,7 @@ async function main(argv: string[]): Promise<number> {
       return runApp(args);
     }
     case 'saga': {
-      if (args[0] !== 'proto') throw new UsageError('usage: aimesh saga proto');
+      if (args[0] !== 'proto') throw new UsageError('the saga command has one subcommand: proto', command);
       const { SAGA_PROTO } = await import('../sidecar/saga/index.js');
       process.stdout.write(SAGA_PROTO);
       return 0;
@@ -51,15 +39,38 @@ async function main(argv: string[]): Promise<number> {
       );
       return 0;
     }
-    case undefined:
+    case 'version':
+    case '--version':
+      process.stdout.write(`${AIMESH_VERSION}\n`);
+      return 0;
     case 'help':
+      return args[0] === undefined ? printHelp(undefined) : printHelp(args[0]);
     case '--help':
-      process.stdout.write(USAGE);
-      return command === undefined ? 2 : 0;
-    default:
-      process.stderr.write(`aimesh: unknown command "${command}"\n${USAGE}`);
+    case '-h':
+      return printHelp(undefined);
+    case undefined:
+      process.stderr.write(overview());
       return 2;
+    default:
+      throw new UsageError(`unknown command "${command}"`);
   }
+}
+
+/** `--help` or `-h` among a command's own arguments (not those after `--`, which are an app's). */
+function wantsHelp(args: string[]): boolean {
+  const own = args.includes('--') ? args.slice(0, args.indexOf('--')) : args;
+  return own.includes('--help') || own.includes('-h');
+}
+
+function printHelp(command: string | undefined): number {
+  if (command === undefined) {
+    process.stdout.write(overview());
+    return 0;
+  }
+  const page = commandHelp(command);
+  if (!page) throw new UsageError(`unknown command "${command}"`);
+  process.stdout.write(page);
+  return 0;
 }
 
 async function runOperatorCommand(args: string[]): Promise<number> {
@@ -80,7 +91,7 @@ async function runOperatorCommand(args: string[]): Promise<number> {
   const [host, port] = splitAddress(values['probe-address']);
   const workers = Number(values.workers);
   if (!Number.isInteger(workers) || workers < 1)
-    throw new UsageError('--workers must be a whole number of at least 1');
+    throw new UsageError('--workers must be a whole number of at least 1', 'operator');
   const { runOperator } = await import('../operator/index.js');
   const operator = await runOperator({
     kubeconfig: values.kubeconfig,
@@ -105,11 +116,24 @@ async function runRenderCommand(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args,
     allowPositionals: true,
-    options: { out: { type: 'string', default: 'dist/manifests' } },
+    options: {
+      out: { type: 'string', default: 'dist/manifests' },
+      namespace: { type: 'string' },
+      'sidecar-image': { type: 'string' },
+    },
   });
-  if (positionals.length === 0) throw new UsageError('render needs at least one file or folder');
+  if (positionals.length === 0)
+    throw new UsageError('render needs at least one file, folder or "-"', 'render');
   const { synthesize, printSynthResult } = await import('./synth.js');
-  const result = synthesize(positionals, values.out);
+  const result = synthesize(
+    positionals,
+    values.out,
+    {
+      ...(values.namespace ? { namespace: values.namespace } : {}),
+      ...(values['sidecar-image'] ? { sidecarImage: values['sidecar-image'] } : {}),
+    },
+    progress,
+  );
   printSynthResult(result, values.out);
   return result.invalid.length > 0 ? 1 : 0;
 }
@@ -128,10 +152,10 @@ async function runSidecarCommand(args: string[]): Promise<number> {
     },
   });
   if (!values.config)
-    throw new UsageError('sidecar needs --config <file> (the sidecar config the operator writes)');
+    throw new UsageError('sidecar needs --config <file> (the sidecar config the operator writes)', 'sidecar');
   const drainSeconds = Number(values['drain-seconds']);
   if (!Number.isFinite(drainSeconds) || drainSeconds < 0)
-    throw new UsageError('--drain-seconds must be a number of seconds, e.g. 10');
+    throw new UsageError('--drain-seconds must be a number of seconds, e.g. 10', 'sidecar');
   const { runSidecar } = await import('../sidecar/index.js');
   const podName = process.env.POD_NAME;
   const sidecar = await runSidecar({
@@ -154,20 +178,57 @@ async function runSidecarCommand(args: string[]): Promise<number> {
   return 0;
 }
 
-class UsageError extends Error {}
+/** Render progress on a terminal, one line rewritten in place; nothing when piped. */
+function progress(done: number, total: number, name: string): void {
+  if (!process.stderr.isTTY || total < 2) return;
+  process.stderr.write(`\rrendering ${done + 1}/${total} ${name}\x1b[K`);
+  if (done + 1 === total) process.stderr.write('\r\x1b[K');
+}
 
 function splitAddress(address: string): [string, number] {
   const at = address.lastIndexOf(':');
   const port = Number(address.slice(at + 1));
   if (at < 0 || !Number.isInteger(port) || port < 0 || port > 65535) {
-    throw new UsageError(`--probe-address must be host:port, e.g. 127.0.0.1:8081 (got "${address}")`);
+    throw new UsageError(
+      `--probe-address must be host:port, e.g. 127.0.0.1:8081 (got "${address}")`,
+      'operator',
+    );
   }
   return [address.slice(0, at), port];
 }
 
-try {
-  process.exitCode = await main(process.argv.slice(2));
-} catch (error) {
-  process.stderr.write(`aimesh: ${error instanceof Error ? error.message : String(error)}\n`);
-  process.exitCode = 2;
+/** Runs one `aimesh` command line (without the program name) and returns its exit code. */
+export async function runCli(argv: string[]): Promise<number> {
+  try {
+    return await main(argv);
+  } catch (error) {
+    return report(error, argv[0]);
+  }
+}
+
+/**
+ * The exit codes in help.ts: 2 for a command line that cannot run, 1 for anything else.
+ * Only the message is printed; a stack trace or an error object is for aimesh's bugs.
+ */
+function report(error: unknown, command: string | undefined): number {
+  if (error instanceof UsageError || isParseArgsError(error)) {
+    const about = error instanceof UsageError ? error.command : command;
+    const hint = about && commandHelp(about) ? `aimesh ${about} --help` : 'aimesh help';
+    process.stderr.write(`aimesh: ${(error as Error).message}\nrun "${hint}" for usage\n`);
+    return 2;
+  }
+  process.stderr.write(`aimesh: ${describe(error)}\n`);
+  return 1;
+}
+
+/** node:util parseArgs refuses unknown flags and missing values with these codes. */
+function isParseArgsError(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS');
+}
+
+// Run as a program (`tsx cli/main.ts`, how the tests and `npm run aimesh` start it); the
+// installed `aimesh` goes through bin.ts, which checks the Node version first.
+if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  process.exitCode = await runCli(process.argv.slice(2));
 }

@@ -8,6 +8,7 @@
 import { spawn } from 'node:child_process';
 import { parseArgs } from 'node:util';
 import { loadSidecarConfig } from '../sidecar/config/index.js';
+import { UsageError } from './help.js';
 
 export async function runApp(argv: string[]): Promise<number> {
   const separator = argv.indexOf('--');
@@ -21,7 +22,7 @@ export async function runApp(argv: string[]): Promise<number> {
   });
   const command = separator === -1 ? [] : argv.slice(separator + 1);
   if (!values.config || command.length === 0) {
-    throw new Error('usage: aimesh run --config <sidecar config> [--registry <dir>] -- <command> [args...]');
+    throw new UsageError('run needs --config <sidecar config> and -- <command> [args...]', 'run');
   }
   const loaded = loadSidecarConfig(values.config);
   if (!loaded.ok) throw new Error(`invalid sidecar config:\n  ${loaded.errors.join('\n  ')}`);

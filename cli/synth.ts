@@ -7,8 +7,16 @@ import { mkdirSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
-import type { AiService, Saga } from '../api/index.js';
-import { renderAiService, renderInputs, type KubeObject, type RenderOptions } from '../render/index.js';
+import { ZodError } from 'zod';
+import { fieldPath, type AiService, type FieldError, type Saga } from '../api/index.js';
+import { describe } from '../lib/errors/index.js';
+import {
+  renderAiService,
+  renderInputs,
+  type KubeObject,
+  type RenderInput,
+  type RenderOptions,
+} from '../render/index.js';
 import { validateFiles, type FileReport } from './validate.js';
 
 export interface SynthResult {
@@ -32,22 +40,44 @@ export interface SynthOptions extends RenderOptions {
  * AiServices they concern by the same function the operator uses; their definitions
  * travel in their orchestrator's sidecar config, so they add no files of their own.
  */
-export function synthesize(paths: string[], outdir: string, options: SynthOptions = {}): SynthResult {
+export function synthesize(
+  paths: string[],
+  outdir: string,
+  options: SynthOptions = {},
+  onProgress: (done: number, total: number, name: string) => void = () => {},
+): SynthResult {
   const reports = validateFiles(paths);
   const result: SynthResult = { written: [], invalid: [], aiServices: 0, sagas: 0, objects: 0 };
   mkdirSync(outdir, { recursive: true });
   const valid: (AiService | Saga)[] = [];
+  const reportOf = new Map<AiService | Saga, FileReport>();
   for (const report of reports) {
     if (report.errors.length > 0 || !report.resource) result.invalid.push(report);
-    else valid.push(report.resource);
+    else {
+      valid.push(report.resource);
+      reportOf.set(report.resource, report);
+    }
   }
   result.sagas = valid.filter((r) => r.kind === 'Saga').length;
-  for (const { file, objects } of renderFiles(valid, options)) {
+  const inputs = renderInputs(valid, options.namespace);
+  inputs.forEach((input, done) => {
+    onProgress(done, inputs.length, `${input.namespace}/${input.resource.metadata.name}`);
+    let objects: KubeObject[];
+    try {
+      objects = renderAiService(input, options);
+    } catch (error) {
+      // A resource the schema let through but the render cannot express (the sidecar
+      // config is validated again): reported like a validation error, not thrown.
+      const report = reportOf.get(input.resource) as FileReport;
+      result.invalid.push({ ...report, errors: renderErrors(error) });
+      return;
+    }
+    const file = fileFor(input);
     writeFileSync(join(outdir, file), objects.map((o) => stringify(o, { lineWidth: 0 })).join('---\n'));
     result.written.push(file);
     result.aiServices++;
     result.objects += objects.length;
-  }
+  });
   return result;
 }
 
@@ -57,15 +87,35 @@ export function renderFiles(
   options: SynthOptions = {},
 ): { file: string; objects: KubeObject[] }[] {
   return renderInputs(resources, options.namespace).map((input) => ({
-    file: `${input.namespace}.${input.resource.metadata.name}.k8s.yaml`,
+    file: fileFor(input),
     objects: renderAiService(input, options),
   }));
 }
 
-/** The example systems: every folder of examples/ except the intentionally invalid ones. */
+function fileFor(input: RenderInput): string {
+  return `${input.namespace}.${input.resource.metadata.name}.k8s.yaml`;
+}
+
+function renderErrors(error: unknown): FieldError[] {
+  if (error instanceof ZodError) {
+    return error.issues.map((issue) => ({
+      field: '',
+      message: `cannot render: sidecar config ${fieldPath(issue.path)}: ${issue.message}`,
+    }));
+  }
+  return [{ field: '', message: `cannot render: ${describe(error)}` }];
+}
+
+/** Folders of examples/ that are not a system written as aimesh resources. */
+const NOT_SYSTEMS = new Set([
+  'invalid', // resources that must fail, with their errors
+  'cdk8s-app', // a cdk8s app in TypeScript that uses the package's constructs
+]);
+
+/** The example systems: every folder of examples/ that holds a system's resources. */
 export function exampleSystems(examplesDir: string): string[] {
   return readdirSync(examplesDir)
-    .filter((entry) => entry !== 'invalid' && statSync(join(examplesDir, entry)).isDirectory())
+    .filter((entry) => !NOT_SYSTEMS.has(entry) && statSync(join(examplesDir, entry)).isDirectory())
     .sort()
     .map((entry) => join(examplesDir, entry));
 }
@@ -75,7 +125,8 @@ export function printSynthResult(result: SynthResult, outdir: string): void {
     const errors = report.errors.map((e) => `  ${e.field ? `${e.field}: ` : ''}${e.message}`).join('\n');
     console.error(`invalid ${report.file} ${report.kind}/${report.name}\n${errors}`);
   }
-  const where = relative(process.cwd(), outdir) || '.';
+  const nearby = relative(process.cwd(), outdir);
+  const where = nearby.startsWith('..') ? outdir : nearby || '.';
   console.log(
     `rendered ${result.aiServices} AiServices into ${result.objects} objects in ${where}/ ` +
       `(${result.sagas} Sagas validated, ${result.invalid.length} invalid resources)`,

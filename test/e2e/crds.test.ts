@@ -1,14 +1,13 @@
 import { describe, expect, it } from '@jest/globals';
-import { readFileSync, readdirSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { readFileSync, readdirSync } from 'node:fs';
+import { basename, join } from 'node:path';
 import { parse, parseAllDocuments } from 'yaml';
+import { exampleSystems } from '../../cli/synth.js';
 import { REPO_DIR } from '../env/components.js';
 import { kubectl } from './shared.js';
 
 const EXAMPLES = join(REPO_DIR, 'examples');
-const systems = readdirSync(EXAMPLES).filter(
-  (d) => d !== 'invalid' && statSync(join(EXAMPLES, d)).isDirectory(),
-);
+const systems = exampleSystems(EXAMPLES).map((folder) => basename(folder));
 
 interface InvalidExample {
   file: string;

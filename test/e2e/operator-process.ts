@@ -22,6 +22,8 @@ export interface OperatorProcess {
 
 export const OPERATOR_NAMESPACE = 'aimesh-system';
 const RELEASE = 'aimesh';
+/** The chart names a release "aimesh" aimesh-operator (charts/aimesh-operator/templates/_helpers.tpl). */
+const FULLNAME = 'aimesh-operator';
 const RBAC_KINDS = ['ServiceAccount', 'ClusterRole', 'ClusterRoleBinding', 'Role', 'RoleBinding'];
 
 /**
@@ -48,7 +50,7 @@ export async function installOperatorIdentity(cluster: ControlPlane): Promise<st
     JSON.stringify({ kind: 'List', apiVersion: 'v1', items: rbac }),
   );
   if (applied.code !== 0) throw new Error(`applying the chart's RBAC: ${applied.stderr}`);
-  return cluster.serviceAccountKubeconfig(OPERATOR_NAMESPACE, `${RELEASE}-aimesh-operator`);
+  return cluster.serviceAccountKubeconfig(OPERATOR_NAMESPACE, FULLNAME);
 }
 
 /** Runs `aimesh operator` as its own process, as it runs in a cluster. */

@@ -28,6 +28,9 @@ describe('one-way imports', () => {
     ['sidecar/saga/engine.ts', '../../operator/events.js'],
     ['sidecar/index.ts', '../test/env/index.js'],
     ['tools/generated.ts', '../cli/main.js'],
+    ['render/index.ts', '../cdk8s/index.js'],
+    ['cdk8s/index.ts', '../operator/index.js'],
+    ['cdk8s/index.ts', '../cli/synth.js'],
   ])('refuses %s importing %s', async (file, from) => {
     const errors = await boundaryErrors(file, from);
     expect(errors).toHaveLength(1);
@@ -43,6 +46,8 @@ describe('one-way imports', () => {
     ['cli/main.ts', '../tools/generated.js'],
     ['tools/generated.ts', '../operator/rbac.js'],
     ['operator/reconcilers/saga.ts', '../controller/controller.js'],
+    ['cdk8s/index.ts', '../render/index.js'],
+    ['cli/main.ts', '../cdk8s/index.js'],
   ])('lets %s import %s', async (file, from) => {
     expect(await boundaryErrors(file, from)).toEqual([]);
   });

@@ -30,7 +30,7 @@ function reportsOf(folder: string) {
 describe('examples/', () => {
   it('has one folder per system in DESIGN.md, each with a README', () => {
     const folders = readdirSync(EXAMPLES).filter((f) => statSync(join(EXAMPLES, f)).isDirectory());
-    expect(folders.sort()).toEqual([...SYSTEMS, 'invalid'].sort());
+    expect(folders.sort()).toEqual([...SYSTEMS, 'invalid', 'cdk8s-app'].sort());
     for (const system of SYSTEMS) expect(readdirSync(join(EXAMPLES, system))).toContain('README.md');
   });
 
