@@ -135,7 +135,7 @@ const consulConnection = consulDiscovery.extend({
   address: z
     .string()
     .max(256)
-    .regex(/^(https?:\/\/)?[A-Za-z0-9.\-]+(:[0-9]{1,5})?$/, {
+    .regex(/^(https?:\/\/)?[A-Za-z0-9.-]+(:[0-9]{1,5})?$/, {
       error: 'must be host:port, or http(s)://host:port, of the Consul HTTP API',
     })
     .optional()

@@ -332,7 +332,7 @@ export function headerValueSchema(description: string, maxLength: number) {
  */
 export function headerMap(
   description: string,
-  value: z.ZodType<string>,
+  value: z.ZodType<string, string>,
   reserved: readonly string[] = [],
   max = MAX_HEADERS,
 ) {

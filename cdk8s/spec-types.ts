@@ -54,9 +54,9 @@ export type AiServiceSpecProps = {
   healthCheck?: {
     /** HTTP path the app answers with 2xx when healthy (ignored for gRPC, which uses grpc.health.v1). */
     path?: string;
-    /** How often the app is probed. */
+    /** How often the app is probed. From more than 0s to 5m. */
     interval?: string;
-    /** How long one probe may take. */
+    /** How long one probe may take. From more than 0s to 1m. */
     timeout?: string;
     /** Failed probes in a row before the app counts as unhealthy. */
     failureThreshold?: number;
@@ -65,7 +65,6 @@ export type AiServiceSpecProps = {
   discovery?: {
     /** Where the sidecar finds upstream instances: Consul catalog, or Kubernetes Service DNS. */
     mode?: "consul" | "kubernetes";
-    /** Consul registration. */
     consul?: {
       /** Register each replica in Consul while it is ready. */
       register?: boolean;
@@ -77,6 +76,31 @@ export type AiServiceSpecProps = {
       meta?: {
         [key: string]: string;
       };
+      /** host:port, or https://host:port, of the Consul HTTP API (a server, or a node's agent). Default: the operator's consul.address, else the agent on the pod's node at $(HOST_IP):8500. */
+      address?: string;
+      /** Consul datacenter to register in and discover from; the agent’s own when unset. */
+      datacenter?: string;
+      /** ACL token from a Secret key, mounted into the sidecar as a file (never an environment variable). */
+      tokenSecretRef?: {
+        /** Name of a Secret in the same namespace. */
+        name: string;
+        /** Key within the Secret. */
+        key: string;
+      };
+      /** TLS to Consul; implied by an https:// address. */
+      tls?: {
+        /** CA certificate (PEM) that signed the Consul server certificate. */
+        caSecretRef?: {
+          /** Name of a Secret in the same namespace. */
+          name: string;
+          /** Key within the Secret. */
+          key: string;
+        };
+        /** Name to verify in the server certificate (SNI). */
+        serverName?: string;
+      };
+      /** ttl: the sidecar checks the app on loopback and reports the result to Consul, so Consul never calls the pod (works under STRICT mTLS and AuthorizationPolicy); app: Consul calls the app's health check itself. */
+      healthCheck?: "ttl" | "app";
     };
   };
   /** Services this app calls through the sidecar. */
@@ -103,13 +127,13 @@ export type AiServiceSpecProps = {
         sourceIp?: boolean;
       };
     };
-    /** Whole-request timeout, retries included. */
+    /** Whole-request timeout, retries included; when unset, only retries.perTryTimeout and the caller bound the request. From more than 0s to 1h. */
     timeout?: string;
     /** Retry policy. */
     retries?: {
       /** Retries after the first try (0 turns retries off). */
       attempts?: number;
-      /** Timeout of each try. */
+      /** Timeout of each try. From more than 0s to 1h. */
       perTryTimeout?: string;
       /** Conditions that cause a retry, with Envoy/Istio meanings. */
       retryOn?: ("5xx" | "gateway-error" | "reset" | "connect-failure" | "refused-stream" | "retriable-4xx" | "retriable-status-codes" | "unavailable" | "cancelled" | "deadline-exceeded" | "resource-exhausted")[];
@@ -117,9 +141,9 @@ export type AiServiceSpecProps = {
       retriableStatusCodes?: number[];
       /** Exponential backoff with full jitter. */
       backoff?: {
-        /** Wait before the first retry; doubles on each retry, with jitter. */
+        /** Wait before the first retry; doubles on each retry, with jitter. From 0s to 1m. 0s retries at once, every time. */
         initial?: string;
-        /** Longest wait between retries. */
+        /** Longest wait between retries. From more than 0s to 1m. */
         max?: string;
       };
       /** Caps retries so that they cannot multiply an outage. */
@@ -136,7 +160,7 @@ export type AiServiceSpecProps = {
     circuitBreaker?: {
       /** Failures in a row (5xx, connect errors, timeouts) that open the breaker. */
       consecutiveFailures?: number;
-      /** How long the breaker stays open before letting trial requests through. */
+      /** How long the breaker stays open before letting trial requests through. From more than 0s to 1h. */
       openFor?: string;
       /** Trial requests that must succeed in a row to close the breaker again. */
       halfOpenRequests?: number;
@@ -151,9 +175,9 @@ export type AiServiceSpecProps = {
     outlierDetection?: {
       /** 5xx responses in a row that eject an instance. */
       consecutive5xx?: number;
-      /** How often ejections are evaluated. */
+      /** How often ejections are evaluated. From more than 0s to 1h. */
       interval?: string;
-      /** Ejection time; grows by this much with each ejection of the same instance. */
+      /** Ejection time; grows by this much with each ejection of the same instance. From more than 0s to 1h. */
       baseEjectionTime?: string;
       /** Most instances, in percent, ejected at once. */
       maxEjectionPercent?: number;
@@ -175,7 +199,7 @@ export type AiServiceSpecProps = {
       };
       /** Serve the last good response to the same GET request. */
       staleCache?: {
-        /** Oldest cached GET response that may still be served. */
+        /** Oldest cached GET response that may still be served. From more than 0s to 24h. */
         maxAge?: string;
       };
     };
@@ -208,14 +232,14 @@ export type AiServiceSpecProps = {
       /** Most tokens per minute sent to this channel. */
       tokensPerMinute?: number;
     };
-    /** Timeout of one call to this channel. */
+    /** Timeout of one call to this channel (a streamed answer included). From more than 0s to 1h. */
     timeout?: string;
   })[];
   /** Policy for routing AI calls across the provider channels. */
   aiRouting?: {
     /** Response cache for identical non-streamed requests. */
     cache?: {
-      /** How long a cached non-streamed completion is served. */
+      /** How long a cached non-streamed completion is served. From more than 0s to 24h. */
       ttl?: string;
       /** Most cached responses (LRU). */
       maxEntries?: number;
@@ -224,7 +248,7 @@ export type AiServiceSpecProps = {
     circuitBreaker?: {
       /** Failures in a row (5xx, connect errors, timeouts) that open the breaker. */
       consecutiveFailures?: number;
-      /** How long the breaker stays open before letting trial requests through. */
+      /** How long the breaker stays open before letting trial requests through. From more than 0s to 1h. */
       openFor?: string;
       /** Trial requests that must succeed in a row to close the breaker again. */
       halfOpenRequests?: number;
@@ -235,7 +259,7 @@ export type AiServiceSpecProps = {
       /** Requests per keep-alive connection before it is recycled. */
       maxRequestsPerConnection?: number;
     };
-    /** How long a channel that answered 429 or 5xx is skipped. */
+    /** How long a channel that answered 429 or 5xx is skipped. From 0s to 1h. 0s never skips a channel. */
     cooldown?: string;
   };
   /** Transport security and who may call this service. */
@@ -294,13 +318,70 @@ export type AiServiceSpecProps = {
       sampleRatio?: number;
     };
   };
+  /** Pod settings aimesh does not model itself, merged over its safe defaults: security contexts, command and args, volumes, scheduling, pull secrets, labels and annotations. */
+  pod?: {
+    /** Labels added to the pod template (aimesh's own selector labels always win). */
+    labels?: {
+      [key: string]: string;
+    };
+    /** Annotations added to the pod template. */
+    annotations?: {
+      [key: string]: string;
+    };
+    /** Merged over aimesh's pod defaults (runAsNonRoot: true, seccompProfile RuntimeDefault). A Kubernetes PodSecurityContext, passed through as is. */
+    securityContext?: {
+      [key: string]: unknown;
+    };
+    /** Node labels the pod needs. */
+    nodeSelector?: {
+      [key: string]: string;
+    };
+    tolerations?: ({
+      [key: string]: unknown;
+    })[];
+    /** Node and pod (anti-)affinity. A Kubernetes Affinity, passed through as is. */
+    affinity?: {
+      [key: string]: unknown;
+    };
+    topologySpreadConstraints?: ({
+      [key: string]: unknown;
+    })[];
+    priorityClassName?: string;
+    /** Secrets to pull the app image (and the sidecar image) with. */
+    imagePullSecrets?: ({
+      name: string;
+    })[];
+    volumes?: ({
+      [key: string]: unknown;
+    })[];
+    /** Overrides for the app container. */
+    app?: {
+      /** Replaces the image's ENTRYPOINT. */
+      command?: string[];
+      /** Replaces the image's CMD. */
+      args?: string[];
+      workingDir?: string;
+      /** Merged over aimesh's defaults for the app container (allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, runAsNonRoot: true, capabilities drop ALL); a field set here wins, e.g. readOnlyRootFilesystem: false for an image that writes to its root filesystem. A Kubernetes SecurityContext, passed through as is. */
+      securityContext?: {
+        [key: string]: unknown;
+      };
+      /** Mounts added to the app container (aimesh always mounts an emptyDir at /tmp). */
+      volumeMounts?: ({
+        /** Name of a volume in spec.pod.volumes. */
+        name: string;
+        mountPath: string;
+        subPath?: string;
+        readOnly?: boolean;
+      })[];
+    };
+  };
 };
 
 /** Desired state of a Saga. */
 export type SagaSpecInput = {
   /** The AiService whose sidecars run this saga. */
   orchestrator: string;
-  /** Longest time an execution may take; past it, the execution compensates. */
+  /** Longest time an execution may take; past it, the execution compensates. From more than 0s to 24h. */
   timeout?: string;
   /** Most executions of this saga running at once; more wait in order. */
   concurrencyLimit?: number;
@@ -314,15 +395,15 @@ export type SagaSpecInput = {
       service: string;
       /** HTTP method. */
       method?: "GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE" | "OPTIONS";
-      /** Request path. May contain {{ input.x }}, {{ execution.id }} or {{ steps.<earlier step>.response.body.x }}. */
+      /** Request path, with an optional query. May contain {{ input.x }}, {{ execution.id }} or {{ steps.<earlier step>.response.body.x }}. */
       path: string;
-      /** Request headers. May contain {{ input.x }}, {{ execution.id }} or {{ steps.<earlier step>.response.body.x }}. */
+      /** Request headers. May contain {{ input.x }}, {{ execution.id }} or {{ steps.<earlier step>.response.body.x }}. Values read into a header must not hold a line break. */
       headers?: {
         [key: string]: string;
       };
-      /** JSON request body; strings in it are templates. May contain {{ input.x }}, {{ execution.id }} or {{ steps.<earlier step>.response.body.x }}. */
+      /** JSON request body; strings in it are templates. May contain {{ input.x }}, {{ execution.id }} or {{ steps.<earlier step>.response.body.x }}. At most 65536 characters as JSON. */
       body?: SagaSpecInputJson0;
-      /** Timeout of one try of this call. */
+      /** Timeout of one try of this call. From more than 0s to 1h. */
       timeout?: string;
     };
     /** The call that undoes the action; run in reverse order when a later step fails. */
@@ -331,15 +412,15 @@ export type SagaSpecInput = {
       service: string;
       /** HTTP method. */
       method?: "GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE" | "OPTIONS";
-      /** Request path. May contain {{ input.x }}, {{ execution.id }} or {{ steps.<earlier step>.response.body.x }}. */
+      /** Request path, with an optional query. May contain {{ input.x }}, {{ execution.id }} or {{ steps.<earlier step>.response.body.x }}. */
       path: string;
-      /** Request headers. May contain {{ input.x }}, {{ execution.id }} or {{ steps.<earlier step>.response.body.x }}. */
+      /** Request headers. May contain {{ input.x }}, {{ execution.id }} or {{ steps.<earlier step>.response.body.x }}. Values read into a header must not hold a line break. */
       headers?: {
         [key: string]: string;
       };
-      /** JSON request body; strings in it are templates. May contain {{ input.x }}, {{ execution.id }} or {{ steps.<earlier step>.response.body.x }}. */
+      /** JSON request body; strings in it are templates. May contain {{ input.x }}, {{ execution.id }} or {{ steps.<earlier step>.response.body.x }}. At most 65536 characters as JSON. */
       body?: SagaSpecInputJson0;
-      /** Timeout of one try of this call. */
+      /** Timeout of one try of this call. From more than 0s to 1h. */
       timeout?: string;
     };
     /** Retry policy of a step (Temporal-style). */
@@ -348,11 +429,11 @@ export type SagaSpecInput = {
       maxAttempts?: number;
       /** Exponential backoff with jitter. */
       backoff?: {
-        /** Wait before the second try. */
+        /** Wait before the second try. From 0s to 1h. 0s retries at once, every time. */
         initial?: string;
         /** Each wait is the previous one times this. */
         multiplier?: number;
-        /** Longest wait between tries. */
+        /** Longest wait between tries. From more than 0s to 1h. */
         max?: string;
       };
       /** Failures that are retried: 5xx, 4xx, 429, connect-failure, timeout or a status code. */

@@ -155,12 +155,12 @@ describe('aimesh render', () => {
     expect(out).toContain('rendered 1 AiServices into');
   });
 
-  it('reports a resource the render cannot express as invalid, without a raw dump', async () => {
+  it('reports a name the API server would refuse as invalid, naming the field, without a raw dump', async () => {
     const text = readFileSync(CORE, 'utf8').replace(/^ {2}name: core$/m, '  name: Core_Service');
     writeFileSync(join(dir, 'bad.yaml'), text);
     expect(await runCli(['render', '--out', join(dir, 'out'), join(dir, 'bad.yaml')])).toBe(1);
     expect(err).toContain(`invalid ${join(dir, 'bad.yaml')} AiService/Core_Service`);
-    expect(err).toMatch(/service\.name: must be a DNS label/);
+    expect(err).toMatch(/metadata\.name: must be at most 63 lowercase letters/);
     expect(err).not.toContain('"code"');
   });
 });
