@@ -16,6 +16,9 @@ commands:
                                  --admin-address, --consul-address, --drain-seconds, --local-registry)
   run --config <file> -- <command> [args...]
                                  run an app and its sidecar on one machine (local registry, no cluster)
+  inject [flags] <file|folder|->...
+                                 add the sidecar the injection webhook would add to every pod template in
+                                 the YAML (flags: --kube-version, --sidecar-image, --namespace); report on stderr
   saga proto                     print the .proto of the saga gRPC API (port 4703), to generate clients
   crds                           print the CustomResourceDefinitions as YAML
 `;
@@ -34,6 +37,10 @@ async function main(argv: string[]): Promise<number> {
     case 'run': {
       const { runApp } = await import('./run.js');
       return runApp(args);
+    }
+    case 'inject': {
+      const { runInject } = await import('./inject.js');
+      return runInject(args);
     }
     case 'saga': {
       if (args[0] !== 'proto') throw new UsageError('usage: aimesh saga proto');

@@ -62,7 +62,7 @@ export function runValidate(paths: string[]): number {
   return failed === 0 ? 0 : 1;
 }
 
-function yamlFiles(path: string): string[] {
+export function yamlFiles(path: string): string[] {
   if (!statSync(path).isDirectory()) return [path];
   return readdirSync(path)
     .sort()

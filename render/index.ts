@@ -11,6 +11,19 @@ import { sidecarConfigFor } from './sidecar-config.js';
 import { addWorkload, markNativeSidecar } from './workload.js';
 
 export { sidecarConfigFor } from './sidecar-config.js';
+export {
+  adoptersOf,
+  applyPatch,
+  decideInjection,
+  hasSidecar,
+  supportsNativeSidecars,
+  type ContainerLike,
+  type InjectionContext,
+  type InjectionDecision,
+  type JsonPatchAdd,
+  type PodLike,
+} from './inject.js';
+export { SIDECAR_CONTAINER } from './workload.js';
 export { namespaceOf, renderInputFor, renderInputs, servicesOfSaga, type RenderInput } from './inputs.js';
 export { sagasOrchestratedBy, stepServices, grantsFor, istioPath } from './saga.js';
 export {
