@@ -10,7 +10,10 @@ commands:
                                  write the objects the operator would apply for each AiService (default dir:
                                  dist/manifests); the same render function as the operator and cdk8s synth
   operator [flags]               run the controller (flags: --kubeconfig, --namespace, --probe-address,
-                                 --leader-elect=false, --lease-namespace, --workers, --sidecar-image)
+                                 --leader-elect=false, --lease-namespace, --workers, --sidecar-image;
+                                 admission server: --webhook-address, --webhook-hosts, --webhook-secret,
+                                 --webhook-configuration, --webhook-certificates=operator|external,
+                                 --webhook-cert-check-seconds)
   sidecar --config <file> [flags]
                                  run the sidecar (flags: --advertise-address, --instance-id,
                                  --admin-address, --consul-address, --drain-seconds, --local-registry)
@@ -82,9 +85,16 @@ async function runOperatorCommand(args: string[]): Promise<number> {
       identity: { type: 'string' },
       workers: { type: 'string', default: '2' },
       'sidecar-image': { type: 'string' },
+      'webhook-address': { type: 'string', default: '' },
+      'webhook-secret': { type: 'string', default: 'aimesh-webhook-tls' },
+      'webhook-configuration': { type: 'string', default: 'aimesh-sidecar-injector' },
+      'webhook-hosts': { type: 'string', default: '' },
+      'webhook-certificates': { type: 'string', default: 'operator' },
+      'webhook-cert-check-seconds': { type: 'string', default: '60' },
     },
   });
   const [host, port] = splitAddress(values['probe-address']);
+  const webhook = values['webhook-address'] ? webhookOptions(values) : undefined;
   const workers = Number(values.workers);
   if (!Number.isInteger(workers) || workers < 1)
     throw new UsageError('--workers must be a whole number of at least 1');
@@ -100,6 +110,7 @@ async function runOperatorCommand(args: string[]): Promise<number> {
     identity: values.identity ?? process.env.POD_NAME,
     workers,
     sidecarImage: values['sidecar-image'],
+    ...(webhook ? { webhook } : {}),
   });
   await new Promise<void>((resolve) => {
     for (const signal of ['SIGTERM', 'SIGINT'] as const) process.once(signal, () => resolve());
@@ -161,13 +172,42 @@ async function runSidecarCommand(args: string[]): Promise<number> {
   return 0;
 }
 
+function webhookOptions(values: Record<string, string | boolean | undefined>) {
+  const [host, port] = splitAddress(String(values['webhook-address']), '--webhook-address');
+  const hosts = String(values['webhook-hosts'])
+    .split(',')
+    .map((h) => h.trim())
+    .filter(Boolean);
+  if (hosts.length === 0)
+    throw new UsageError(
+      '--webhook-hosts must list the names the API server dials the webhook by, e.g. aimesh-webhook.aimesh-system.svc',
+    );
+  const mode = values['webhook-certificates'];
+  if (mode !== 'operator' && mode !== 'external')
+    throw new UsageError(
+      '--webhook-certificates must be operator (the operator issues them) or external (cert-manager)',
+    );
+  const checkSeconds = Number(values['webhook-cert-check-seconds']);
+  if (!Number.isFinite(checkSeconds) || checkSeconds < 1)
+    throw new UsageError('--webhook-cert-check-seconds must be a number of seconds, at least 1');
+  return {
+    host,
+    port,
+    secretName: String(values['webhook-secret']),
+    configurationName: String(values['webhook-configuration']),
+    hosts,
+    manageCertificates: mode === 'operator',
+    certCheckIntervalMs: checkSeconds * 1000,
+  };
+}
+
 class UsageError extends Error {}
 
-function splitAddress(address: string): [string, number] {
+function splitAddress(address: string, flag = '--probe-address'): [string, number] {
   const at = address.lastIndexOf(':');
   const port = Number(address.slice(at + 1));
   if (at < 0 || !Number.isInteger(port) || port < 0 || port > 65535) {
-    throw new UsageError(`--probe-address must be host:port, e.g. 127.0.0.1:8081 (got "${address}")`);
+    throw new UsageError(`${flag} must be host:port, e.g. 127.0.0.1:8081 (got "${address}")`);
   }
   return [address.slice(0, at), port];
 }
