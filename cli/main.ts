@@ -13,7 +13,7 @@ commands:
                                  --leader-elect=false, --lease-namespace, --workers, --sidecar-image;
                                  admission server: --webhook-address, --webhook-hosts, --webhook-secret,
                                  --webhook-configuration, --webhook-certificates=operator|external,
-                                 --webhook-cert-check-seconds)
+                                 --webhook-cert-check-seconds, --miss-scan-seconds)
   sidecar --config <file> [flags]
                                  run the sidecar (flags: --advertise-address, --instance-id,
                                  --admin-address, --consul-address, --drain-seconds, --local-registry)
@@ -22,6 +22,9 @@ commands:
   inject [flags] <file|folder|->...
                                  add the sidecar the injection webhook would add to every pod template in
                                  the YAML (flags: --kube-version, --sidecar-image, --namespace); report on stderr
+  doctor [--kubeconfig f] [--namespace ns]
+                                 list pods that should run the aimesh sidecar but do not, why, and the fix
+                                 (kubectl rollout restart ...); check the webhook configuration
   saga proto                     print the .proto of the saga gRPC API (port 4703), to generate clients
   crds                           print the CustomResourceDefinitions as YAML
 `;
@@ -40,6 +43,10 @@ async function main(argv: string[]): Promise<number> {
     case 'run': {
       const { runApp } = await import('./run.js');
       return runApp(args);
+    }
+    case 'doctor': {
+      const { runDoctor } = await import('./doctor.js');
+      return runDoctor(args);
     }
     case 'inject': {
       const { runInject } = await import('./inject.js');
@@ -91,6 +98,7 @@ async function runOperatorCommand(args: string[]): Promise<number> {
       'webhook-hosts': { type: 'string', default: '' },
       'webhook-certificates': { type: 'string', default: 'operator' },
       'webhook-cert-check-seconds': { type: 'string', default: '60' },
+      'miss-scan-seconds': { type: 'string', default: '60' },
     },
   });
   const [host, port] = splitAddress(values['probe-address']);
@@ -187,9 +195,12 @@ function webhookOptions(values: Record<string, string | boolean | undefined>) {
     throw new UsageError(
       '--webhook-certificates must be operator (the operator issues them) or external (cert-manager)',
     );
-  const checkSeconds = Number(values['webhook-cert-check-seconds']);
-  if (!Number.isFinite(checkSeconds) || checkSeconds < 1)
-    throw new UsageError('--webhook-cert-check-seconds must be a number of seconds, at least 1');
+  const seconds = (flag: string) => {
+    const value = Number(values[flag]);
+    if (!Number.isFinite(value) || value < 1)
+      throw new UsageError(`--${flag} must be a number of seconds, at least 1`);
+    return value;
+  };
   return {
     host,
     port,
@@ -197,7 +208,8 @@ function webhookOptions(values: Record<string, string | boolean | undefined>) {
     configurationName: String(values['webhook-configuration']),
     hosts,
     manageCertificates: mode === 'operator',
-    certCheckIntervalMs: checkSeconds * 1000,
+    certCheckIntervalMs: seconds('webhook-cert-check-seconds') * 1000,
+    missScanIntervalMs: seconds('miss-scan-seconds') * 1000,
   };
 }
 

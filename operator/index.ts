@@ -41,6 +41,8 @@ export interface WebhookOptions {
   /** false when cert-manager issues the certificate and injects the caBundle. */
   manageCertificates: boolean;
   certCheckIntervalMs: number;
+  /** How often the leader looks for pods that should have the sidecar and do not. */
+  missScanIntervalMs: number;
 }
 
 export interface RunningOperator {
@@ -63,6 +65,15 @@ export async function runOperator(options: OperatorOptions): Promise<RunningOper
       namespace: options.namespace,
       workers: options.workers,
       render: options.sidecarImage ? { sidecarImage: options.sidecarImage } : {},
+      ...(options.webhook
+        ? {
+            missDetection: {
+              excluded: [options.leaseNamespace],
+              sidecarImage: options.sidecarImage ?? DEFAULT_SIDECAR_IMAGE,
+              intervalMs: options.webhook.missScanIntervalMs,
+            },
+          }
+        : {}),
     });
 
   // One controller per leadership term, with fresh caches: a replica that lost the lease

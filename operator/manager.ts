@@ -10,6 +10,7 @@ import { EventRecorder } from './events.js';
 import type { KubeClient } from './kube/client.js';
 import { keyOfObject } from './kube/informer.js';
 import type { OperatorMetrics } from './metrics.js';
+import { MissDetector, type ScanOptions } from './admission/scan.js';
 import { AiServiceReconciler } from './reconcilers/aiservice.js';
 import { SagaReconciler } from './reconcilers/saga.js';
 import { Watches } from './watches.js';
@@ -24,12 +25,15 @@ export interface ManagerOptions {
   workers?: number;
   /** Every AiService and Saga is reconciled again this often, as a safety net. */
   resyncMs?: number;
+  /** Look for pods that should run the sidecar and do not, this often (off when undefined). */
+  missDetection?: Omit<ScanOptions, 'namespace'> & { intervalMs: number };
 }
 
 export class Manager {
   private readonly watches: Watches;
   private readonly aiServices: Controller;
   private readonly sagas: Controller;
+  private readonly misses?: MissDetector;
   private resyncTimer?: NodeJS.Timeout;
   private started = false;
   private stopped = false;
@@ -47,8 +51,28 @@ export class Manager {
     );
     const events = new EventRecorder(client, log);
     const workers = options.workers ?? 2;
+    if (options.missDetection)
+      this.misses = new MissDetector({
+        ...options.missDetection,
+        namespace: options.namespace,
+        client,
+        events,
+        log,
+        gauge: metrics.podsWithoutSidecar,
+        onAdoptedChanged: (keys) => {
+          if (this.started) for (const key of keys) this.aiServices.enqueue(key);
+        },
+      });
+    const misses = this.misses;
     this.aiServices = new Controller(
-      new AiServiceReconciler({ client, caches: this.watches, events, log, render: options.render }),
+      new AiServiceReconciler({
+        client,
+        caches: this.watches,
+        events,
+        log,
+        render: options.render,
+        ...(misses ? { adoptedMisses: (key: string) => misses.missesOf(key) } : {}),
+      }),
       { log, metrics, workers },
     );
     this.sagas = new Controller(new SagaReconciler({ client, caches: this.watches, events }), {
@@ -67,6 +91,7 @@ export class Manager {
     this.enqueueAll();
     this.aiServices.start();
     this.sagas.start();
+    this.misses?.start();
     this.resyncTimer = setInterval(() => this.enqueueAll(), this.options.resyncMs ?? 10 * 60_000);
     this.resyncTimer.unref();
   }
@@ -76,6 +101,7 @@ export class Manager {
     this.stopped = true;
     this.started = false;
     clearInterval(this.resyncTimer);
+    this.misses?.stop();
     await Promise.all([this.aiServices.stop(), this.sagas.stop()]);
     this.watches.stop();
   }

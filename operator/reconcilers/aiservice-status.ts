@@ -5,7 +5,7 @@
 import type { AiService } from '../../api/index.js';
 
 export interface Condition {
-  type: 'Ready' | 'Progressing' | 'Degraded';
+  type: 'Ready' | 'Progressing' | 'Degraded' | 'SidecarInjected';
   status: 'True' | 'False' | 'Unknown';
   reason: string;
   message: string;
@@ -35,6 +35,8 @@ export interface ObservedState {
   deployment?: DeploymentState;
   /** Why applying the children failed, if it did. */
   applyError?: { reason: string; message: string };
+  /** Set for an AiService that adopts existing pods: those of them without the sidecar. */
+  adoption?: { missing: readonly { pod: string; reason: string; fix: string }[] };
   now: string;
 }
 
@@ -64,6 +66,8 @@ export function desiredStatus(state: ObservedState): AiServiceStatusValue {
     };
   };
 
+  if (state.adoption) return adoptedStatus(state, state.adoption.missing, condition);
+
   const replicasMessage = `${available} of ${wanted} replicas available`;
   return {
     observedGeneration: generation,
@@ -86,6 +90,46 @@ export function desiredStatus(state: ObservedState): AiServiceStatusValue {
         : deployment.progressDeadlineExceeded
           ? condition('Degraded', true, 'ProgressDeadlineExceeded', 'the Deployment did not roll out in time')
           : condition('Degraded', false, 'AsExpected', 'all children are applied'),
+    ],
+  };
+}
+
+/**
+ * An adopting AiService runs no pods of its own: it is ready when its children are applied
+ * and every pod it adopts has the sidecar; SidecarInjected says which do not and the fix.
+ */
+function adoptedStatus(
+  state: ObservedState,
+  missing: readonly { pod: string; reason: string; fix: string }[],
+  condition: (type: Condition['type'], holds: boolean, reason: string, message: string) => Condition,
+): AiServiceStatusValue {
+  const generation = state.resource.metadata.generation ?? 0;
+  const injected =
+    missing.length === 0
+      ? condition('SidecarInjected', true, 'AllPodsInjected', 'every adopted pod runs the aimesh sidecar')
+      : condition(
+          'SidecarInjected',
+          false,
+          'PodsWithoutSidecar',
+          `${missing.length} adopted pod(s) run without the aimesh sidecar: ${missing
+            .slice(0, 5)
+            .map((m) => `${m.pod} (${m.reason}; fix: ${m.fix})`)
+            .join('; ')}`,
+        );
+  const error = state.applyError;
+  return {
+    observedGeneration: generation,
+    replicas: 0,
+    readyReplicas: 0,
+    conditions: [
+      error
+        ? condition('Ready', false, error.reason, error.message)
+        : condition('Ready', missing.length === 0, injected.reason, injected.message),
+      condition('Progressing', false, 'Adopted', 'the adopted pods are rolled out by their own workload'),
+      error
+        ? condition('Degraded', true, error.reason, error.message)
+        : condition('Degraded', missing.length > 0, injected.reason, injected.message),
+      injected,
     ],
   };
 }

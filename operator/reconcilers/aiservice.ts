@@ -24,6 +24,8 @@ export interface AiServiceReconcilerOptions {
   events: Pick<EventRecorder, 'record'>;
   log: Logger;
   render?: RenderOptions;
+  /** Pods an AiService adopts that run without the sidecar, by namespace/name (miss detection). */
+  adoptedMisses?: (key: string) => readonly { pod: string; reason: string; fix: string }[];
 }
 
 export class AiServiceReconciler implements Reconciler {
@@ -119,9 +121,12 @@ export class AiServiceReconciler implements Reconciler {
     deployment: LiveObject | undefined,
     applyError?: { reason: string; message: string },
   ): Promise<void> {
+    const adopting = (live as { spec?: { workload?: unknown } }).spec?.workload !== undefined;
+    const key = `${live.metadata.namespace ?? ''}/${live.metadata.name}`;
     const status = desiredStatus({
       resource: live as never,
       deployment: deployment ? deploymentState(deployment) : undefined,
+      ...(adopting ? { adoption: { missing: this.options.adoptedMisses?.(key) ?? [] } } : {}),
       applyError,
       now: new Date().toISOString().replace(/\.\d+Z$/, 'Z'),
     });
