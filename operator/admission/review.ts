@@ -23,7 +23,6 @@ export interface AdmissionResponse {
   /** base64 of the JSON patch. */
   patch?: string;
   warnings?: string[];
-  status?: { code: number; message: string };
 }
 
 export interface AdmissionReview {
@@ -38,8 +37,6 @@ export interface Verdict {
   outcome: string;
   patch?: JsonPatchAdd[];
   warnings?: string[];
-  /** Set by validating webhooks to refuse the request. */
-  denied?: string;
 }
 
 /** One webhook: a request in, a verdict out, synchronously (it must answer in milliseconds). */
@@ -56,8 +53,7 @@ export function admissionResponse(uid: string, verdict: Verdict): AdmissionRevie
     kind: 'AdmissionReview',
     response: {
       uid,
-      allowed: verdict.denied === undefined,
-      ...(verdict.denied !== undefined ? { status: { code: 403, message: verdict.denied } } : {}),
+      allowed: true,
       ...(verdict.patch && verdict.patch.length > 0
         ? {
             patchType: 'JSONPatch' as const,

@@ -113,6 +113,7 @@ export async function startInjectingOperator(
   cluster: ControlPlane,
   webhook: InstalledWebhook,
   sidecarImage: string,
+  missScanSeconds = 2,
 ): Promise<OperatorProcess> {
   const operator = await startOperator(
     webhook.kubeconfig,
@@ -124,7 +125,7 @@ export async function startInjectingOperator(
       `--webhook-secret=${WEBHOOK_SECRET}`,
       `--webhook-configuration=${FULLNAME}`,
       '--webhook-cert-check-seconds=1',
-      '--miss-scan-seconds=2',
+      `--miss-scan-seconds=${missScanSeconds}`,
       `--sidecar-image=${sidecarImage}`,
     ],
   );
