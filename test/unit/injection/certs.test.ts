@@ -3,6 +3,7 @@ import { request } from 'node:https';
 import { Registry } from 'prom-client';
 import { createLogger } from '../../../lib/log/index.js';
 import { startAdmissionServer } from '../../../operator/admission/server.js';
+import { CertRotator } from '../../../operator/certs/rotator.js';
 import { INJECTION_PATH, injectionWebhook } from '../../../operator/admission/injection.js';
 import {
   certificateAction,
@@ -116,3 +117,39 @@ function post(port: number, ca: KeyPair, body: unknown, status = 200): Promise<a
     req.end(JSON.stringify(body));
   });
 }
+
+describe('CertRotator with cert-manager', () => {
+  it('serves what cert-manager wrote and writes nothing itself', async () => {
+    const now = Date.now();
+    const ca = await createCa(now);
+    const serving = await issueServing(ca, NAMES, now);
+    const b64 = (text: string) => Buffer.from(text).toString('base64');
+    const writes: unknown[] = [];
+    const served: KeyPair[] = [];
+    const rotator = new CertRotator({
+      client: {
+        get: (async (type: { kind: string }) =>
+          type.kind === 'Secret'
+            ? { metadata: { name: 's' }, data: { 'tls.crt': b64(serving.cert), 'tls.key': b64(serving.key) } }
+            : undefined) as never,
+        replace: (async (_type: unknown, object: unknown) => {
+          writes.push(object);
+          return object;
+        }) as never,
+      },
+      log: createLogger('test', { level: 'error' }),
+      registry: new Registry(),
+      namespace: 'aimesh-system',
+      secretName: 's',
+      webhookConfiguration: 'w',
+      names: NAMES,
+      manage: false,
+      checkIntervalMs: 60_000,
+      onServing: (pair) => served.push(pair),
+    });
+    expect(await rotator.start()).toEqual(serving);
+    rotator.stop();
+    expect(served).toEqual([serving]);
+    expect(writes).toEqual([]);
+  });
+});
