@@ -96,7 +96,7 @@ export function decideInjection(pod: PodLike, context: InjectionContext): Inject
     ]);
 
   const found = sidecarSource(pod, context);
-  if ('problems' in found) return skip('the pod cannot be configured', found.problems);
+  if ('problems' in found) return skip('its injection settings need fixing', found.problems);
   const { resource, config, source, warnings } = found;
   if (!context.nativeSidecar && (spec.restartPolicy === 'Never' || spec.restartPolicy === 'OnFailure'))
     warnings.push(
