@@ -546,10 +546,38 @@ const observability = z
 
 const RESERVED_PORTS = Object.values(SIDECAR_PORTS);
 
+/**
+ * Adoption: the AiService configures the sidecar of pods something else runs (a Deployment,
+ * StatefulSet or Job of the user's own), found by labels. The operator then renders the
+ * Service, the sidecar ConfigMap and the Istio policies, and the injection webhook gives
+ * those pods the sidecar. matchLabels only, because a Service selector can say no more.
+ */
+const workload = z
+  .strictObject({
+    selector: z
+      .strictObject({
+        matchLabels: z
+          .record(z.string().min(1).max(317), z.string().max(63))
+          .refine((labels) => Object.keys(labels).length > 0, { error: 'must name at least one label' })
+          .meta({ minProperties: 1, maxProperties: 32 })
+          .describe('Labels every adopted pod carries.'),
+      })
+      .describe('Which existing pods this AiService adopts.'),
+  })
+  .describe(
+    'Adopt existing pods instead of running the app: the operator renders no Deployment and the injection webhook adds the sidecar to the selected pods.',
+  );
+
 export const aiServiceSpec = withRules(
   z
     .strictObject({
-      image: z.string().min(1).max(512).describe('Container image of the app.'),
+      image: z
+        .string()
+        .min(1)
+        .max(512)
+        .optional()
+        .describe('Container image of the app (required unless workload adopts existing pods).'),
+      workload: workload.optional(),
       replicas: z
         .int()
         .min(0)
@@ -617,6 +645,29 @@ export const aiServiceSpec = withRules(
       fieldPath: '.env',
       check: (s) => uniqueNames(s.env, 'env'),
     },
+    {
+      cel: 'has(self.image) || has(self.workload)',
+      message: 'image is required: set the app image, or workload.selector to adopt existing pods',
+      fieldPath: '.image',
+      check: (s) => s.image !== undefined || s.workload !== undefined || ['image'],
+    },
+    {
+      cel: '!has(self.workload) || !(has(self.image) || has(self.replicas) || has(self.autoscaling) || has(self.resources) || size(self.env) > 0)',
+      message:
+        'workload adopts existing pods, whose own workload sets their image, replicas, autoscaling, resources and env; remove those fields',
+      fieldPath: '.workload',
+      check: (s) =>
+        s.workload === undefined ||
+        !(s.image ?? s.replicas ?? s.autoscaling ?? s.resources ?? (s.env.length > 0 || undefined)) || [
+          'workload',
+        ],
+    },
+    {
+      cel: '!has(self.workload) || self.sidecar.enabled',
+      message: 'workload adopts pods only to give them the sidecar; remove sidecar.enabled: false',
+      fieldPath: '.sidecar.enabled',
+      check: (s) => s.workload === undefined || s.sidecar.enabled || ['sidecar', 'enabled'],
+    },
   ],
 );
 
@@ -651,6 +702,7 @@ export type AiServiceInput = z.input<typeof aiService>;
 export type AiServiceSpec = z.output<typeof aiServiceSpec>;
 export type AiServiceStatus = z.output<typeof aiServiceStatus>;
 export type Upstream = z.output<typeof upstream>;
+export type AdoptedWorkload = z.output<typeof workload>;
 export type Provider = z.output<typeof provider>;
 export type LoadBalancerStrategy = (typeof LOAD_BALANCER_STRATEGIES)[number];
 export type RetryOn = (typeof RETRY_ON)[number];

@@ -1,5 +1,6 @@
 export * from './common.js';
 export * from './aiservice.js';
+export * from './injection.js';
 export * from './saga.js';
 export * from './template.js';
 export * from './validate.js';

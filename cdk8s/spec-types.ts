@@ -2,8 +2,18 @@
 
 /** Desired state of an AiService. */
 export type AiServiceSpecProps = {
-  /** Container image of the app. */
-  image: string;
+  /** Container image of the app (required unless workload adopts existing pods). */
+  image?: string;
+  /** Adopt existing pods instead of running the app: the operator renders no Deployment and the injection webhook adds the sidecar to the selected pods. */
+  workload?: {
+    /** Which existing pods this AiService adopts. */
+    selector: {
+      /** Labels every adopted pod carries. */
+      matchLabels: {
+        [key: string]: string;
+      };
+    };
+  };
   /** Fixed replica count (default 1); or use autoscaling. */
   replicas?: number;
   /** Scale the Deployment with a HorizontalPodAutoscaler instead of a fixed replica count. */

@@ -57,6 +57,7 @@ flags:
   --out <dir>               where the files go (default: dist/manifests)
   --namespace <ns>          namespace of resources that name none (default: default)
   --sidecar-image <image>   sidecar image (default: the aimesh image of this version)
+  --no-istio                render no Istio policies (for clusters without Istio)
 
 ${INPUTS}`,
   },
@@ -72,7 +73,24 @@ ${INPUTS}`,
   --lease-name <name>        name of the leader Lease (default: aimesh-operator)
   --identity <id>            this replica's name in the Lease (default: $POD_NAME)
   --workers <n>              concurrent reconciles (default: 2)
-  --sidecar-image <image>    sidecar image for AiService pods (default: this version's image)`,
+  --sidecar-image <image>    sidecar image for AiService pods (default: this version's image)
+
+Consul, for every sidecar (an AiService's spec.discovery.consul fields win):
+  --consul-address <a>       host:port or https://host:port of a Consul server or agent
+                             (default: the agent on each pod's node, $(HOST_IP):8500)
+  --consul-datacenter <dc>   datacenter to register in and discover from
+  --consul-token-secret <s/k>  ACL token: Secret s, key k, in each AiService's namespace
+  --consul-ca-secret <s/k>   CA of the Consul servers (PEM), Secret s, key k
+  --consul-tls-server-name <n>  name to verify in the Consul certificate
+
+admission server (sidecar injection; off unless --webhook-address is set):
+  --webhook-address <h:p>    where the webhook listens (TLS)
+  --webhook-hosts <names>    names and IPs the API server dials it by (comma-separated)
+  --webhook-secret <name>    Secret holding its CA and certificate (default: aimesh-webhook-tls)
+  --webhook-configuration <name>  MutatingWebhookConfiguration whose caBundle is kept in sync
+  --webhook-certificates operator|external  who issues them (external: cert-manager)
+  --webhook-cert-check-seconds <n>  how often to check expiry (default: 60)
+  --miss-scan-seconds <n>    how often to look for pods without the sidecar (default: 60)`,
   },
   sidecar: {
     usage: 'sidecar --config <file> [flags]',
@@ -93,6 +111,24 @@ ${INPUTS}`,
 AIMESH_OUTBOUND (and OPENAI_BASE_URL when it has providers) in its environment. Apps find
 each other in a file registry (default: ~/.aimesh/registry). When the app exits the
 sidecar drains and deregisters; the exit code is the app's.`,
+  },
+  inject: {
+    usage: 'inject [--kube-version <v>] [--sidecar-image <image>] [--namespace <ns>] <file|folder|->...',
+    summary: 'add the sidecar the injection webhook would add, offline (like istioctl kube-inject)',
+    details: `Reads Deployments, StatefulSets, DaemonSets, ReplicaSets, Jobs, CronJobs, Pods and Lists
+and writes them back to stdout with the same sidecar the webhook adds (a native sidecar
+for --kube-version 1.29 and later); other kinds pass through untouched. What was injected
+or skipped, and why, goes to stderr. AiServices in the input that adopt a workload
+(spec.workload.selector) configure its sidecar; otherwise the pod's aimesh.io/*
+annotations do (docs/injection.md).`,
+  },
+  doctor: {
+    usage: 'doctor [--kubeconfig <file>] [--namespace <ns>]',
+    summary: 'list pods that should run the aimesh sidecar but do not, why, and the fix',
+    details: `Checks the injection webhook's configuration and lists pods in opted-in namespaces
+that run without the sidecar (created while the webhook was down, or refused by it),
+with the reason and the command that fixes it (kubectl rollout restart ...). Exits 1
+when it finds any.`,
   },
   saga: {
     usage: 'saga proto',

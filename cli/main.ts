@@ -3,6 +3,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { AIMESH_VERSION } from '../api/index.js';
 import { describe } from '../lib/errors/index.js';
+import type { ConsulDefaults } from '../render/index.js';
 import { COMMANDS, UsageError, commandHelp, overview } from './help.js';
 import { runValidate } from './validate.js';
 
@@ -22,6 +23,14 @@ async function main(argv: string[]): Promise<number> {
     case 'run': {
       const { runApp } = await import('./run.js');
       return runApp(args);
+    }
+    case 'doctor': {
+      const { runDoctor } = await import('./doctor.js');
+      return runDoctor(args);
+    }
+    case 'inject': {
+      const { runInject } = await import('./inject.js');
+      return runInject(args);
     }
     case 'saga': {
       if (args[0] !== 'proto') throw new UsageError('the saga command has one subcommand: proto', command);
@@ -86,9 +95,23 @@ async function runOperatorCommand(args: string[]): Promise<number> {
       identity: { type: 'string' },
       workers: { type: 'string', default: '2' },
       'sidecar-image': { type: 'string' },
+      'webhook-address': { type: 'string', default: '' },
+      'webhook-secret': { type: 'string', default: 'aimesh-webhook-tls' },
+      'webhook-configuration': { type: 'string', default: 'aimesh-sidecar-injector' },
+      'webhook-hosts': { type: 'string', default: '' },
+      'webhook-certificates': { type: 'string', default: 'operator' },
+      'webhook-cert-check-seconds': { type: 'string', default: '60' },
+      'miss-scan-seconds': { type: 'string', default: '60' },
+      'consul-address': { type: 'string' },
+      'consul-datacenter': { type: 'string' },
+      'consul-token-secret': { type: 'string' },
+      'consul-ca-secret': { type: 'string' },
+      'consul-tls-server-name': { type: 'string' },
     },
   });
+  const consul = consulDefaults(values);
   const [host, port] = splitAddress(values['probe-address']);
+  const webhook = values['webhook-address'] ? webhookOptions(values) : undefined;
   const workers = Number(values.workers);
   if (!Number.isInteger(workers) || workers < 1)
     throw new UsageError('--workers must be a whole number of at least 1', 'operator');
@@ -104,6 +127,8 @@ async function runOperatorCommand(args: string[]): Promise<number> {
     identity: values.identity ?? process.env.POD_NAME,
     workers,
     sidecarImage: values['sidecar-image'],
+    ...(webhook ? { webhook } : {}),
+    ...(consul ? { consul } : {}),
   });
   await new Promise<void>((resolve) => {
     for (const signal of ['SIGTERM', 'SIGINT'] as const) process.once(signal, () => resolve());
@@ -120,6 +145,7 @@ async function runRenderCommand(args: string[]): Promise<number> {
       out: { type: 'string', default: 'dist/manifests' },
       namespace: { type: 'string' },
       'sidecar-image': { type: 'string' },
+      'no-istio': { type: 'boolean', default: false },
     },
   });
   if (positionals.length === 0)
@@ -131,6 +157,7 @@ async function runRenderCommand(args: string[]): Promise<number> {
     {
       ...(values.namespace ? { namespace: values.namespace } : {}),
       ...(values['sidecar-image'] ? { sidecarImage: values['sidecar-image'] } : {}),
+      ...(values['no-istio'] ? { istio: false } : {}),
     },
     progress,
   );
@@ -185,14 +212,69 @@ function progress(done: number, total: number, name: string): void {
   if (done + 1 === total) process.stderr.write('\r\x1b[K');
 }
 
-function splitAddress(address: string): [string, number] {
+function webhookOptions(values: Record<string, string | boolean | undefined>) {
+  const [host, port] = splitAddress(String(values['webhook-address']), '--webhook-address');
+  const hosts = String(values['webhook-hosts'])
+    .split(',')
+    .map((h) => h.trim())
+    .filter(Boolean);
+  if (hosts.length === 0)
+    throw new UsageError(
+      '--webhook-hosts must list the names the API server dials the webhook by, e.g. aimesh-webhook.aimesh-system.svc',
+    );
+  const mode = values['webhook-certificates'];
+  if (mode !== 'operator' && mode !== 'external')
+    throw new UsageError(
+      '--webhook-certificates must be operator (the operator issues them) or external (cert-manager)',
+    );
+  const seconds = (flag: string) => {
+    const value = Number(values[flag]);
+    if (!Number.isFinite(value) || value < 1)
+      throw new UsageError(`--${flag} must be a number of seconds, at least 1`);
+    return value;
+  };
+  return {
+    host,
+    port,
+    secretName: String(values['webhook-secret']),
+    configurationName: String(values['webhook-configuration']),
+    hosts,
+    manageCertificates: mode === 'operator',
+    certCheckIntervalMs: seconds('webhook-cert-check-seconds') * 1000,
+    missScanIntervalMs: seconds('miss-scan-seconds') * 1000,
+  };
+}
+
+/**
+ * The cluster's Consul from the operator's flags; Secrets are `name/key`, read from each
+ * AiService's own namespace (a Secret cannot be mounted across namespaces).
+ */
+function consulDefaults(values: Record<string, string | boolean | undefined>): ConsulDefaults | undefined {
+  const secret = (flag: string) => {
+    const value = values[flag];
+    if (typeof value !== 'string' || value === '') return undefined;
+    const [name, key, ...rest] = value.split('/');
+    if (!name || !key || rest.length > 0)
+      throw new UsageError(`--${flag} must be <secret-name>/<key> (got "${value}")`, 'operator');
+    return { name, key };
+  };
+  const text = (flag: string) =>
+    typeof values[flag] === 'string' && values[flag] !== '' ? values[flag] : undefined;
+  const defaults: ConsulDefaults = {
+    ...(text('consul-address') ? { address: text('consul-address') } : {}),
+    ...(text('consul-datacenter') ? { datacenter: text('consul-datacenter') } : {}),
+    ...(secret('consul-token-secret') ? { tokenSecretRef: secret('consul-token-secret') } : {}),
+    ...(secret('consul-ca-secret') ? { caSecretRef: secret('consul-ca-secret') } : {}),
+    ...(text('consul-tls-server-name') ? { serverName: text('consul-tls-server-name') } : {}),
+  };
+  return Object.keys(defaults).length > 0 ? defaults : undefined;
+}
+
+function splitAddress(address: string, flag = '--probe-address'): [string, number] {
   const at = address.lastIndexOf(':');
   const port = Number(address.slice(at + 1));
   if (at < 0 || !Number.isInteger(port) || port < 0 || port > 65535) {
-    throw new UsageError(
-      `--probe-address must be host:port, e.g. 127.0.0.1:8081 (got "${address}")`,
-      'operator',
-    );
+    throw new UsageError(`${flag} must be host:port, e.g. 127.0.0.1:8081 (got "${address}")`, 'operator');
   }
   return [address.slice(0, at), port];
 }

@@ -95,7 +95,8 @@ function readInput(file: string): string {
   }
 }
 
-function resourceFiles(path: string): string[] {
+/** The files a path stands for: itself, every YAML and JSON file under a folder, or stdin. */
+export function resourceFiles(path: string): string[] {
   if (path === STDIN) return [path];
   let directory: boolean;
   try {

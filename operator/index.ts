@@ -11,6 +11,8 @@ import { Manager } from './manager.js';
 import { createLogger } from '../lib/log/index.js';
 import { operatorMetrics } from './metrics.js';
 import { startProbeServer } from '../lib/probe/index.js';
+import { DEFAULT_SIDECAR_IMAGE, type ConsulDefaults } from '../render/index.js';
+import { startAdmission, type RunningAdmission } from './admission/index.js';
 
 export interface OperatorOptions {
   kubeconfig?: string;
@@ -23,6 +25,26 @@ export interface OperatorOptions {
   identity?: string;
   workers: number;
   sidecarImage?: string;
+  /** The cluster's Consul (address, datacenter, token and CA Secrets), for every sidecar. */
+  consul?: ConsulDefaults;
+  /** The admission server (injection webhook); off when undefined. */
+  webhook?: WebhookOptions;
+}
+
+export interface WebhookOptions {
+  host: string;
+  port: number;
+  /** Secret (in leaseNamespace, the operator's own) that holds the CA and serving certificate. */
+  secretName: string;
+  /** The MutatingWebhookConfiguration whose caBundle the operator keeps. */
+  configurationName: string;
+  /** DNS names and IPs the API server reaches the webhook by: they go into the certificate. */
+  hosts: string[];
+  /** false when cert-manager issues the certificate and injects the caBundle. */
+  manageCertificates: boolean;
+  certCheckIntervalMs: number;
+  /** How often the leader looks for pods that should have the sidecar and do not. */
+  missScanIntervalMs: number;
 }
 
 export interface RunningOperator {
@@ -44,7 +66,19 @@ export async function runOperator(options: OperatorOptions): Promise<RunningOper
       metrics,
       namespace: options.namespace,
       workers: options.workers,
-      render: options.sidecarImage ? { sidecarImage: options.sidecarImage } : {},
+      render: {
+        ...(options.sidecarImage ? { sidecarImage: options.sidecarImage } : {}),
+        ...(options.consul ? { consul: options.consul } : {}),
+      },
+      ...(options.webhook
+        ? {
+            missDetection: {
+              excluded: [options.leaseNamespace],
+              sidecarImage: options.sidecarImage ?? DEFAULT_SIDECAR_IMAGE,
+              intervalMs: options.webhook.missScanIntervalMs,
+            },
+          }
+        : {}),
     });
 
   // One controller per leadership term, with fresh caches: a replica that lost the lease
@@ -84,6 +118,8 @@ export async function runOperator(options: OperatorOptions): Promise<RunningOper
     port: options.probePort,
     registry: metrics.registry,
     ready: () => {
+      // The webhook Service sends the API server only to replicas that can answer it.
+      if (options.webhook && !admission) return { ready: false, reason: 'starting the admission server' };
       if (synced) return { ready: true, reason: 'caches synced' };
       if (elector !== undefined && !elector.isLeader)
         return { ready: true, reason: 'standing by for the lease' };
@@ -96,11 +132,41 @@ export async function runOperator(options: OperatorOptions): Promise<RunningOper
     leaderElection: options.leaderElection,
   });
 
+  let admission: RunningAdmission | undefined;
+  if (options.webhook) {
+    const webhook = options.webhook;
+    startAdmission({
+      client,
+      log: log.child({ component: 'admission' }),
+      registry: metrics.registry,
+      host: webhook.host,
+      port: webhook.port,
+      sidecarImage: options.sidecarImage ?? DEFAULT_SIDECAR_IMAGE,
+      ...(options.consul ? { consul: options.consul } : {}),
+      watchNamespace: options.namespace,
+      certificates: {
+        namespace: options.leaseNamespace,
+        secretName: webhook.secretName,
+        webhookConfiguration: webhook.configurationName,
+        names: webhook.hosts,
+        manage: webhook.manageCertificates,
+        checkIntervalMs: webhook.certCheckIntervalMs,
+      },
+    })
+      .then((running) => (admission = running))
+      .catch((error: unknown) => {
+        log.error('admission server could not start', { error: String(error) });
+        process.exitCode = 1;
+        void stop();
+      });
+  }
+
   let stopping: Promise<void> | undefined;
   const stop = () =>
     (stopping ??= (async () => {
       log.info('shutting down');
       await stopController();
+      await admission?.stop();
       await elector?.release();
       metrics.isLeader.set(0);
       await probes.close();

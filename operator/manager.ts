@@ -11,6 +11,7 @@ import type { KubeClient } from './kube/client.js';
 import { keyOfObject } from './kube/informer.js';
 import { CHILD_TYPES, ISTIO_TYPES } from './kube/resources.js';
 import type { OperatorMetrics } from './metrics.js';
+import { MissDetector, type ScanOptions } from './admission/scan.js';
 import { AiServiceReconciler } from './reconcilers/aiservice.js';
 import { SagaReconciler } from './reconcilers/saga.js';
 import { Watches } from './watches.js';
@@ -27,12 +28,15 @@ export interface ManagerOptions {
   resyncMs?: number;
   /** How often to ask the API server whether Istio's kinds are served (they may come and go). */
   istioCheckMs?: number;
+  /** Look for pods that should run the sidecar and do not, this often (off when undefined). */
+  missDetection?: Omit<ScanOptions, 'namespace'> & { intervalMs: number };
 }
 
 export class Manager {
   private readonly watches: Watches;
   private readonly aiServices: Controller;
   private readonly sagas: Controller;
+  private readonly misses?: MissDetector;
   private resyncTimer?: NodeJS.Timeout;
   private istioTimer?: NodeJS.Timeout;
   /** Whether the cluster serves every Istio kind the render writes. */
@@ -55,6 +59,19 @@ export class Manager {
     );
     const events = new EventRecorder(client, log);
     const workers = options.workers ?? 2;
+    if (options.missDetection)
+      this.misses = new MissDetector({
+        ...options.missDetection,
+        namespace: options.namespace,
+        client,
+        events,
+        log,
+        gauge: metrics.podsWithoutSidecar,
+        onAdoptedChanged: (keys) => {
+          if (this.started) for (const key of keys) this.aiServices.enqueue(key);
+        },
+      });
+    const misses = this.misses;
     this.aiServices = new Controller(
       new AiServiceReconciler({
         client,
@@ -63,6 +80,7 @@ export class Manager {
         log,
         render: options.render,
         facts: () => ({ istio: this.istio }),
+        ...(misses ? { adoptedMisses: (key: string) => misses.missesOf(key) } : {}),
       }),
       { log, metrics, workers },
     );
@@ -82,6 +100,7 @@ export class Manager {
     this.enqueueAll();
     this.aiServices.start();
     this.sagas.start();
+    this.misses?.start();
     this.resyncTimer = setInterval(() => this.enqueueAll(), this.options.resyncMs ?? 10 * 60_000);
     this.resyncTimer.unref();
     this.istioTimer = setInterval(
@@ -124,6 +143,7 @@ export class Manager {
     this.started = false;
     clearInterval(this.resyncTimer);
     clearInterval(this.istioTimer);
+    this.misses?.stop();
     await Promise.all([this.aiServices.stop(), this.sagas.stop()]);
     this.watches.stop();
   }

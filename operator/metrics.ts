@@ -1,4 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { missGauge } from './admission/scan.js';
 
 export interface OperatorMetrics {
   registry: Registry;
@@ -7,6 +8,7 @@ export interface OperatorMetrics {
   queueDepth: Gauge<'controller'>;
   apiWrites: Counter<'verb' | 'kind'>;
   isLeader: Gauge;
+  podsWithoutSidecar: Gauge<'namespace'>;
 }
 
 export function operatorMetrics(): OperatorMetrics {
@@ -39,6 +41,7 @@ export function operatorMetrics(): OperatorMetrics {
       labelNames: ['verb', 'kind'],
       registers: [registry],
     }),
+    podsWithoutSidecar: missGauge(registry),
     isLeader: new Gauge({
       name: 'aimesh_operator_is_leader',
       help: '1 while this replica holds the leader lease.',

@@ -1,14 +1,33 @@
 /**
  * The operator's permissions, derived from the kinds it actually reads and writes so the
- * Helm chart's RBAC cannot drift from the code. Least privilege: no wildcards, no
- * Secrets, no Pods, leases only in the operator's own namespace.
+ * Helm chart's RBAC cannot drift from the code. Least privilege: no wildcards; Pods and
+ * Namespaces read only (miss detection); of Secrets and webhook configurations only its
+ * own, by name; leases only in the operator's own namespace.
  */
-import { AI_SERVICE, CHILD_TYPES, EVENT, LEASE, SAGA, type ResourceType } from './kube/resources.js';
+import {
+  AI_SERVICE,
+  CHILD_TYPES,
+  EVENT,
+  LEASE,
+  MUTATING_WEBHOOK_CONFIGURATION,
+  NAMESPACE,
+  POD,
+  SAGA,
+  SECRET,
+  type ResourceType,
+} from './kube/resources.js';
 
 export interface PolicyRule {
   apiGroups: string[];
   resources: string[];
   verbs: string[];
+  resourceNames?: string[];
+}
+
+/** The names of the objects the operator may touch only by name (the chart's, per release). */
+export interface OwnObjectNames {
+  webhookConfiguration: string;
+  webhookSecret: string;
 }
 
 const READ = ['get', 'list', 'watch'];
@@ -19,7 +38,7 @@ const READ = ['get', 'list', 'watch'];
 const MANAGE = [...READ, 'create', 'patch', 'delete'];
 
 /** Cluster-wide rules: the custom resources, their children and events. */
-export function operatorClusterRules(): PolicyRule[] {
+export function operatorClusterRules(names: OwnObjectNames): PolicyRule[] {
   return [
     rule([AI_SERVICE, SAGA], READ),
     rule([AI_SERVICE, SAGA], ['get', 'patch'], '/status'),
@@ -28,12 +47,23 @@ export function operatorClusterRules(): PolicyRule[] {
     rule([AI_SERVICE], ['update'], '/finalizers'),
     ...groupByApiGroup(CHILD_TYPES).map((types) => rule(types, MANAGE)),
     rule([EVENT], ['create', 'patch']),
+    // Miss detection: pods of opted-in namespaces that run without the sidecar.
+    rule([POD, NAMESPACE], READ),
+    // The caBundle of its own webhook configuration (resourceNames cannot scope create).
+    {
+      ...rule([MUTATING_WEBHOOK_CONFIGURATION], ['get', 'update', 'patch']),
+      resourceNames: [names.webhookConfiguration],
+    },
   ];
 }
 
-/** Rules in the operator's own namespace: the leader-election Lease. */
-export function operatorNamespaceRules(): PolicyRule[] {
-  return [rule([LEASE], ['get', 'create', 'update'])];
+/** Rules in the operator's own namespace: the leader-election Lease and the webhook's certificate Secret. */
+export function operatorNamespaceRules(names: OwnObjectNames): PolicyRule[] {
+  return [
+    rule([LEASE], ['get', 'create', 'update']),
+    // The chart creates the Secret empty, so the operator needs no create (which resourceNames cannot scope).
+    { ...rule([SECRET], ['get', 'update', 'patch']), resourceNames: [names.webhookSecret] },
+  ];
 }
 
 function rule(types: ResourceType[], verbs: string[], subresource = ''): PolicyRule {

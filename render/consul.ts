@@ -57,48 +57,12 @@ export function consulConfigFields(connection: ConsulConnection): Record<string,
   };
 }
 
-type Json = Record<string, unknown>;
-type Container = { name: string; env?: Json[]; volumeMounts?: Json[]; [field: string]: unknown };
-type PodSpec = { containers: Container[]; initContainers?: Container[]; volumes?: Json[] };
+export const CONSUL_VOLUME = 'aimesh-consul';
 
-/** Points the sidecar at Consul and mounts the token and CA it needs. */
-export function applyConsulConnection(
-  objects: { kind: string; spec?: unknown }[],
-  resource: AiService,
-  connection: ConsulConnection,
-): void {
-  if (!resource.spec.sidecar.enabled || resource.spec.discovery.mode !== 'consul') return;
-  for (const object of objects) {
-    if (object.kind !== 'Deployment') continue;
-    const pod = (object.spec as { template: { spec: PodSpec } }).template.spec;
-    const sidecar = [...pod.containers, ...(pod.initContainers ?? [])].find(
-      (c) => c.name === 'aimesh-sidecar',
-    );
-    if (!sidecar) continue;
-    sidecar.env = [
-      ...(sidecar.env ?? []).filter((e) => e.name !== 'CONSUL_HTTP_ADDR'),
-      { name: 'CONSUL_HTTP_ADDR', value: connection.address },
-    ];
-    const items = [
-      ...(connection.tokenSecretRef ? [{ ref: connection.tokenSecretRef, path: 'token' }] : []),
-      ...(connection.caSecretRef ? [{ ref: connection.caSecretRef, path: 'ca.crt' }] : []),
-    ];
-    if (items.length === 0) continue;
-    // One projected volume: the token and the CA may live in different Secrets.
-    pod.volumes = [
-      ...(pod.volumes ?? []),
-      {
-        name: 'aimesh-consul',
-        projected: {
-          sources: items.map(({ ref, path }) => ({
-            secret: { name: ref.name, items: [{ key: ref.key, path }] },
-          })),
-        },
-      },
-    ];
-    sidecar.volumeMounts = [
-      ...(sidecar.volumeMounts ?? []),
-      { name: 'aimesh-consul', mountPath: CONSUL_SECRETS_DIR, readOnly: true },
-    ];
-  }
+/** The Secret keys the sidecar mounts under CONSUL_SECRETS_DIR, and the file each becomes. */
+export function consulSecretItems(connection: ConsulConnection): { ref: SecretKeyRef; path: string }[] {
+  return [
+    ...(connection.tokenSecretRef ? [{ ref: connection.tokenSecretRef, path: 'token' }] : []),
+    ...(connection.caSecretRef ? [{ ref: connection.caSecretRef, path: 'ca.crt' }] : []),
+  ];
 }

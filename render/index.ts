@@ -9,12 +9,25 @@ import { canonicalJson } from '../lib/json/index.js';
 import type { RenderInput } from './inputs.js';
 import { addIstioPolicies } from './istio.js';
 import { sidecarConfigFor } from './sidecar-config.js';
-import { applyConsulConnection, consulConnection, type ConsulDefaults } from './consul.js';
+import { consulConnection, type ConsulDefaults } from './consul.js';
 import { applyPodOverrides, propagateLabels } from './pod.js';
 import { addWorkload, markNativeSidecar } from './workload.js';
 
 export { sidecarConfigFor } from './sidecar-config.js';
 export { consulConnection, type ConsulDefaults } from './consul.js';
+export {
+  adoptersOf,
+  applyPatch,
+  decideInjection,
+  hasSidecar,
+  supportsNativeSidecars,
+  type ContainerLike,
+  type InjectionContext,
+  type InjectionDecision,
+  type JsonPatchAdd,
+  type PodLike,
+} from './inject.js';
+export { SIDECAR_CONTAINER } from './workload.js';
 export { namespaceOf, renderInputFor, renderInputs, servicesOfSaga, type RenderInput } from './inputs.js';
 export { asksForIstio } from './istio.js';
 export { sagasOrchestratedBy, stepServices, grantsFor, istioPath } from './saga.js';
@@ -73,6 +86,7 @@ export function renderAiService(input: RenderInput, options: RenderOptions = {})
     namespace,
     sidecarImage: options.sidecarImage ?? DEFAULT_SIDECAR_IMAGE,
     sidecarConfigJson: `${canonicalJson(config)}\n`,
+    consul,
   });
   if (options.istio !== false) {
     addIstioPolicies(chart, resource, {
@@ -84,7 +98,6 @@ export function renderAiService(input: RenderInput, options: RenderOptions = {})
   }
   const objects = chart.toJson() as KubeObject[];
   if (resource.spec.sidecar.enabled && resource.spec.sidecar.native) markNativeSidecar(objects);
-  applyConsulConnection(objects, resource, consul);
   applyPodOverrides(objects, resource);
   propagateLabels(objects, resource);
   if (options.owner) {

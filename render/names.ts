@@ -12,8 +12,9 @@ export function labelsFor(resource: AiService): Record<string, string> {
   };
 }
 
+/** The pods an AiService stands for: those it runs, or those its workload selector adopts. */
 export function selectorFor(resource: AiService): Record<string, string> {
-  return { [SERVICE_LABEL]: resource.metadata.name };
+  return resource.spec.workload?.selector.matchLabels ?? { [SERVICE_LABEL]: resource.metadata.name };
 }
 
 export const sidecarConfigMapName = (name: string) => `${name}-sidecar`;

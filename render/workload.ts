@@ -1,6 +1,7 @@
 import { k8s } from 'cdk8s-plus-27';
 import type { Construct } from 'constructs';
 import { SIDECAR_PORTS, durationMs, type AiService } from '../api/index.js';
+import { CONSUL_SECRETS_DIR, CONSUL_VOLUME, consulSecretItems, type ConsulConnection } from './consul.js';
 import { labelsFor, selectorFor, sidecarConfigMapName } from './names.js';
 import { PROVIDER_KEY_FILE, PROVIDER_SECRETS_DIR } from './sidecar-config.js';
 
@@ -8,8 +9,11 @@ export interface WorkloadOptions {
   namespace: string;
   sidecarImage: string;
   sidecarConfigJson: string;
+  consul: ConsulConnection;
 }
 
+/** The sidecar's container name: how render, injection and miss detection recognise it. */
+export const SIDECAR_CONTAINER = 'aimesh-sidecar';
 const CONFIG_DIR = '/etc/aimesh';
 const CONFIG_FILE = 'sidecar.json';
 const DEFAULT_APP_RESOURCES = { requests: { cpu: '100m', memory: '128Mi' }, limits: { memory: '512Mi' } };
@@ -21,44 +25,60 @@ const RESTRICTED: k8s.SecurityContext = {
   capabilities: { drop: ['ALL'] },
 };
 
-/** ServiceAccount, Deployment, Service, sidecar ConfigMap, and HPA / PDB when they apply. */
+/**
+ * ServiceAccount, Deployment, Service, sidecar ConfigMap, and HPA / PDB when they apply.
+ * An AiService that adopts existing pods (spec.workload) gets only the ConfigMap and the
+ * Service: the pods belong to the user's own workload, and the injection webhook adds
+ * their sidecar.
+ */
 export function addWorkload(scope: Construct, resource: AiService, options: WorkloadOptions): void {
   const { name } = resource.metadata;
   const { spec } = resource;
   const metadata = { name, namespace: options.namespace, labels: labelsFor(resource) };
+  const sidecar = spec.sidecar.enabled
+    ? sidecarFor(resource, {
+        sidecarImage: options.sidecarImage,
+        config: { kind: 'configMap', name: sidecarConfigMapName(name) },
+        consul: options.consul,
+      })
+    : undefined;
+  const ownsPods = spec.workload === undefined;
 
-  new k8s.KubeServiceAccount(scope, 'service-account', { metadata, automountServiceAccountToken: false });
+  if (ownsPods)
+    new k8s.KubeServiceAccount(scope, 'service-account', { metadata, automountServiceAccountToken: false });
 
-  if (spec.sidecar.enabled) {
+  if (sidecar) {
     new k8s.KubeConfigMap(scope, 'sidecar-config', {
       metadata: { ...metadata, name: sidecarConfigMapName(name) },
       data: { [CONFIG_FILE]: options.sidecarConfigJson },
     });
   }
 
-  new k8s.KubeDeployment(scope, 'deployment', {
-    metadata,
-    spec: {
-      // With autoscaling the HPA owns the replica count, so it is left out of what we apply.
-      ...(spec.autoscaling ? {} : { replicas: spec.replicas ?? 1 }),
-      selector: { matchLabels: selectorFor(resource) },
-      strategy: { type: 'RollingUpdate', rollingUpdate: { maxUnavailable: k8s.IntOrString.fromNumber(0) } },
-      template: {
-        metadata: { labels: labelsFor(resource), annotations: podAnnotations(resource) },
-        spec: {
-          serviceAccountName: name,
-          automountServiceAccountToken: false,
-          securityContext: { runAsNonRoot: true, seccompProfile: { type: 'RuntimeDefault' } },
-          containers: [
-            appContainer(resource),
-            // A native sidecar is moved to initContainers on the output (markNativeSidecar).
-            ...(spec.sidecar.enabled ? [sidecarContainer(resource, options)] : []),
-          ],
-          volumes: volumes(resource),
+  if (ownsPods) {
+    new k8s.KubeDeployment(scope, 'deployment', {
+      metadata,
+      spec: {
+        // With autoscaling the HPA owns the replica count, so it is left out of what we apply.
+        ...(spec.autoscaling ? {} : { replicas: spec.replicas ?? 1 }),
+        selector: { matchLabels: selectorFor(resource) },
+        strategy: { type: 'RollingUpdate', rollingUpdate: { maxUnavailable: k8s.IntOrString.fromNumber(0) } },
+        template: {
+          metadata: { labels: labelsFor(resource), annotations: sidecar?.podAnnotations ?? {} },
+          spec: {
+            serviceAccountName: name,
+            automountServiceAccountToken: false,
+            securityContext: { runAsNonRoot: true, seccompProfile: { type: 'RuntimeDefault' } },
+            containers: [
+              appContainer(resource, sidecar),
+              // A native sidecar is moved to initContainers on the output (markNativeSidecar).
+              ...(sidecar ? [sidecar.container] : []),
+            ],
+            volumes: [{ name: 'tmp', emptyDir: {} }, ...(sidecar?.volumes ?? [])],
+          },
         },
       },
-    },
-  });
+    });
+  }
   new k8s.KubeService(scope, 'service', {
     metadata,
     spec: {
@@ -74,7 +94,7 @@ export function addWorkload(scope: Construct, resource: AiService, options: Work
     },
   });
 
-  if (spec.autoscaling) {
+  if (ownsPods && spec.autoscaling) {
     new k8s.KubeHorizontalPodAutoscalerV2(scope, 'autoscaler', {
       metadata,
       spec: {
@@ -95,7 +115,7 @@ export function addWorkload(scope: Construct, resource: AiService, options: Work
   }
 
   const leastReplicas = spec.autoscaling?.minReplicas ?? spec.replicas ?? 1;
-  if (leastReplicas > 1) {
+  if (ownsPods && leastReplicas > 1) {
     new k8s.KubePodDisruptionBudget(scope, 'disruption-budget', {
       metadata,
       spec: {
@@ -106,17 +126,61 @@ export function addWorkload(scope: Construct, resource: AiService, options: Work
   }
 }
 
-function podAnnotations(resource: AiService): Record<string, string> {
-  const { sidecar, observability } = resource.spec;
-  if (!sidecar.enabled || !observability.metrics.enabled) return {};
+/** Where the sidecar reads its config file from. */
+export type SidecarConfigSource =
+  /** The ConfigMap the operator renders for an AiService. */
+  | { kind: 'configMap'; name: string }
+  /** A pod annotation, through the downward API: pods configured by annotations only. */
+  | { kind: 'podAnnotation'; annotation: string };
+
+/** Everything a pod needs to run the aimesh sidecar, wherever the pod comes from. */
+export interface SidecarParts {
+  /** A plain container; a native sidecar is this container in initContainers with restartPolicy Always. */
+  container: k8s.Container;
+  /** The volumes the sidecar mounts; all named aimesh-*, so they cannot collide with the app's. */
+  volumes: k8s.Volume[];
+  /** Prometheus scrape annotations for the sidecar's /metrics, when metrics are on. */
+  podAnnotations: Record<string, string>;
+  /** What an app container needs to find the sidecar, minus what it sets itself. */
+  appEnv: (setByApp: readonly string[]) => k8s.EnvVar[];
+}
+
+export interface SidecarOptions {
+  sidecarImage: string;
+  config: SidecarConfigSource;
+  /** Where Consul is and the Secrets to reach it with (render/consul.ts). */
+  consul: ConsulConnection;
+}
+
+/**
+ * The one definition of the sidecar: the Deployment render and the injection webhook (and
+ * `aimesh inject`) both build it here, so an injected pod runs exactly the sidecar a
+ * rendered one does.
+ */
+export function sidecarFor(resource: AiService, options: SidecarOptions): SidecarParts {
+  const { spec } = resource;
+  const outbound = `http://127.0.0.1:${SIDECAR_PORTS.outbound}`;
   return {
-    'prometheus.io/scrape': 'true',
-    'prometheus.io/port': String(SIDECAR_PORTS.admin),
-    'prometheus.io/path': '/metrics',
+    container: sidecarContainer(resource, options.sidecarImage, options.consul),
+    volumes: sidecarVolumes(resource, options.config, options.consul),
+    podAnnotations: spec.observability.metrics.enabled
+      ? {
+          'prometheus.io/scrape': 'true',
+          'prometheus.io/port': String(SIDECAR_PORTS.admin),
+          'prometheus.io/path': '/metrics',
+        }
+      : {},
+    appEnv: (setByApp) =>
+      [
+        { name: 'AIMESH_OUTBOUND', value: outbound },
+        // OpenAI SDKs read OPENAI_BASE_URL: point them at the sidecar's AI route, unless the
+        // app sets it itself.
+        ...(spec.providers.length > 0 ? [{ name: 'OPENAI_BASE_URL', value: `${outbound}/v1/ai` }] : []),
+      ].filter((variable) => !setByApp.includes(variable.name)),
   };
 }
 
-function appContainer(resource: AiService): k8s.Container {
+function appContainer(resource: AiService, sidecar: SidecarParts | undefined): k8s.Container {
   const { spec } = resource;
   const probeHandler: Pick<k8s.Probe, 'httpGet' | 'grpc'> =
     spec.protocol === 'grpc'
@@ -129,7 +193,7 @@ function appContainer(resource: AiService): k8s.Container {
   };
   return {
     name: 'app',
-    image: spec.image,
+    image: spec.image ?? '',
     ports: [{ name: spec.protocol, containerPort: spec.port }],
     env: [
       ...spec.env.map((variable) =>
@@ -137,16 +201,7 @@ function appContainer(resource: AiService): k8s.Container {
           ? { name: variable.name, valueFrom: { secretKeyRef: variable.secretKeyRef } }
           : { name: variable.name, value: variable.value ?? '' },
       ),
-      ...(spec.sidecar.enabled
-        ? [{ name: 'AIMESH_OUTBOUND', value: `http://127.0.0.1:${SIDECAR_PORTS.outbound}` }]
-        : []),
-      // OpenAI SDKs read OPENAI_BASE_URL: point them at the sidecar's AI route, unless the
-      // app sets it itself.
-      ...(spec.sidecar.enabled &&
-      spec.providers.length > 0 &&
-      !spec.env.some((v) => v.name === 'OPENAI_BASE_URL')
-        ? [{ name: 'OPENAI_BASE_URL', value: `http://127.0.0.1:${SIDECAR_PORTS.outbound}/v1/ai` }]
-        : []),
+      ...(sidecar?.appEnv(spec.env.map((v) => v.name)) ?? []),
     ],
     resources: quantities(spec.resources ?? DEFAULT_APP_RESOURCES),
     readinessProbe: { ...probeHandler, ...timing },
@@ -156,12 +211,16 @@ function appContainer(resource: AiService): k8s.Container {
   };
 }
 
-function sidecarContainer(resource: AiService, options: WorkloadOptions): k8s.Container {
+function sidecarContainer(
+  resource: AiService,
+  sidecarImage: string,
+  consul: ConsulConnection,
+): k8s.Container {
   const { spec } = resource;
   const field = (fieldPath: string) => ({ valueFrom: { fieldRef: { fieldPath } } });
   return {
-    name: 'aimesh-sidecar',
-    image: spec.sidecar.image ?? options.sidecarImage,
+    name: SIDECAR_CONTAINER,
+    image: spec.sidecar.image ?? sidecarImage,
     args: ['sidecar', '--config', `${CONFIG_DIR}/${CONFIG_FILE}`],
     ports: [
       { name: 'aimesh-outbound', containerPort: SIDECAR_PORTS.outbound },
@@ -174,8 +233,7 @@ function sidecarContainer(resource: AiService, options: WorkloadOptions): k8s.Co
       { name: 'POD_NAMESPACE', ...field('metadata.namespace') },
       { name: 'POD_IP', ...field('status.podIP') },
       { name: 'HOST_IP', ...field('status.hostIP') },
-      // The Consul agent runs per node (DaemonSet), as in Consul's Helm chart.
-      { name: 'CONSUL_HTTP_ADDR', value: '$(HOST_IP):8500' },
+      { name: 'CONSUL_HTTP_ADDR', value: consul.address },
     ],
     resources: quantities(spec.sidecar.resources ?? DEFAULT_SIDECAR_RESOURCES),
     readinessProbe: {
@@ -189,35 +247,64 @@ function sidecarContainer(resource: AiService, options: WorkloadOptions): k8s.Co
     securityContext: RESTRICTED,
     volumeMounts: [
       { name: 'aimesh-config', mountPath: CONFIG_DIR, readOnly: true },
-      { name: 'tmp', mountPath: '/tmp' },
+      { name: 'aimesh-tmp', mountPath: '/tmp' },
       ...spec.providers
         .filter((p) => p.apiKeySecretRef)
         .map((p) => ({
-          name: `provider-${p.name}`,
+          name: providerVolume(p.name),
           mountPath: `${PROVIDER_SECRETS_DIR}/${p.name}`,
           readOnly: true,
         })),
+      ...(consulSecretItems(consul).length > 0
+        ? [{ name: CONSUL_VOLUME, mountPath: CONSUL_SECRETS_DIR, readOnly: true }]
+        : []),
     ],
   };
 }
 
-function volumes(resource: AiService): k8s.Volume[] {
-  const { spec, metadata } = resource;
-  const list: k8s.Volume[] = [{ name: 'tmp', emptyDir: {} }];
-  if (!spec.sidecar.enabled) return list;
-  list.push({ name: 'aimesh-config', configMap: { name: sidecarConfigMapName(metadata.name) } });
-  for (const provider of spec.providers) {
+function sidecarVolumes(
+  resource: AiService,
+  config: SidecarConfigSource,
+  consul: ConsulConnection,
+): k8s.Volume[] {
+  const list: k8s.Volume[] = [
+    config.kind === 'configMap'
+      ? { name: 'aimesh-config', configMap: { name: config.name } }
+      : {
+          name: 'aimesh-config',
+          downwardApi: {
+            items: [
+              { path: CONFIG_FILE, fieldRef: { fieldPath: `metadata.annotations['${config.annotation}']` } },
+            ],
+          },
+        },
+    { name: 'aimesh-tmp', emptyDir: {} },
+  ];
+  for (const provider of resource.spec.providers) {
     if (!provider.apiKeySecretRef) continue;
     list.push({
-      name: `provider-${provider.name}`,
+      name: providerVolume(provider.name),
       secret: {
         secretName: provider.apiKeySecretRef.name,
         items: [{ key: provider.apiKeySecretRef.key, path: PROVIDER_KEY_FILE }],
       },
     });
   }
+  const consulItems = consulSecretItems(consul);
+  // One projected volume: the token and the CA may live in different Secrets.
+  if (consulItems.length > 0)
+    list.push({
+      name: CONSUL_VOLUME,
+      projected: {
+        sources: consulItems.map(({ ref, path }) => ({
+          secret: { name: ref.name, items: [{ key: ref.key, path }] },
+        })),
+      },
+    });
   return list;
 }
+
+const providerVolume = (provider: string) => `aimesh-provider-${provider}`;
 
 type Quantities = { requests?: Record<string, string | number>; limits?: Record<string, string | number> };
 
@@ -249,7 +336,7 @@ export function markNativeSidecar(objects: { kind: string; spec?: unknown }[]): 
   for (const object of objects) {
     if (object.kind !== 'Deployment') continue;
     const pod = (object.spec as { template: { spec: PodSpecJson } }).template.spec;
-    const sidecar = pod.containers.find((c) => c.name === 'aimesh-sidecar');
+    const sidecar = pod.containers.find((c) => c.name === SIDECAR_CONTAINER);
     if (!sidecar) continue;
     pod.containers = pod.containers.filter((c) => c !== sidecar);
     pod.initContainers = [...(pod.initContainers ?? []), { ...sidecar, restartPolicy: 'Always' }];

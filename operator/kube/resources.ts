@@ -28,6 +28,22 @@ export const LEASE: ResourceType = {
 };
 export const EVENT: ResourceType = { apiVersion: 'v1', kind: 'Event', plural: 'events', namespaced: true };
 
+/** What the admission server and miss detection read and write (see operator/admission). */
+export const SECRET: ResourceType = { apiVersion: 'v1', kind: 'Secret', plural: 'secrets', namespaced: true };
+export const POD: ResourceType = { apiVersion: 'v1', kind: 'Pod', plural: 'pods', namespaced: true };
+export const NAMESPACE: ResourceType = {
+  apiVersion: 'v1',
+  kind: 'Namespace',
+  plural: 'namespaces',
+  namespaced: false,
+};
+export const MUTATING_WEBHOOK_CONFIGURATION: ResourceType = {
+  apiVersion: 'admissionregistration.k8s.io/v1',
+  kind: 'MutatingWebhookConfiguration',
+  plural: 'mutatingwebhookconfigurations',
+  namespaced: false,
+};
+
 /** Istio's kinds: written only while the cluster serves them (Istio is optional). */
 export const ISTIO_TYPES: ResourceType[] = [
   {

@@ -5,7 +5,7 @@
 import type { AiService } from '../../api/index.js';
 
 export interface Condition {
-  type: 'Ready' | 'Progressing' | 'Degraded' | 'IstioPolicies';
+  type: 'Ready' | 'Progressing' | 'Degraded' | 'IstioPolicies' | 'SidecarInjected';
   status: 'True' | 'False' | 'Unknown';
   reason: string;
   message: string;
@@ -45,6 +45,8 @@ export interface ObservedState {
   istio?: { installed: boolean };
   /** Why applying the children failed, if it did. */
   applyError?: { reason: string; message: string };
+  /** Set for an AiService that adopts existing pods: those of them without the sidecar. */
+  adoption?: { missing: readonly { pod: string; reason: string; fix: string }[] };
   now: string;
 }
 
@@ -77,6 +79,8 @@ export function desiredStatus(state: ObservedState): AiServiceStatusValue {
         before?.status === status && before.lastTransitionTime ? before.lastTransitionTime : state.now,
     };
   };
+
+  if (state.adoption) return adoptedStatus(state, state.adoption.missing, condition);
 
   const replicasMessage = `${available} of ${wanted} replicas available`;
   return {
@@ -114,6 +118,46 @@ export function desiredStatus(state: ObservedState): AiServiceStatusValue {
                   "Istio's CRDs (networking.istio.io/v1, security.istio.io/v1) are not installed, so spec.security (mTLS, allowedCallers) is not enforced; install Istio, or set spec.security.mtls: DISABLE to say you do not need it",
                 ),
           ]),
+    ],
+  };
+}
+
+/**
+ * An adopting AiService runs no pods of its own: it is ready when its children are applied
+ * and every pod it adopts has the sidecar; SidecarInjected says which do not and the fix.
+ */
+function adoptedStatus(
+  state: ObservedState,
+  missing: readonly { pod: string; reason: string; fix: string }[],
+  condition: (type: Condition['type'], holds: boolean, reason: string, message: string) => Condition,
+): AiServiceStatusValue {
+  const generation = state.resource.metadata.generation ?? 0;
+  const injected =
+    missing.length === 0
+      ? condition('SidecarInjected', true, 'AllPodsInjected', 'every adopted pod runs the aimesh sidecar')
+      : condition(
+          'SidecarInjected',
+          false,
+          'PodsWithoutSidecar',
+          `${missing.length} adopted pod(s) run without the aimesh sidecar: ${missing
+            .slice(0, 5)
+            .map((m) => `${m.pod} (${m.reason}; fix: ${m.fix})`)
+            .join('; ')}`,
+        );
+  const error = state.applyError;
+  return {
+    observedGeneration: generation,
+    replicas: 0,
+    readyReplicas: 0,
+    conditions: [
+      error
+        ? condition('Ready', false, error.reason, error.message)
+        : condition('Ready', missing.length === 0, injected.reason, injected.message),
+      condition('Progressing', false, 'Adopted', 'the adopted pods are rolled out by their own workload'),
+      error
+        ? condition('Degraded', true, error.reason, error.message)
+        : condition('Degraded', missing.length > 0, injected.reason, injected.message),
+      injected,
     ],
   };
 }

@@ -37,6 +37,8 @@ export interface AiServiceReconcilerOptions {
   render?: RenderOptions;
   /** What the cluster serves now; Istio policies are rendered only while it serves them. */
   facts?: () => { istio: boolean };
+  /** Pods an AiService adopts that run without the sidecar, by namespace/name (miss detection). */
+  adoptedMisses?: (key: string) => readonly { pod: string; reason: string; fix: string }[];
 }
 
 export class AiServiceReconciler implements Reconciler {
@@ -184,9 +186,12 @@ export class AiServiceReconciler implements Reconciler {
     applyError?: { reason: string; message: string },
     istio?: { installed: boolean },
   ): Promise<AiServiceStatusValue> {
+    const adopting = (live as { spec?: { workload?: unknown } }).spec?.workload !== undefined;
+    const key = `${live.metadata.namespace ?? ''}/${live.metadata.name}`;
     const status = desiredStatus({
       resource: live as never,
       deployment: deployment ? deploymentState(deployment) : undefined,
+      ...(adopting ? { adoption: { missing: this.options.adoptedMisses?.(key) ?? [] } } : {}),
       applyError,
       ...(istio ? { istio } : {}),
       now: new Date().toISOString().replace(/\.\d+Z$/, 'Z'),

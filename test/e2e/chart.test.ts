@@ -86,9 +86,12 @@ describe('Helm chart charts/aimesh-operator', () => {
       'ClusterRole',
       'ClusterRoleBinding',
       'Deployment',
+      'MutatingWebhookConfiguration',
       'PodDisruptionBudget',
       'Role',
       'RoleBinding',
+      'Secret',
+      'Service',
       'Service',
       'ServiceAccount',
     ]);

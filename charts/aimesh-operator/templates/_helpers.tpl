@@ -50,3 +50,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "aimesh.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
+
+{{- /* The names the API server dials the admission server by: they go into its certificate. */ -}}
+{{- define "aimesh.webhookHosts" -}}
+{{- $service := printf "%s-webhook" (include "aimesh.fullname" .) -}}
+{{- $hosts := list (printf "%s.%s.svc" $service .Release.Namespace) (printf "%s.%s.svc.cluster.local" $service .Release.Namespace) -}}
+{{- concat $hosts .Values.webhook.hosts | join "," -}}
+{{- end -}}

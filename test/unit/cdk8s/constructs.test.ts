@@ -96,7 +96,7 @@ describe('AiService and Saga constructs', () => {
     ];
     expect(same).toEqual([true, true]);
     expect(readFileSync(join(REPO_DIR, 'cdk8s', 'spec-types.ts'), 'utf8')).toContain(
-      '/** Container image of the app. */\n  image: string;',
+      '/** Container image of the app (required unless workload adopts existing pods). */\n  image?: string;',
     );
   });
 

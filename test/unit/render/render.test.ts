@@ -212,7 +212,7 @@ describe('renderAiService', () => {
     );
     const pod = (find(objects, 'Deployment') as Any).spec.template.spec;
     expect(pod.volumes).toContainEqual({
-      name: 'provider-openai',
+      name: 'aimesh-provider-openai',
       secret: { secretName: 'openai', items: [{ key: 'api-key', path: 'api-key' }] },
     });
     expect(JSON.stringify(pod.containers.map((c: Any) => c.env))).not.toContain('api-key');
