@@ -10,6 +10,7 @@ import {
   EVENT,
   LEASE,
   MUTATING_WEBHOOK_CONFIGURATION,
+  VALIDATING_WEBHOOK_CONFIGURATION,
   NAMESPACE,
   POD,
   SAGA,
@@ -49,9 +50,10 @@ export function operatorClusterRules(names: OwnObjectNames): PolicyRule[] {
     rule([EVENT], ['create', 'patch']),
     // Miss detection: pods of opted-in namespaces that run without the sidecar.
     rule([POD, NAMESPACE], READ),
-    // The caBundle of its own webhook configuration (resourceNames cannot scope create).
+    // The caBundle of its own webhook configurations, mutating (injection) and validating
+    // (AiService and Saga), which share one name (resourceNames cannot scope create).
     {
-      ...rule([MUTATING_WEBHOOK_CONFIGURATION], ['get', 'update', 'patch']),
+      ...rule([MUTATING_WEBHOOK_CONFIGURATION, VALIDATING_WEBHOOK_CONFIGURATION], ['get', 'update', 'patch']),
       resourceNames: [names.webhookConfiguration],
     },
   ];

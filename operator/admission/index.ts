@@ -17,6 +17,7 @@ import { Informer } from '../kube/informer.js';
 import { AI_SERVICE } from '../kube/resources.js';
 import type { LiveObject } from '../watches.js';
 import { INJECTION_PATH, injectionWebhook } from './injection.js';
+import { VALIDATION_PATH, validationWebhook } from './validation.js';
 import { startAdmissionServer } from './server.js';
 
 export { INJECTION_PATH } from './injection.js';
@@ -85,6 +86,7 @@ export async function startAdmission(options: AdmissionOptions): Promise<Running
         nativeSidecar,
         ...(options.consul ? { consul: options.consul } : {}),
       }),
+      [VALIDATION_PATH]: validationWebhook(),
     },
   });
   log.info('admission server listening', { port: server.port, kubernetes: version, nativeSidecar });

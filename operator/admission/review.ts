@@ -23,6 +23,8 @@ export interface AdmissionResponse {
   /** base64 of the JSON patch. */
   patch?: string;
   warnings?: string[];
+  /** Why the request is refused, when `allowed` is false: kubectl prints the message. */
+  status?: { code: number; reason: string; message: string };
 }
 
 export interface AdmissionReview {
@@ -35,6 +37,8 @@ export interface AdmissionReview {
 /** What a webhook decided about one request; `outcome` feeds metrics and logs. */
 export interface Verdict {
   outcome: string;
+  /** Set when the request must be refused (a validating webhook): the message users see. */
+  denied?: string;
   patch?: JsonPatchAdd[];
   warnings?: string[];
 }
@@ -53,7 +57,10 @@ export function admissionResponse(uid: string, verdict: Verdict): AdmissionRevie
     kind: 'AdmissionReview',
     response: {
       uid,
-      allowed: true,
+      allowed: verdict.denied === undefined,
+      ...(verdict.denied === undefined
+        ? {}
+        : { status: { code: 422, reason: 'Invalid', message: verdict.denied } }),
       ...(verdict.patch && verdict.patch.length > 0
         ? {
             patchType: 'JSONPatch' as const,

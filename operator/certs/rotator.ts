@@ -12,7 +12,11 @@ import { Gauge, type Registry } from 'prom-client';
 import { AimeshError, describe } from '../../lib/errors/index.js';
 import type { Logger } from '../../lib/log/index.js';
 import { ApiError, type KubeClient } from '../kube/client.js';
-import { MUTATING_WEBHOOK_CONFIGURATION, SECRET } from '../kube/resources.js';
+import {
+  MUTATING_WEBHOOK_CONFIGURATION,
+  SECRET,
+  VALIDATING_WEBHOOK_CONFIGURATION,
+} from '../kube/resources.js';
 import {
   DEFAULT_LIFETIMES,
   certificateAction,
@@ -173,25 +177,29 @@ export class CertRotator {
     }
   }
 
+  /**
+   * Both webhook configurations (mutating for injection, validating for AiService and
+   * Saga) share one name; each present one gets the CA bundle. A chart may leave the
+   * validating one out, so only a missing mutating one is worth a warning.
+   */
   private async syncCaBundle(bundle: string): Promise<void> {
     const name = this.options.webhookConfiguration as string;
-    const configuration = await this.options.client.get<WebhookConfiguration>(
-      MUTATING_WEBHOOK_CONFIGURATION,
-      '',
-      name,
-    );
-    if (!configuration) {
-      this.options.log.warn('webhook configuration not found; the API server cannot call the webhook', {
-        name,
-      });
-      return;
-    }
     const caBundle = Buffer.from(bundle).toString('base64');
-    const webhooks = configuration.webhooks ?? [];
-    if (webhooks.every((w) => w.clientConfig.caBundle === caBundle)) return;
-    for (const webhook of webhooks) webhook.clientConfig.caBundle = caBundle;
-    await this.options.client.replace(MUTATING_WEBHOOK_CONFIGURATION, configuration);
-    this.options.log.info('updated the caBundle of the webhook configuration', { name });
+    for (const type of [MUTATING_WEBHOOK_CONFIGURATION, VALIDATING_WEBHOOK_CONFIGURATION]) {
+      const configuration = await this.options.client.get<WebhookConfiguration>(type, '', name);
+      if (!configuration) {
+        if (type === MUTATING_WEBHOOK_CONFIGURATION)
+          this.options.log.warn('webhook configuration not found; the API server cannot call the webhook', {
+            name,
+          });
+        continue;
+      }
+      const webhooks = configuration.webhooks ?? [];
+      if (webhooks.every((w) => w.clientConfig.caBundle === caBundle)) continue;
+      for (const webhook of webhooks) webhook.clientConfig.caBundle = caBundle;
+      await this.options.client.replace(type, configuration);
+      this.options.log.info('updated the caBundle of the webhook configuration', { kind: type.kind, name });
+    }
   }
 }
 

@@ -37,6 +37,12 @@ export const NAMESPACE: ResourceType = {
   plural: 'namespaces',
   namespaced: false,
 };
+export const VALIDATING_WEBHOOK_CONFIGURATION: ResourceType = {
+  apiVersion: 'admissionregistration.k8s.io/v1',
+  kind: 'ValidatingWebhookConfiguration',
+  plural: 'validatingwebhookconfigurations',
+  namespaced: false,
+};
 export const MUTATING_WEBHOOK_CONFIGURATION: ResourceType = {
   apiVersion: 'admissionregistration.k8s.io/v1',
   kind: 'MutatingWebhookConfiguration',

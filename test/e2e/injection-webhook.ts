@@ -19,7 +19,7 @@ import {
 import { OPERATOR_NAMESPACE, startOperator, type OperatorProcess } from './operator-process.js';
 
 export const RELEASE = 'aimesh';
-export const FULLNAME = `${RELEASE}-aimesh-operator`;
+export const FULLNAME = 'aimesh-operator';
 export const WEBHOOK_SECRET = `${FULLNAME}-webhook-tls`;
 const INSTALLED = [
   'ServiceAccount',
@@ -29,6 +29,7 @@ const INSTALLED = [
   'RoleBinding',
   'Secret',
   'MutatingWebhookConfiguration',
+  'ValidatingWebhookConfiguration',
 ];
 
 export interface InstalledWebhook {
