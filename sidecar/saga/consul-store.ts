@@ -3,48 +3,85 @@
  * ModifyIndex, idempotency keys created only if absent, and one lock per execution held
  * by this orchestrator's Consul session. When an orchestrator dies its session lapses
  * (TTL), its locks are released, and a peer claims and continues its executions.
+ *
+ * Writes go through Consul transactions: concurrent creates and saves are grouped into one
+ * /v1/txn of at most 64 operations (one Raft write for all of them). A create is one unit
+ * of the transaction (idempotency key, execution and its lock together); a unit whose check
+ * fails is answered alone and the rest are sent again, so one conflict does not fail others.
  */
 import { createHash } from 'node:crypto';
+import { jsonLogger, type Logger } from '../../operator/log.js';
+import type { ConsulTxnOp } from '../discovery/consul-client.js';
 import type { ConsulClient } from '../discovery/index.js';
-import type { Execution } from './machine.js';
+import { TERMINAL_STATES, type Execution } from './machine.js';
+import { expiredExecutions, type RetentionPolicies } from './retention.js';
 import { ConflictError, type SagaStore } from './store.js';
 
 export interface ConsulStoreOptions {
   prefix?: string;
-  /** Session TTL: how long a dead orchestrator's executions wait before a peer takes them. */
+  /**
+   * Session TTL. Consul invalidates a session up to twice its TTL after the last renewal,
+   * so a dead orchestrator's executions are taken over within about 2 × TTL plus the
+   * recovery interval. Consul refuses TTLs under its servers' `session_ttl_min` (10s by default).
+   */
   sessionTtl?: string;
   owner: string;
+  log?: Logger;
 }
+
+/** Consul's limit is 128 operations per transaction; half keeps each Raft entry small. */
+const MAX_TXN_OPS = 64;
+/** Values in one transaction stay well under Consul's 512 KiB request limit. */
+const MAX_TXN_BYTES = 256 * 1024;
+/** Transactions in flight at once; more changes wait and join the next ones. */
+const MAX_TXN_IN_FLIGHT = 4;
 
 export class ConsulSagaStore implements SagaStore {
   private readonly prefix: string;
-  private session?: string;
+  private session?: Promise<string>;
   private renewTimer?: NodeJS.Timeout;
   private readonly modifyIndex = new Map<string, number>();
+  /** Locks this store's current session took in a create; claiming them again needs no call. */
+  private readonly held = new Set<string>();
+  private readonly batcher: TxnBatcher;
+  private readonly log: Logger;
 
   constructor(
     private readonly client: ConsulClient,
     private readonly options: ConsulStoreOptions,
   ) {
     this.prefix = (options.prefix ?? 'aimesh/sagas').replace(/\/$/, '');
+    this.batcher = new TxnBatcher(client);
+    this.log = options.log ?? jsonLogger('saga-store');
   }
 
   async create(execution: Execution): Promise<{ execution: Execution; created: boolean }> {
-    const keyPath = `${this.prefix}/keys/${keyName(execution.saga, execution.idempotencyKey)}`;
+    const keyPath = this.idempotencyKeyPath(execution);
     const saved = { ...execution, version: 1 };
-    if (!(await this.client.kvPut(keyPath, execution.id, { cas: 0 }))) {
-      const existingId = (await this.client.kvGet(keyPath))?.value ?? '';
-      const existing = await this.get(existingId);
-      if (existing) return { execution: existing, created: false };
-      throw new ConflictError(
-        `idempotency key ${execution.idempotencyKey} is being used by a start in progress; retry`,
-      );
+    const session = await this.ensureSession();
+    const outcome = await this.batcher.submit([
+      kvOp('cas', keyPath, execution.id, 0),
+      kvOp('cas', this.executionKey(execution.id), JSON.stringify(saved), 0),
+      {
+        KV: {
+          Verb: 'lock',
+          Key: this.lockKey(execution.id),
+          Value: b64(this.options.owner),
+          Session: session,
+        },
+      },
+    ]);
+    if (outcome.ok) {
+      this.modifyIndex.set(execution.id, (outcome.results[1] as { modifyIndex: number }).modifyIndex);
+      this.held.add(execution.id);
+      return { execution: saved, created: true };
     }
-    if (!(await this.client.kvPut(this.executionKey(execution.id), JSON.stringify(saved), { cas: 0 }))) {
-      throw new ConflictError(`execution ${execution.id} already exists`);
-    }
-    await this.get(execution.id);
-    return { execution: saved, created: true };
+    const existingId = (await this.client.kvGet(keyPath))?.value ?? '';
+    const existing = await this.get(existingId);
+    if (existing) return { execution: existing, created: false };
+    throw new ConflictError(
+      `could not create execution ${execution.id} for idempotency key ${execution.idempotencyKey}: ${outcome.errors.join('; ')}; retry`,
+    );
   }
 
   async save(execution: Execution): Promise<Execution> {
@@ -52,16 +89,19 @@ export class ConsulSagaStore implements SagaStore {
       this.modifyIndex.get(execution.id) ??
       (await this.client.kvGet(this.executionKey(execution.id)))?.modifyIndex;
     const saved = { ...execution, version: execution.version + 1 };
-    if (
-      index === undefined ||
-      !(await this.client.kvPut(this.executionKey(execution.id), JSON.stringify(saved), { cas: index }))
-    ) {
+    const outcome =
+      index === undefined
+        ? undefined
+        : await this.batcher.submit([
+            kvOp('cas', this.executionKey(execution.id), JSON.stringify(saved), index),
+          ]);
+    if (!outcome?.ok) {
       this.modifyIndex.delete(execution.id);
       throw new ConflictError(
         `execution ${execution.id} changed in Consul since version ${execution.version}`,
       );
     }
-    await this.get(execution.id);
+    this.modifyIndex.set(execution.id, (outcome.results[0] as { modifyIndex: number }).modifyIndex);
     return saved;
   }
 
@@ -81,45 +121,196 @@ export class ConsulSagaStore implements SagaStore {
     });
   }
 
+  async unfinished(): Promise<Execution[]> {
+    return (await this.list()).filter((e) => !TERMINAL_STATES.includes(e.state));
+  }
+
+  /** Removes each expired execution with its idempotency key and lock, unless it changed meanwhile. */
+  async prune(policies: RetentionPolicies, nowMs: number): Promise<number> {
+    const entries = await this.client.kvList(`${this.prefix}/executions/`);
+    const byId = new Map(entries.map((e) => [e.key.slice(e.key.lastIndexOf('/') + 1), e]));
+    const executions = entries.map((e) => JSON.parse(e.value) as Execution);
+    const expired = expiredExecutions(executions, policies, nowMs);
+    const outcomes = await Promise.all(
+      expired.map((id) => {
+        const entry = byId.get(id) as { value: string; modifyIndex: number };
+        const execution = JSON.parse(entry.value) as Execution;
+        return this.batcher.submit([
+          { KV: { Verb: 'delete-cas', Key: this.executionKey(id), Index: entry.modifyIndex } },
+          { KV: { Verb: 'delete', Key: this.idempotencyKeyPath(execution) } },
+          { KV: { Verb: 'delete', Key: this.lockKey(id) } },
+        ]);
+      }),
+    );
+    for (const id of expired) this.modifyIndex.delete(id);
+    return outcomes.filter((o) => o.ok).length;
+  }
+
   async claim(id: string): Promise<boolean> {
+    if (this.held.has(id)) return true;
     const session = await this.ensureSession();
-    return this.client.kvPut(`${this.prefix}/locks/${id}`, this.options.owner, { acquire: session });
+    const acquired = await this.client.kvPut(this.lockKey(id), this.options.owner, { acquire: session });
+    if (acquired) this.held.add(id);
+    return acquired;
   }
 
   async release(id: string): Promise<void> {
+    this.held.delete(id);
     if (!this.session) return;
-    await this.client.kvPut(`${this.prefix}/locks/${id}`, this.options.owner, { release: this.session });
+    const session = await this.session;
+    const outcome = await this.batcher.submit([
+      { KV: { Verb: 'unlock', Key: this.lockKey(id), Session: session } },
+    ]);
+    // Not holding it (the session lapsed and a peer took it) is the only way this fails.
+    if (!outcome.ok)
+      this.log.warn('saga lock was not ours to release', { execution: id, errors: outcome.errors });
   }
 
   async close(): Promise<void> {
     clearInterval(this.renewTimer);
-    if (this.session) await this.client.sessionDestroy(this.session).catch(() => undefined);
+    const session = this.session;
     this.session = undefined;
+    if (!session) return;
+    try {
+      await this.client.sessionDestroy(await session);
+    } catch (error) {
+      // The session lapses by its TTL anyway; peers then take the unfinished executions.
+      this.log.warn('could not destroy the saga session on close', { error: String(error) });
+    }
   }
 
-  private async ensureSession(): Promise<string> {
-    if (this.session) return this.session;
+  private ensureSession(): Promise<string> {
+    // One creation for all concurrent callers: each session would hold its own locks.
+    this.session ??= this.createSession();
+    return this.session;
+  }
+
+  private async createSession(): Promise<string> {
     const ttl = this.options.sessionTtl ?? '10s';
-    this.session = await this.client.sessionCreate(`aimesh-saga-${this.options.owner}`, ttl);
+    // LockDelay 0: a peer may take a dead orchestrator's locks as soon as its session
+    // lapses. The CAS on every save is what keeps two writers from both succeeding.
+    const created = this.client.sessionCreate(`aimesh-saga-${this.options.owner}`, ttl, '0s');
+    const id = await created.catch((error: unknown) => {
+      this.session = undefined;
+      throw error;
+    });
+    this.held.clear();
     const everyMs = Math.max(1000, (Number.parseInt(ttl, 10) * 1000) / 3);
+    clearInterval(this.renewTimer);
     this.renewTimer = setInterval(() => {
-      const session = this.session;
-      if (!session) return;
-      void this.client.sessionRenew(session).then(
+      void this.client.sessionRenew(id).then(
         (alive) => {
           // A lapsed session lost its locks: start a new one; executions are claimed again.
-          if (!alive && this.session === session) this.session = undefined;
+          if (!alive && this.session) {
+            this.log.warn('saga session lapsed; its executions are claimed again', { session: id });
+            this.session = undefined;
+            this.held.clear();
+          }
         },
-        () => undefined,
+        (error: unknown) =>
+          this.log.warn('renewing the saga session failed', { session: id, error: String(error) }),
       );
     }, everyMs);
     this.renewTimer.unref();
-    return this.session;
+    return id;
   }
 
   private executionKey(id: string): string {
     return `${this.prefix}/executions/${id}`;
   }
+
+  private lockKey(id: string): string {
+    return `${this.prefix}/locks/${id}`;
+  }
+
+  private idempotencyKeyPath(execution: Execution): string {
+    return `${this.prefix}/keys/${keyName(execution.saga, execution.idempotencyKey)}`;
+  }
+}
+
+type UnitOutcome = { ok: true; results: { modifyIndex: number }[] } | { ok: false; errors: string[] };
+
+interface Unit {
+  ops: ConsulTxnOp[];
+  bytes: number;
+  resolve: (outcome: UnitOutcome) => void;
+  reject: (error: Error) => void;
+}
+
+/** Groups units of operations from concurrent callers into transactions. */
+class TxnBatcher {
+  private queue: Unit[] = [];
+  private inFlight = 0;
+
+  constructor(private readonly client: ConsulClient) {}
+
+  submit(ops: ConsulTxnOp[]): Promise<UnitOutcome> {
+    const bytes = ops.reduce((sum, op) => sum + (op.KV.Value?.length ?? 0) + op.KV.Key.length, 0);
+    return new Promise((resolve, reject) => {
+      this.queue.push({ ops, bytes, resolve, reject });
+      this.send();
+    });
+  }
+
+  private send(): void {
+    while (this.inFlight < MAX_TXN_IN_FLIGHT && this.queue.length > 0) {
+      const batch: Unit[] = [];
+      let ops = 0;
+      let bytes = 0;
+      while (this.queue.length > 0) {
+        const next = this.queue[0] as Unit;
+        if (batch.length > 0 && (ops + next.ops.length > MAX_TXN_OPS || bytes + next.bytes > MAX_TXN_BYTES))
+          break;
+        batch.push(this.queue.shift() as Unit);
+        ops += next.ops.length;
+        bytes += next.bytes;
+      }
+      this.inFlight++;
+      void this.apply(batch).finally(() => {
+        this.inFlight--;
+        this.send();
+      });
+    }
+  }
+
+  private async apply(batch: Unit[]): Promise<void> {
+    let result;
+    try {
+      result = await this.client.txn(batch.flatMap((u) => u.ops));
+    } catch (error) {
+      for (const unit of batch) unit.reject(error as Error);
+      return;
+    }
+    let offset = 0;
+    const retry: Unit[] = [];
+    for (const unit of batch) {
+      const from = offset;
+      offset += unit.ops.length;
+      if (result.ok) {
+        unit.resolve({ ok: true, results: result.results.slice(from, offset) });
+        continue;
+      }
+      const errors = result.errors.filter((e) => e.opIndex >= from && e.opIndex < offset).map((e) => e.what);
+      if (errors.length > 0) unit.resolve({ ok: false, errors });
+      else retry.push(unit);
+    }
+    if (!result.ok && retry.length === batch.length) {
+      // Consul rolled back without naming an operation: nothing to single out, so fail all.
+      const error = new Error(`Consul transaction rolled back: ${JSON.stringify(result.errors)}`);
+      for (const unit of retry) unit.reject(error);
+      return;
+    }
+    // Units that only failed alongside another one's conflict go again, ahead of newer ones.
+    this.queue.unshift(...retry);
+  }
+}
+
+function kvOp(verb: 'cas', key: string, value: string, index: number): ConsulTxnOp {
+  return { KV: { Verb: verb, Key: key, Value: b64(value), Index: index } };
+}
+
+function b64(value: string): string {
+  return Buffer.from(value, 'utf8').toString('base64');
 }
 
 function keyName(saga: string, key: string): string {

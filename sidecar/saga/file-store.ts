@@ -1,79 +1,115 @@
 /**
- * The embedded store for one machine: one JSON file per execution, written to a temporary
- * file, fsync'd and renamed over the old one (then the folder fsync'd), so a crash leaves
- * either the old or the new state, never half of one. One orchestrator process owns the
- * folder at a time (a lock file holding its pid).
+ * The embedded store for one machine: an append-only log (log-store/append-log.ts) whose
+ * records are whole executions, with the current state of each held in memory. A change is
+ * checked against memory (idempotency key, version), appended, and reported saved only once
+ * its group commit is fdatasync'd; readers wait for that too, so nobody sees a state a crash
+ * could take back. One orchestrator process owns the folder at a time (a lock file holding
+ * its pid).
  */
-import { createHash } from 'node:crypto';
 import {
   closeSync,
+  existsSync,
   fsyncSync,
   mkdirSync,
   openSync,
-  readdirSync,
   readFileSync,
-  renameSync,
   rmSync,
   writeSync,
 } from 'node:fs';
 import { join } from 'node:path';
+import { jsonLogger, type Logger } from '../../operator/log.js';
 import { isAlive } from '../discovery/local.js';
+import { AppendLog, type ReplayReport } from './log-store/append-log.js';
+import { encodePut, encodeRemove } from './log-store/records.js';
+import { ExecutionTable, type Row } from './log-store/table.js';
 import type { Execution } from './machine.js';
+import { expiredExecutions, type RetentionPolicies } from './retention.js';
 import { ConflictError, type SagaStore } from './store.js';
 
-export class FileSagaStore implements SagaStore {
-  private readonly executions: string;
-  private readonly keys: string;
+export interface FileStoreOptions {
+  log?: Logger;
+  /** Compact once the log since the last snapshot is larger than this (and than twice the live data). */
+  compactAfterBytes?: number;
+}
 
-  constructor(private readonly directory: string) {
-    this.executions = join(directory, 'executions');
-    this.keys = join(directory, 'keys');
-    mkdirSync(this.executions, { recursive: true });
-    mkdirSync(this.keys, { recursive: true });
-    this.lock();
+/** Removals go out in records of at most this many ids, so no record gets large. */
+const REMOVALS_PER_RECORD = 5000;
+
+export class FileSagaStore implements SagaStore {
+  private readonly table = new ExecutionTable();
+  private readonly log: AppendLog;
+  /** Rows whose latest change is appended but not yet on disk, and the wait for it. */
+  private readonly pending = new Map<string, Promise<void>>();
+  /** What opening found: records replayed, torn bytes cut off, and how long it took. */
+  readonly opened: ReplayReport & { executions: number; ms: number };
+
+  constructor(
+    private readonly directory: string,
+    options: FileStoreOptions = {},
+  ) {
+    const started = performance.now();
+    const log = options.log ?? jsonLogger('saga-store');
+    mkdirSync(directory, { recursive: true });
+    lock(directory);
+    const { log: appendLog, replay } = AppendLog.open(
+      join(directory, 'log'),
+      (entry) => this.table.apply(entry),
+      {
+        bytes: () => this.table.liveBytes,
+        json: () => Array.from(this.table.all(), (row) => row.json),
+      },
+      { compactAfterBytes: options.compactAfterBytes ?? 64 * 2 ** 20, log },
+    );
+    this.log = appendLog;
+    this.opened = { ...replay, executions: this.table.size, ms: performance.now() - started };
+    log.info('saga store opened', { directory, ...this.opened });
+  }
+
+  /** Syncs and compactions so far: how many changes each sync carried, for benchmarks and tests. */
+  get stats(): Readonly<{ syncs: number; compactions: number; compactionFailures: number }> {
+    return this.log.stats;
   }
 
   async create(execution: Execution): Promise<{ execution: Execution; created: boolean }> {
-    const keyFile = join(this.keys, keyName(execution.saga, execution.idempotencyKey));
-    try {
-      const existing = readFileSync(keyFile, 'utf8');
-      const found = await this.get(existing);
-      if (found) return { execution: found, created: false };
-    } catch {
-      // No execution for this key yet.
-    }
+    const existing = this.table.byIdempotencyKey(execution.saga, execution.idempotencyKey);
+    if (existing) return { execution: await this.read(existing), created: false };
     const saved = { ...execution, version: 1 };
-    durableWrite(join(this.executions, `${execution.id}.json`), JSON.stringify(saved));
-    durableWrite(keyFile, execution.id);
+    await this.write(saved);
     return { execution: saved, created: true };
   }
 
   async save(execution: Execution): Promise<Execution> {
-    const current = await this.get(execution.id);
+    const current = this.table.get(execution.id);
     if (!current || current.version !== execution.version) {
       throw new ConflictError(`execution ${execution.id} changed since version ${execution.version}`);
     }
     const saved = { ...execution, version: execution.version + 1 };
-    durableWrite(join(this.executions, `${execution.id}.json`), JSON.stringify(saved));
+    await this.write(saved);
     return saved;
   }
 
   async get(id: string): Promise<Execution | undefined> {
-    try {
-      return JSON.parse(readFileSync(join(this.executions, `${id}.json`), 'utf8')) as Execution;
-    } catch {
-      return undefined;
-    }
+    const row = this.table.get(id);
+    return row && this.read(row);
   }
 
   async list(): Promise<Execution[]> {
-    const files = readdirSync(this.executions).filter((f) => f.endsWith('.json'));
-    const executions: Execution[] = [];
-    for (const file of files) {
-      const execution = await this.get(file.slice(0, -'.json'.length));
-      if (execution) executions.push(execution);
-    }
-    return executions;
+    return Promise.all(Array.from(this.table.all(), (row) => this.read(row)));
+  }
+
+  async unfinished(): Promise<Execution[]> {
+    return Promise.all(this.table.unfinished().map((row) => this.read(row)));
+  }
+
+  async prune(policies: RetentionPolicies, nowMs: number): Promise<number> {
+    const expired = expiredExecutions(this.table.all(), policies, nowMs);
+    if (expired.length === 0) return 0;
+    this.table.remove(expired);
+    const records: Buffer[] = [];
+    for (let i = 0; i < expired.length; i += REMOVALS_PER_RECORD)
+      records.push(encodeRemove(expired.slice(i, i + REMOVALS_PER_RECORD)));
+    await this.log.append(records);
+    return expired.length;
   }
 
   /** One process owns the whole folder, so every execution in it is its own. */
@@ -84,43 +120,47 @@ export class FileSagaStore implements SagaStore {
   async release(): Promise<void> {}
 
   async close(): Promise<void> {
+    await this.log.close();
     rmSync(join(this.directory, 'owner.pid'), { force: true });
   }
 
-  private lock(): void {
-    const file = join(this.directory, 'owner.pid');
+  /** Appends a whole execution; memory changes at once, so the next check sees it. */
+  private async write(execution: Execution): Promise<void> {
+    const json = JSON.stringify(execution);
+    this.table.put(execution, json);
+    const durable = this.log.append([encodePut(json)]);
+    this.pending.set(execution.id, durable);
     try {
-      const pid = Number(readFileSync(file, 'utf8'));
-      if (pid && pid !== process.pid && isAlive(pid)) {
-        throw new Error(
-          `saga store ${this.directory} is in use by process ${pid}; one orchestrator per folder (use the Consul store to run several)`,
-        );
-      }
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+      await durable;
+    } finally {
+      if (this.pending.get(execution.id) === durable) this.pending.delete(execution.id);
     }
-    durableWrite(file, String(process.pid));
+  }
+
+  private async read(row: Row): Promise<Execution> {
+    const json = row.json;
+    await this.pending.get(row.id);
+    return JSON.parse(json) as Execution;
   }
 }
 
-function keyName(saga: string, key: string): string {
-  return createHash('sha256').update(`${saga}\n${key}`).digest('hex');
-}
-
-function durableWrite(path: string, content: string): void {
-  const temporary = `${path}.tmp-${process.pid}`;
-  const fd = openSync(temporary, 'w');
+/** Refuses a folder a live process holds; takes it over from a dead one. */
+function lock(directory: string): void {
+  const file = join(directory, 'owner.pid');
+  if (existsSync(file)) {
+    const pid = Number(readFileSync(file, 'utf8'));
+    if (pid && pid !== process.pid && isAlive(pid)) {
+      throw new Error(
+        `saga store ${directory} is in use by process ${pid}; one orchestrator per folder (use the Consul store to run several)`,
+      );
+    }
+  }
+  // Synchronous on purpose: it runs once at startup, before anything is served.
+  const fd = openSync(file, 'w');
   try {
-    writeSync(fd, content);
+    writeSync(fd, String(process.pid));
     fsyncSync(fd);
   } finally {
     closeSync(fd);
-  }
-  renameSync(temporary, path);
-  const folder = openSync(join(path, '..'), 'r');
-  try {
-    fsyncSync(folder);
-  } finally {
-    closeSync(folder);
   }
 }

@@ -1,0 +1,336 @@
+/**
+ * The append-only log on disk: numbered segments of framed records (records.ts) and, after a
+ * compaction, a snapshot holding every live execution as of the start of its segment.
+ *
+ * Group commit: records appended while a write is in flight wait in a queue and go out
+ * together in the next write + fdatasync, so one sync covers many executions' changes. The
+ * writes and syncs run on libuv's thread pool (async fs), never on the event loop, so the
+ * proxy sharing the process keeps serving while the disk works.
+ *
+ * Compaction: when the segments since the last snapshot grow past a bound, appends move to
+ * a new segment N and the live executions are written to `N.snapshot.tmp`, synced, and
+ * renamed to `N.snapshot` (atomic), after which segments before N are deleted. Opening
+ * reads the newest snapshot and replays the segments from its number on; a crash at any
+ * point of a compaction leaves either the old segments or the new snapshot to read.
+ */
+import {
+  closeSync,
+  fdatasync,
+  fsyncSync,
+  ftruncateSync,
+  mkdirSync,
+  open,
+  openSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  write,
+  close as closeFd,
+} from 'node:fs';
+import { open as openHandle, rename, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import type { Logger } from '../../../operator/log.js';
+import { decodeRecords, encodePut, type LogEntry } from './records.js';
+
+const writeAsync = promisify(write);
+const datasyncAsync = promisify(fdatasync);
+const openAsync = promisify(open);
+const closeAsync = promisify(closeFd);
+/** Snapshot writes go out in pieces of about this size, yielding to the event loop between. */
+const SNAPSHOT_CHUNK_BYTES = 2 ** 20;
+
+export interface AppendLogOptions {
+  /** Compact when the segments since the last snapshot exceed this and twice the live data. */
+  compactAfterBytes: number;
+  log: Logger;
+}
+
+export interface ReplayReport {
+  segments: number;
+  records: number;
+  /** Bytes of a torn or damaged tail that were cut off instead of applied. */
+  discardedBytes: number;
+}
+
+/** What a compaction keeps: the live executions as they are now. */
+export interface LiveData {
+  bytes(): number;
+  json(): string[];
+}
+
+interface Waiter {
+  resolve: () => void;
+  reject: (error: Error) => void;
+}
+
+export class AppendLog {
+  private queue: Buffer[] = [];
+  private waiters: Waiter[] = [];
+  private writing = false;
+  private drained?: () => void;
+  private failure?: Error;
+  private compaction?: Promise<void>;
+  private rotateRequested = false;
+  private closed = false;
+  /** Compactions finished, and those that failed (each failure is logged). */
+  readonly stats = { compactions: 0, compactionFailures: 0, syncs: 0 };
+
+  private constructor(
+    private readonly directory: string,
+    private fd: number,
+    private segment: number,
+    private bytesSinceSnapshot: number,
+    private readonly live: LiveData,
+    private readonly options: AppendLogOptions,
+  ) {}
+
+  /**
+   * Opens the log in `directory`, replaying every intact record into `apply`. Synchronous:
+   * it runs once, before the store serves anything.
+   */
+  static open(
+    directory: string,
+    apply: (entry: LogEntry) => void,
+    live: LiveData,
+    options: AppendLogOptions,
+  ): { log: AppendLog; replay: ReplayReport } {
+    mkdirSync(directory, { recursive: true });
+    const names = readdirSync(directory);
+    for (const name of names.filter((n) => n.endsWith('.tmp'))) rmSync(join(directory, name));
+    const snapshots = numbered(names, '.snapshot');
+    const segments = numbered(names, '.wal');
+    const base = snapshots.at(-1) ?? 0;
+    const replay: ReplayReport = { segments: 0, records: 0, discardedBytes: 0 };
+    if (base > 0) {
+      const file = join(directory, fileName(base, '.snapshot'));
+      const decoded = decodeRecords(readFileSync(file));
+      // A snapshot is synced before it is renamed into place, so damage here is the disk's.
+      if (decoded.damage)
+        throw new Error(
+          `saga store snapshot ${file} is damaged (${decoded.damage} record at byte ${decoded.validBytes}); opening it would lose executions: restore the folder from a backup or move it aside`,
+        );
+      for (const entry of decoded.entries) apply(entry);
+      replay.records += decoded.entries.length;
+    }
+    const replayed = segments.filter((s) => s >= base);
+    let bytesSinceSnapshot = 0;
+    replayed.forEach((segment, index) => {
+      const file = join(directory, fileName(segment, '.wal'));
+      const bytes = readFileSync(file);
+      const decoded = decodeRecords(bytes);
+      for (const entry of decoded.entries) apply(entry);
+      replay.segments++;
+      replay.records += decoded.entries.length;
+      bytesSinceSnapshot += decoded.validBytes;
+      if (!decoded.damage) return;
+      replay.discardedBytes += bytes.length - decoded.validBytes;
+      const details = {
+        file,
+        damage: decoded.damage,
+        at: decoded.validBytes,
+        discardedBytes: bytes.length - decoded.validBytes,
+      };
+      if (index === replayed.length - 1) {
+        // The tail a crash cut short: cut it off so new records follow whole ones.
+        options.log.warn('saga store: ignored a torn or damaged last record', details);
+        const fd = openSync(file, 'r+');
+        try {
+          ftruncateSync(fd, decoded.validBytes);
+          fsyncSync(fd);
+        } finally {
+          closeSync(fd);
+        }
+      } else {
+        // Segments before the last were synced whole before the next one began.
+        options.log.error(
+          'saga store: damaged record inside an earlier segment; the rest of it is skipped',
+          details,
+        );
+      }
+    });
+    // Leftovers of a compaction that was interrupted after its snapshot was in place.
+    for (const segment of segments.filter((s) => s < base))
+      rmSync(join(directory, fileName(segment, '.wal')));
+    for (const snapshot of snapshots.filter((s) => s < base))
+      rmSync(join(directory, fileName(snapshot, '.snapshot')));
+    const active = Math.max(replayed.at(-1) ?? 1, base, 1);
+    const fd = openSync(join(directory, fileName(active, '.wal')), 'a');
+    syncDirectory(directory);
+    return {
+      log: new AppendLog(directory, fd, active, bytesSinceSnapshot, live, options),
+      replay,
+    };
+  }
+
+  /** Resolves once `records` are on disk (written and fdatasync'd), with others' records. */
+  append(records: Buffer[]): Promise<void> {
+    if (this.failure) return Promise.reject(this.failure);
+    if (this.closed) return Promise.reject(new Error('saga store is closed'));
+    return new Promise((resolve, reject) => {
+      this.queue.push(...records);
+      this.waiters.push({ resolve, reject });
+      if (!this.writing) void this.drain();
+    });
+  }
+
+  /** Waits for queued records and a running compaction, then closes the segment. */
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.writing) await new Promise<void>((resolve) => (this.drained = resolve));
+    await this.compaction;
+    closeSync(this.fd);
+  }
+
+  private async drain(): Promise<void> {
+    this.writing = true;
+    while (this.queue.length > 0 && !this.failure) {
+      const batch = this.queue;
+      const waiters = this.waiters;
+      try {
+        if (this.rotateRequested) await this.startCompaction();
+        this.queue = [];
+        this.waiters = [];
+        const bytes = Buffer.concat(batch);
+        await writeFully(this.fd, bytes);
+        await datasyncAsync(this.fd);
+        this.stats.syncs++;
+        this.bytesSinceSnapshot += bytes.length;
+      } catch (error) {
+        this.fail(error as Error, [...waiters, ...this.waiters]);
+        break;
+      }
+      for (const waiter of waiters) waiter.resolve();
+      this.considerCompaction();
+    }
+    this.writing = false;
+    this.drained?.();
+  }
+
+  /**
+   * After a failed write or sync the file's state is unknown (Linux may drop the dirty pages
+   * and report the error once), so the log refuses all further appends rather than go on
+   * from a state it cannot trust. The sidecar must restart and replay the log.
+   */
+  private fail(error: Error, waiters: Waiter[]): void {
+    this.failure = new Error(`saga store: writing the log in ${this.directory} failed: ${error.message}`, {
+      cause: error,
+    });
+    this.options.log.error('saga store: log write failed; refusing further changes until restart', {
+      directory: this.directory,
+      segment: this.segment,
+      error: error.message,
+    });
+    this.queue = [];
+    this.waiters = [];
+    for (const waiter of waiters) waiter.reject(this.failure);
+  }
+
+  private considerCompaction(): void {
+    if (this.compaction || this.rotateRequested) return;
+    const { compactAfterBytes } = this.options;
+    if (this.bytesSinceSnapshot > compactAfterBytes && this.bytesSinceSnapshot > 2 * this.live.bytes())
+      this.rotateRequested = true;
+  }
+
+  /** Moves appends to a new segment now, and writes the snapshot for it in the background. */
+  private async startCompaction(): Promise<void> {
+    this.rotateRequested = false;
+    // The table already holds the queued records' changes; they are replayed again from the
+    // new segment over the snapshot, which is harmless: each record is a whole execution.
+    const json = this.live.json();
+    const next = this.segment + 1;
+    const fd = await openAsync(join(this.directory, fileName(next, '.wal')), 'a');
+    await syncDirectoryAsync(this.directory);
+    const previous = this.fd;
+    this.fd = fd;
+    this.segment = next;
+    this.bytesSinceSnapshot = 0;
+    await closeAsync(previous);
+    this.compaction = this.writeSnapshot(next, json).then(
+      () => {
+        this.stats.compactions++;
+      },
+      (error: unknown) => {
+        // The segments are still all there; the next compaction tries again.
+        this.stats.compactionFailures++;
+        this.options.log.error('saga store: compaction failed; the log keeps its segments', {
+          directory: this.directory,
+          segment: next,
+          error: (error as Error).message,
+        });
+      },
+    );
+    void this.compaction.finally(() => (this.compaction = undefined));
+  }
+
+  private async writeSnapshot(segment: number, json: string[]): Promise<void> {
+    const final = join(this.directory, fileName(segment, '.snapshot'));
+    const temporary = `${final}.tmp`;
+    const handle = await openHandle(temporary, 'w');
+    try {
+      let chunk: Buffer[] = [];
+      let size = 0;
+      for (const text of json) {
+        const record = encodePut(text);
+        chunk.push(record);
+        size += record.length;
+        if (size >= SNAPSHOT_CHUNK_BYTES) {
+          await handle.write(Buffer.concat(chunk));
+          chunk = [];
+          size = 0;
+        }
+      }
+      if (chunk.length > 0) await handle.write(Buffer.concat(chunk));
+      await handle.datasync();
+    } finally {
+      await handle.close();
+    }
+    await rename(temporary, final);
+    await syncDirectoryAsync(this.directory);
+    const names = readdirSync(this.directory);
+    for (const old of numbered(names, '.wal').filter((s) => s < segment))
+      await rm(join(this.directory, fileName(old, '.wal')));
+    for (const old of numbered(names, '.snapshot').filter((s) => s < segment))
+      await rm(join(this.directory, fileName(old, '.snapshot')));
+    await syncDirectoryAsync(this.directory);
+  }
+}
+
+async function writeFully(fd: number, bytes: Buffer): Promise<void> {
+  let offset = 0;
+  while (offset < bytes.length) {
+    const { bytesWritten } = await writeAsync(fd, bytes, offset, bytes.length - offset, null);
+    offset += bytesWritten;
+  }
+}
+
+function numbered(names: string[], suffix: string): number[] {
+  return names
+    .filter((n) => n.endsWith(suffix) && /^[0-9]+$/.test(n.slice(0, -suffix.length)))
+    .map((n) => Number(n.slice(0, -suffix.length)))
+    .sort((a, b) => a - b);
+}
+
+function fileName(sequence: number, suffix: string): string {
+  return `${String(sequence).padStart(10, '0')}${suffix}`;
+}
+
+/** A new or renamed file is only durable once its folder's entry is. */
+function syncDirectory(directory: string): void {
+  const fd = openSync(directory, 'r');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+async function syncDirectoryAsync(directory: string): Promise<void> {
+  const handle = await openHandle(directory, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}

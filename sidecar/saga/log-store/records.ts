@@ -1,0 +1,82 @@
+/**
+ * The log's record framing, pure: each record is its length and CRC-32 followed by the
+ * payload, so a reader can tell a whole record from one a crash cut short (a torn write)
+ * or one whose bytes changed, and stops there instead of applying half of it.
+ */
+import { crc32 } from 'node:zlib';
+import type { Execution } from '../machine.js';
+
+/** 4 bytes payload length + 4 bytes CRC-32 of the payload, little-endian. */
+export const HEADER_BYTES = 8;
+/** Larger lengths can only come from damaged bytes; no execution gets near this. */
+export const MAX_RECORD_BYTES = 64 * 2 ** 20;
+
+/**
+ * What the log holds: a whole execution as saved (with its JSON text, kept as is), or the
+ * removal of finished ones.
+ */
+export type LogEntry = { put: Execution; json: string } | { remove: string[] };
+
+const PUT_PREFIX = '{"put":';
+
+/** `json` is the execution's JSON text; it is framed as is, not parsed and written again. */
+export function encodePut(json: string): Buffer {
+  return frame(Buffer.from(`${PUT_PREFIX}${json}}`, 'utf8'));
+}
+
+export function encodeRemove(ids: readonly string[]): Buffer {
+  return frame(Buffer.from(JSON.stringify({ remove: ids }), 'utf8'));
+}
+
+export function frame(payload: Buffer): Buffer {
+  const record = Buffer.allocUnsafe(HEADER_BYTES + payload.length);
+  record.writeUInt32LE(payload.length, 0);
+  record.writeUInt32LE(crc32(payload), 4);
+  payload.copy(record, HEADER_BYTES);
+  return record;
+}
+
+export interface DecodedLog {
+  entries: LogEntry[];
+  /** Bytes from the start that hold whole, intact records; the rest is to be cut off. */
+  validBytes: number;
+  /** Why decoding stopped before the end, if it did. */
+  damage?: 'torn' | 'checksum' | 'unreadable';
+}
+
+/** Reads records from the start until the end or the first record that is not whole and intact. */
+export function decodeRecords(bytes: Buffer): DecodedLog {
+  const entries: LogEntry[] = [];
+  let offset = 0;
+  while (offset < bytes.length) {
+    if (bytes.length - offset < HEADER_BYTES) return { entries, validBytes: offset, damage: 'torn' };
+    const length = bytes.readUInt32LE(offset);
+    if (length > MAX_RECORD_BYTES) return { entries, validBytes: offset, damage: 'checksum' };
+    const end = offset + HEADER_BYTES + length;
+    if (end > bytes.length) return { entries, validBytes: offset, damage: 'torn' };
+    const payload = bytes.subarray(offset + HEADER_BYTES, end);
+    if (crc32(payload) !== bytes.readUInt32LE(offset + 4))
+      return { entries, validBytes: offset, damage: 'checksum' };
+    const entry = parseEntry(payload);
+    if (!entry) return { entries, validBytes: offset, damage: 'unreadable' };
+    entries.push(entry);
+    offset = end;
+  }
+  return { entries, validBytes: offset };
+}
+
+function parseEntry(payload: Buffer): LogEntry | undefined {
+  try {
+    const text = payload.toString('utf8');
+    const value = JSON.parse(text) as Partial<{ put: Execution; remove: string[] }>;
+    if (value.put && typeof value.put.id === 'string')
+      return {
+        put: value.put,
+        json: text.startsWith(PUT_PREFIX) ? text.slice(PUT_PREFIX.length, -1) : JSON.stringify(value.put),
+      };
+    if (Array.isArray(value.remove)) return { remove: value.remove };
+  } catch {
+    // A checksum-valid record that is not ours (or from a newer format) is damage: reported by the caller.
+  }
+  return undefined;
+}
