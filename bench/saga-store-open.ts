@@ -1,0 +1,24 @@
+/**
+ * Opens a file saga store in a fresh process and prints what it cost, as JSON on stdout:
+ * the time to read and replay the log, and memory after a full GC. Run by
+ * saga-throughput.ts (with --expose-gc) on stores it filled.
+ */
+import { jsonLogger } from '../operator/log.js';
+import { FileSagaStore } from '../sidecar/saga/file-store.js';
+
+const gc = (globalThis as { gc?: () => void }).gc;
+if (!gc) throw new Error('run with node --expose-gc');
+gc();
+const before = process.memoryUsage();
+const store = new FileSagaStore(process.argv[2] as string, { log: jsonLogger('open', () => undefined) });
+gc();
+const after = process.memoryUsage();
+process.stdout.write(
+  `${JSON.stringify({
+    ms: store.opened.ms,
+    executions: store.opened.executions,
+    heapMiB: (after.heapUsed + after.external - before.heapUsed - before.external) / 2 ** 20,
+    rssMiB: after.rss / 2 ** 20,
+  })}\n`,
+);
+await store.close();
