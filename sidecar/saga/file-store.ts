@@ -12,7 +12,9 @@ import {
   fsyncSync,
   mkdirSync,
   openSync,
+  readdirSync,
   readFileSync,
+  renameSync,
   rmSync,
   writeSync,
 } from 'node:fs';
@@ -51,6 +53,7 @@ export class FileSagaStore implements SagaStore {
     const log = options.log ?? jsonLogger('saga-store');
     mkdirSync(directory, { recursive: true });
     lock(directory);
+    importPerExecutionFiles(directory, log);
     const { log: appendLog, replay } = AppendLog.open(
       join(directory, 'log'),
       (entry) => this.table.apply(entry),
@@ -144,6 +147,65 @@ export class FileSagaStore implements SagaStore {
   }
 }
 
+/**
+ * Folders written before the log (one JSON file per execution under executions/, one per
+ * idempotency key under keys/) are carried over once: every execution goes into segment 0,
+ * synced, and only then are the old folders removed. A crash in between leaves segment 0
+ * in place, and the next open only removes the old folders.
+ */
+function importPerExecutionFiles(directory: string, log: Logger): void {
+  const old = join(directory, 'executions');
+  if (!existsSync(old)) return;
+  const logDirectory = join(directory, 'log');
+  const segment = join(logDirectory, '0000000000.wal');
+  if (!existsSync(segment)) {
+    mkdirSync(logDirectory, { recursive: true });
+    const records: Buffer[] = [];
+    for (const name of readdirSync(old).filter((n) => n.endsWith('.json'))) {
+      try {
+        records.push(
+          encodePut(JSON.stringify(JSON.parse(readFileSync(join(old, name), 'utf8')) as Execution)),
+        );
+      } catch (error) {
+        log.error('saga store: an execution file of the old layout is unreadable; not carried over', {
+          file: join(old, name),
+          error: String(error),
+        });
+      }
+    }
+    const temporary = `${segment}.import`;
+    writeDurably(temporary, Buffer.concat(records));
+    renameSync(temporary, segment);
+    syncFolder(logDirectory);
+    log.info('saga store: carried executions over from the one-file-per-execution layout', {
+      directory,
+      executions: records.length,
+    });
+  }
+  rmSync(old, { recursive: true, force: true });
+  rmSync(join(directory, 'keys'), { recursive: true, force: true });
+  syncFolder(directory);
+}
+
+function writeDurably(file: string, content: Buffer): void {
+  const fd = openSync(file, 'w');
+  try {
+    writeSync(fd, content);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function syncFolder(folder: string): void {
+  const fd = openSync(folder, 'r');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
 /** Refuses a folder a live process holds; takes it over from a dead one. */
 function lock(directory: string): void {
   const file = join(directory, 'owner.pid');
@@ -156,11 +218,5 @@ function lock(directory: string): void {
     }
   }
   // Synchronous on purpose: it runs once at startup, before anything is served.
-  const fd = openSync(file, 'w');
-  try {
-    writeSync(fd, String(process.pid));
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
+  writeDurably(file, Buffer.from(String(process.pid)));
 }

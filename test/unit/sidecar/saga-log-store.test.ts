@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it } from '@jest/globals';
 import {
   appendFileSync,
+  mkdirSync,
   mkdtempSync,
   readdirSync,
   readFileSync,
@@ -304,6 +305,26 @@ describe('file store (append-only log on a real folder)', () => {
     expect(await store.get('done')).toBeUndefined();
     expect((await store.list()).map((e) => e.id)).toEqual(['live']);
     expect((await store.create(execution('done-again', { idempotencyKey: 'key-done' }))).created).toBe(true);
+  });
+
+  it('carries a folder of the one-file-per-execution layout over into the log, once', async () => {
+    const dir = folder();
+    mkdirSync(join(dir, 'executions'));
+    mkdirSync(join(dir, 'keys'));
+    writeFileSync(
+      join(dir, 'executions', 'a.json'),
+      JSON.stringify(execution('a', { version: 4, cursor: 3 })),
+    );
+    writeFileSync(join(dir, 'executions', 'b.json.tmp-123'), '{"half":');
+    writeFileSync(join(dir, 'keys', 'whatever'), 'a');
+    let store = open(dir);
+    expect(await store.get('a')).toMatchObject({ version: 4, cursor: 3 });
+    expect((await store.create(execution('other', { idempotencyKey: 'key-a' }))).created).toBe(false);
+    expect(readdirSync(dir).sort()).toEqual(['log', 'owner.pid']);
+    await store.save({ ...(await store.get('a'))!, cursor: 4 });
+    store = await reopen(store, dir);
+    expect(await store.get('a')).toMatchObject({ version: 5, cursor: 4 });
+    expect(await store.list()).toHaveLength(1);
   });
 
   it('refuses a folder another live process holds', () => {
