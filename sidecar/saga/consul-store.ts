@@ -4,6 +4,9 @@
  * by this orchestrator's Consul session. When an orchestrator dies its session lapses
  * (TTL), its locks are released, and a peer claims and continues its executions.
  *
+ * Finished executions move from executions/ to finished/ in the same transaction as their
+ * last save, so recovery (which runs every few seconds) reads only the unfinished ones.
+ *
  * Writes go through Consul transactions: concurrent creates and saves are grouped into one
  * /v1/txn of at most 64 operations (one Raft write for all of them). A create is one unit
  * of the transaction (idempotency key, execution and its lock together); a unit whose check
@@ -72,7 +75,7 @@ export class ConsulSagaStore implements SagaStore {
       },
     ]);
     if (outcome.ok) {
-      this.modifyIndex.set(execution.id, (outcome.results[1] as { modifyIndex: number }).modifyIndex);
+      this.modifyIndex.set(execution.id, outcome.modifyIndex(this.executionKey(execution.id)));
       this.held.add(execution.id);
       return { execution: saved, created: true };
     }
@@ -85,35 +88,46 @@ export class ConsulSagaStore implements SagaStore {
   }
 
   async save(execution: Execution): Promise<Execution> {
-    const index =
-      this.modifyIndex.get(execution.id) ??
-      (await this.client.kvGet(this.executionKey(execution.id)))?.modifyIndex;
+    const key = this.executionKey(execution.id);
+    const index = this.modifyIndex.get(execution.id) ?? (await this.client.kvGet(key))?.modifyIndex;
     const saved = { ...execution, version: execution.version + 1 };
-    const outcome =
-      index === undefined
-        ? undefined
-        : await this.batcher.submit([
-            kvOp('cas', this.executionKey(execution.id), JSON.stringify(saved), index),
-          ]);
-    if (!outcome?.ok) {
-      this.modifyIndex.delete(execution.id);
+    const finished = TERMINAL_STATES.includes(saved.state);
+    const ops: ConsulTxnOp[] = finished
+      ? [
+          { KV: { Verb: 'delete-cas', Key: key, Index: index } },
+          { KV: { Verb: 'set', Key: this.finishedKey(execution.id), Value: b64(JSON.stringify(saved)) } },
+        ]
+      : [kvOp('cas', key, JSON.stringify(saved), index ?? 0)];
+    const outcome = index === undefined ? undefined : await this.batcher.submit(ops);
+    if (!outcome?.ok || finished) this.modifyIndex.delete(execution.id);
+    if (!outcome?.ok)
       throw new ConflictError(
         `execution ${execution.id} changed in Consul since version ${execution.version}`,
       );
-    }
-    this.modifyIndex.set(execution.id, (outcome.results[0] as { modifyIndex: number }).modifyIndex);
+    if (!finished) this.modifyIndex.set(execution.id, outcome.modifyIndex(key));
     return saved;
   }
 
   async get(id: string): Promise<Execution | undefined> {
     if (!id) return undefined;
     const entry = await this.client.kvGet(this.executionKey(id));
-    if (!entry) return undefined;
-    this.modifyIndex.set(id, entry.modifyIndex);
-    return JSON.parse(entry.value) as Execution;
+    if (entry) {
+      this.modifyIndex.set(id, entry.modifyIndex);
+      return JSON.parse(entry.value) as Execution;
+    }
+    const finished = await this.client.kvGet(this.finishedKey(id));
+    return finished && (JSON.parse(finished.value) as Execution);
   }
 
   async list(): Promise<Execution[]> {
+    const [unfinished, finished] = await Promise.all([
+      this.unfinished(),
+      this.client.kvList(`${this.prefix}/finished/`),
+    ]);
+    return [...unfinished, ...finished.map((e) => JSON.parse(e.value) as Execution)];
+  }
+
+  async unfinished(): Promise<Execution[]> {
     const entries = await this.client.kvList(`${this.prefix}/executions/`);
     return entries.map((e) => {
       this.modifyIndex.set(e.key.slice(e.key.lastIndexOf('/') + 1), e.modifyIndex);
@@ -121,28 +135,28 @@ export class ConsulSagaStore implements SagaStore {
     });
   }
 
-  async unfinished(): Promise<Execution[]> {
-    return (await this.list()).filter((e) => !TERMINAL_STATES.includes(e.state));
-  }
-
   /** Removes each expired execution with its idempotency key and lock, unless it changed meanwhile. */
   async prune(policies: RetentionPolicies, nowMs: number): Promise<number> {
-    const entries = await this.client.kvList(`${this.prefix}/executions/`);
-    const byId = new Map(entries.map((e) => [e.key.slice(e.key.lastIndexOf('/') + 1), e]));
-    const executions = entries.map((e) => JSON.parse(e.value) as Execution);
-    const expired = expiredExecutions(executions, policies, nowMs);
+    const entries = (await this.client.kvList(`${this.prefix}/finished/`)).map((e) => ({
+      ...e,
+      execution: JSON.parse(e.value) as Execution,
+    }));
+    const byId = new Map(entries.map((e) => [e.execution.id, e]));
+    const expired = expiredExecutions(
+      entries.map((e) => e.execution),
+      policies,
+      nowMs,
+    );
     const outcomes = await Promise.all(
       expired.map((id) => {
-        const entry = byId.get(id) as { value: string; modifyIndex: number };
-        const execution = JSON.parse(entry.value) as Execution;
+        const { key, modifyIndex, execution } = byId.get(id) as (typeof entries)[number];
         return this.batcher.submit([
-          { KV: { Verb: 'delete-cas', Key: this.executionKey(id), Index: entry.modifyIndex } },
+          { KV: { Verb: 'delete-cas', Key: key, Index: modifyIndex } },
           { KV: { Verb: 'delete', Key: this.idempotencyKeyPath(execution) } },
           { KV: { Verb: 'delete', Key: this.lockKey(id) } },
         ]);
       }),
     );
-    for (const id of expired) this.modifyIndex.delete(id);
     return outcomes.filter((o) => o.ok).length;
   }
 
@@ -219,6 +233,10 @@ export class ConsulSagaStore implements SagaStore {
     return `${this.prefix}/executions/${id}`;
   }
 
+  private finishedKey(id: string): string {
+    return `${this.prefix}/finished/${id}`;
+  }
+
   private lockKey(id: string): string {
     return `${this.prefix}/locks/${id}`;
   }
@@ -228,7 +246,8 @@ export class ConsulSagaStore implements SagaStore {
   }
 }
 
-type UnitOutcome = { ok: true; results: { modifyIndex: number }[] } | { ok: false; errors: string[] };
+/** A unit's answer: the new ModifyIndex of each key it wrote, or why it was refused. */
+type UnitOutcome = { ok: true; modifyIndex: (key: string) => number } | { ok: false; errors: string[] };
 
 interface Unit {
   ops: ConsulTxnOp[];
@@ -281,13 +300,16 @@ class TxnBatcher {
       for (const unit of batch) unit.reject(error as Error);
       return;
     }
+    // Deletes return no entry, so results are matched to units by key, not by position.
+    const written = new Map(result.ok ? result.results.map((r) => [r.key, r.modifyIndex]) : []);
+    const modifyIndex = (key: string) => written.get(key) ?? 0;
     let offset = 0;
     const retry: Unit[] = [];
     for (const unit of batch) {
       const from = offset;
       offset += unit.ops.length;
       if (result.ok) {
-        unit.resolve({ ok: true, results: result.results.slice(from, offset) });
+        unit.resolve({ ok: true, modifyIndex });
         continue;
       }
       const errors = result.errors.filter((e) => e.opIndex >= from && e.opIndex < offset).map((e) => e.what);

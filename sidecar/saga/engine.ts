@@ -104,7 +104,7 @@ export class SagaEngine {
           const counts = new Map<string, number>();
           for (const saga of this.options.definitions.keys()) counts.set(saga, 0);
           for (const execution of await this.options.store.unfinished().catch(() => [])) {
-            if (now - execution.updatedAt > STUCK_AFTER_MS)
+            if (!isTerminal(execution) && now - execution.updatedAt > STUCK_AFTER_MS)
               counts.set(execution.saga, (counts.get(execution.saga) ?? 0) + 1);
           }
           for (const [saga, count] of counts) this.metrics.stuck.set({ saga }, count);
@@ -132,9 +132,9 @@ export class SagaEngine {
       this.options.recoverEveryMs ?? 2000,
     );
     this.recoverTimer.unref();
-    const policies = retentionPolicies(this.options.definitions);
     this.pruneTimer = setInterval(() => {
-      void this.options.store.prune(policies, Date.now()).then(
+      // Read each time: a config reload may change the definitions.
+      void this.options.store.prune(retentionPolicies(this.options.definitions), Date.now()).then(
         (removed) => {
           if (removed > 0) this.metrics.pruned.inc(removed);
         },
@@ -235,7 +235,7 @@ export class SagaEngine {
   private async recover(): Promise<void> {
     if (this.stopped) return;
     for (const execution of await this.options.store.unfinished()) {
-      if (this.running.has(execution.id) || this.isWaiting(execution.id)) continue;
+      if (isTerminal(execution) || this.running.has(execution.id) || this.isWaiting(execution.id)) continue;
       if (!this.options.definitions.has(execution.saga)) continue;
       if (!(await this.options.store.claim(execution.id))) continue;
       // Read it again under the lock: the previous owner may have written since the list.
