@@ -43,7 +43,8 @@ export class ConsulSagaStore implements SagaStore {
   private readonly prefix: string;
   private session?: Promise<string>;
   private renewTimer?: NodeJS.Timeout;
-  private readonly modifyIndex = new Map<string, number>();
+  /** The last write seen of each unfinished execution: its version and Consul's ModifyIndex. */
+  private readonly known = new Map<string, { version: number; modifyIndex: number }>();
   /** Locks this store's current session took in a create; claiming them again needs no call. */
   private readonly held = new Set<string>();
   private readonly batcher: TxnBatcher;
@@ -75,7 +76,10 @@ export class ConsulSagaStore implements SagaStore {
       },
     ]);
     if (outcome.ok) {
-      this.modifyIndex.set(execution.id, outcome.modifyIndex(this.executionKey(execution.id)));
+      this.known.set(execution.id, {
+        version: 1,
+        modifyIndex: outcome.modifyIndex(this.executionKey(execution.id)),
+      });
       this.held.add(execution.id);
       return { execution: saved, created: true };
     }
@@ -89,7 +93,15 @@ export class ConsulSagaStore implements SagaStore {
 
   async save(execution: Execution): Promise<Execution> {
     const key = this.executionKey(execution.id);
-    const index = this.modifyIndex.get(execution.id) ?? (await this.client.kvGet(key))?.modifyIndex;
+    let known = this.known.get(execution.id);
+    if (known?.version !== execution.version) {
+      const entry = await this.client.kvGet(key);
+      known = entry && {
+        version: (JSON.parse(entry.value) as Execution).version,
+        modifyIndex: entry.modifyIndex,
+      };
+    }
+    const index = known?.version === execution.version ? known.modifyIndex : undefined;
     const saved = { ...execution, version: execution.version + 1 };
     const finished = TERMINAL_STATES.includes(saved.state);
     const ops: ConsulTxnOp[] = finished
@@ -99,12 +111,13 @@ export class ConsulSagaStore implements SagaStore {
         ]
       : [kvOp('cas', key, JSON.stringify(saved), index ?? 0)];
     const outcome = index === undefined ? undefined : await this.batcher.submit(ops);
-    if (!outcome?.ok || finished) this.modifyIndex.delete(execution.id);
+    if (!outcome?.ok || finished) this.known.delete(execution.id);
     if (!outcome?.ok)
       throw new ConflictError(
         `execution ${execution.id} changed in Consul since version ${execution.version}`,
       );
-    if (!finished) this.modifyIndex.set(execution.id, outcome.modifyIndex(key));
+    if (!finished)
+      this.known.set(execution.id, { version: saved.version, modifyIndex: outcome.modifyIndex(key) });
     return saved;
   }
 
@@ -112,8 +125,9 @@ export class ConsulSagaStore implements SagaStore {
     if (!id) return undefined;
     const entry = await this.client.kvGet(this.executionKey(id));
     if (entry) {
-      this.modifyIndex.set(id, entry.modifyIndex);
-      return JSON.parse(entry.value) as Execution;
+      const execution = JSON.parse(entry.value) as Execution;
+      this.known.set(id, { version: execution.version, modifyIndex: entry.modifyIndex });
+      return execution;
     }
     const finished = await this.client.kvGet(this.finishedKey(id));
     return finished && (JSON.parse(finished.value) as Execution);
@@ -129,10 +143,16 @@ export class ConsulSagaStore implements SagaStore {
 
   async unfinished(): Promise<Execution[]> {
     const entries = await this.client.kvList(`${this.prefix}/executions/`);
-    return entries.map((e) => {
-      this.modifyIndex.set(e.key.slice(e.key.lastIndexOf('/') + 1), e.modifyIndex);
-      return JSON.parse(e.value) as Execution;
+    const executions = entries.map((e) => {
+      const execution = JSON.parse(e.value) as Execution;
+      this.known.set(execution.id, { version: execution.version, modifyIndex: e.modifyIndex });
+      return execution;
     });
+    // Forget what a peer finished, so the cache stays the size of the unfinished set. An
+    // entry forgotten too eagerly only costs the next save one GET.
+    const listed = new Set(executions.map((e) => e.id));
+    for (const id of this.known.keys()) if (!listed.has(id)) this.known.delete(id);
+    return executions;
   }
 
   /** Removes each expired execution with its idempotency key and lock, unless it changed meanwhile. */
