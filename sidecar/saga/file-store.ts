@@ -22,7 +22,7 @@ import { join } from 'node:path';
 import { jsonLogger, type Logger } from '../../operator/log.js';
 import { isAlive } from '../discovery/local.js';
 import { AppendLog, type ReplayReport } from './log-store/append-log.js';
-import { encodePut, encodeRemove } from './log-store/records.js';
+import { encodePut, encodeRemove, stored } from './log-store/records.js';
 import { ExecutionTable, type Row } from './log-store/table.js';
 import type { Execution } from './machine.js';
 import { expiredExecutions, type RetentionPolicies } from './retention.js';
@@ -59,7 +59,7 @@ export class FileSagaStore implements SagaStore {
       (entry) => this.table.apply(entry),
       {
         bytes: () => this.table.liveBytes,
-        json: () => Array.from(this.table.all(), (row) => row.json),
+        executions: () => [...this.table.all()],
       },
       { compactAfterBytes: options.compactAfterBytes ?? 64 * 2 ** 20, log },
     );
@@ -129,9 +129,9 @@ export class FileSagaStore implements SagaStore {
 
   /** Appends a whole execution; memory changes at once, so the next check sees it. */
   private async write(execution: Execution): Promise<void> {
-    const json = JSON.stringify(execution);
-    this.table.put(execution, json);
-    const durable = this.log.append([encodePut(json)]);
+    const row = stored(execution);
+    this.table.put(row);
+    const durable = this.log.append([encodePut(row)]);
     this.pending.set(execution.id, durable);
     try {
       await durable;
@@ -163,9 +163,7 @@ function importPerExecutionFiles(directory: string, log: Logger): void {
     const records: Buffer[] = [];
     for (const name of readdirSync(old).filter((n) => n.endsWith('.json'))) {
       try {
-        records.push(
-          encodePut(JSON.stringify(JSON.parse(readFileSync(join(old, name), 'utf8')) as Execution)),
-        );
+        records.push(encodePut(stored(JSON.parse(readFileSync(join(old, name), 'utf8')) as Execution)));
       } catch (error) {
         log.error('saga store: an execution file of the old layout is unreadable; not carried over', {
           file: join(old, name),

@@ -31,7 +31,7 @@ import { open as openHandle, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { Logger } from '../../../operator/log.js';
-import { decodeRecords, encodePut, type LogEntry } from './records.js';
+import { decodeRecords, encodePut, type LogEntry, type StoredExecution } from './records.js';
 
 const writeAsync = promisify(write);
 const datasyncAsync = promisify(fdatasync);
@@ -56,7 +56,7 @@ export interface ReplayReport {
 /** What a compaction keeps: the live executions as they are now. */
 export interface LiveData {
   bytes(): number;
-  json(): string[];
+  executions(): StoredExecution[];
 }
 
 interface Waiter {
@@ -238,7 +238,7 @@ export class AppendLog {
     this.rotateRequested = false;
     // The table already holds the queued records' changes; they are replayed again from the
     // new segment over the snapshot, which is harmless: each record is a whole execution.
-    const json = this.live.json();
+    const executions = this.live.executions();
     const next = this.segment + 1;
     const fd = await openAsync(join(this.directory, fileName(next, '.wal')), 'a');
     await syncDirectoryAsync(this.directory);
@@ -247,7 +247,7 @@ export class AppendLog {
     this.segment = next;
     this.bytesSinceSnapshot = 0;
     await closeAsync(previous);
-    this.compaction = this.writeSnapshot(next, json).then(
+    this.compaction = this.writeSnapshot(next, executions).then(
       () => {
         this.stats.compactions++;
       },
@@ -264,15 +264,15 @@ export class AppendLog {
     void this.compaction.finally(() => (this.compaction = undefined));
   }
 
-  private async writeSnapshot(segment: number, json: string[]): Promise<void> {
+  private async writeSnapshot(segment: number, executions: StoredExecution[]): Promise<void> {
     const final = join(this.directory, fileName(segment, '.snapshot'));
     const temporary = `${final}.tmp`;
     const handle = await openHandle(temporary, 'w');
     try {
       let chunk: Buffer[] = [];
       let size = 0;
-      for (const text of json) {
-        const record = encodePut(text);
+      for (const execution of executions) {
+        const record = encodePut(execution);
         chunk.push(record);
         size += record.length;
         if (size >= SNAPSHOT_CHUNK_BYTES) {

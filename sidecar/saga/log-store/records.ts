@@ -4,7 +4,7 @@
  * or one whose bytes changed, and stops there instead of applying half of it.
  */
 import { crc32 } from 'node:zlib';
-import type { Execution } from '../machine.js';
+import type { Execution, ExecutionState } from '../machine.js';
 
 /** 4 bytes payload length + 4 bytes CRC-32 of the payload, little-endian. */
 export const HEADER_BYTES = 8;
@@ -12,16 +12,35 @@ export const HEADER_BYTES = 8;
 export const MAX_RECORD_BYTES = 64 * 2 ** 20;
 
 /**
- * What the log holds: a whole execution as saved (with its JSON text, kept as is), or the
- * removal of finished ones.
+ * An execution as the store keeps it: its JSON text, as written, and beside it the few fields
+ * the store reads without parsing the whole (keys, versions, retention, recovery).
  */
-export type LogEntry = { put: Execution; json: string } | { remove: string[] };
+export interface StoredExecution {
+  id: string;
+  saga: string;
+  idempotencyKey: string;
+  state: ExecutionState;
+  updatedAt: number;
+  version: number;
+  json: string;
+}
 
-const PUT_PREFIX = '{"put":';
+/** What the log holds: a whole execution as saved, or the removal of finished ones. */
+export type LogEntry = { put: StoredExecution } | { remove: string[] };
 
-/** `json` is the execution's JSON text; it is framed as is, not parsed and written again. */
-export function encodePut(json: string): Buffer {
-  return frame(Buffer.from(`${PUT_PREFIX}${json}}`, 'utf8'));
+export function stored(execution: Execution, json = JSON.stringify(execution)): StoredExecution {
+  const { id, saga, idempotencyKey, state, updatedAt, version } = execution;
+  return { id, saga, idempotencyKey, state, updatedAt, version, json };
+}
+
+/**
+ * A put's payload is a one-line JSON of the fields beside the execution, a newline, then the
+ * execution's JSON text (JSON text never holds a raw newline). Opening a store parses only
+ * the short first line of each record.
+ */
+export function encodePut(execution: StoredExecution): Buffer {
+  const { json, ...fields } = execution;
+  return frame(Buffer.from(`${JSON.stringify(fields)}\n${json}`, 'utf8'));
 }
 
 export function encodeRemove(ids: readonly string[]): Buffer {
@@ -67,16 +86,16 @@ export function decodeRecords(bytes: Buffer): DecodedLog {
 
 function parseEntry(payload: Buffer): LogEntry | undefined {
   try {
-    const text = payload.toString('utf8');
-    const value = JSON.parse(text) as Partial<{ put: Execution; remove: string[] }>;
-    if (value.put && typeof value.put.id === 'string')
-      return {
-        put: value.put,
-        json: text.startsWith(PUT_PREFIX) ? text.slice(PUT_PREFIX.length, -1) : JSON.stringify(value.put),
-      };
-    if (Array.isArray(value.remove)) return { remove: value.remove };
+    const newline = payload.indexOf(0x0a);
+    if (newline === -1) {
+      const value = JSON.parse(payload.toString('utf8')) as Partial<{ remove: string[] }>;
+      return Array.isArray(value.remove) ? { remove: value.remove } : undefined;
+    }
+    const fields = JSON.parse(payload.toString('utf8', 0, newline)) as Omit<StoredExecution, 'json'>;
+    if (typeof fields.id !== 'string' || typeof fields.version !== 'number') return undefined;
+    return { put: { ...fields, json: payload.toString('utf8', newline + 1) } };
   } catch {
     // A checksum-valid record that is not ours (or from a newer format) is damage: reported by the caller.
+    return undefined;
   }
-  return undefined;
 }

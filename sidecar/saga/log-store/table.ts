@@ -4,15 +4,10 @@
  * kept as its JSON text (what the log holds anyway) plus the few fields retention and
  * recovery read, so 100k finished executions cost their bytes, not a tree of objects.
  */
-import { TERMINAL_STATES, type Execution } from '../machine.js';
-import type { ExecutionSummary } from '../retention.js';
-import type { LogEntry } from './records.js';
+import { TERMINAL_STATES } from '../machine.js';
+import type { LogEntry, StoredExecution } from './records.js';
 
-export interface Row extends ExecutionSummary {
-  idempotencyKey: string;
-  version: number;
-  json: string;
-}
+export type Row = StoredExecution;
 
 export class ExecutionTable {
   private readonly rows = new Map<string, Row>();
@@ -22,28 +17,18 @@ export class ExecutionTable {
   liveBytes = 0;
 
   apply(entry: LogEntry): void {
-    if ('put' in entry) this.put(entry.put, entry.json);
+    if ('put' in entry) this.put(entry.put);
     else this.remove(entry.remove);
   }
 
-  put(execution: Execution, json: string): Row {
-    const previous = this.rows.get(execution.id);
+  put(row: Row): void {
+    const previous = this.rows.get(row.id);
     if (previous) this.liveBytes -= previous.json.length;
-    const row: Row = {
-      id: execution.id,
-      saga: execution.saga,
-      idempotencyKey: execution.idempotencyKey,
-      state: execution.state,
-      updatedAt: execution.updatedAt,
-      version: execution.version,
-      json,
-    };
     this.rows.set(row.id, row);
     this.byKey.set(keyOf(row.saga, row.idempotencyKey), row.id);
     if (TERMINAL_STATES.includes(row.state)) this.unfinishedIds.delete(row.id);
     else this.unfinishedIds.add(row.id);
-    this.liveBytes += json.length;
-    return row;
+    this.liveBytes += row.json.length;
   }
 
   remove(ids: readonly string[]): void {

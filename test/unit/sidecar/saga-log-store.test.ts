@@ -16,6 +16,7 @@ import { FileSagaStore } from '../../../sidecar/saga/file-store.js';
 import {
   decodeRecords,
   encodePut,
+  stored,
   encodeRemove,
   HEADER_BYTES,
 } from '../../../sidecar/saga/log-store/records.js';
@@ -49,19 +50,19 @@ function flipByte(bytes: Buffer, at: number): void {
 
 describe('log records', () => {
   const records = [
-    encodePut(JSON.stringify(execution('a'))),
-    encodePut(JSON.stringify(execution('b', { version: 2 }))),
+    encodePut(stored(execution('a'))),
+    encodePut(stored(execution('b', { version: 2 }))),
     encodeRemove(['a']),
   ];
   const log = Buffer.concat(records);
 
-  it('read back whole, each put with its JSON text as written', () => {
+  it('read back whole, each put with its fields and its JSON text as written', () => {
     const decoded = decodeRecords(log);
     expect(decoded.damage).toBeUndefined();
     expect(decoded.validBytes).toBe(log.length);
     expect(decoded.entries).toEqual([
-      { put: execution('a'), json: JSON.stringify(execution('a')) },
-      { put: execution('b', { version: 2 }), json: JSON.stringify(execution('b', { version: 2 })) },
+      { put: stored(execution('a')) },
+      { put: stored(execution('b', { version: 2 })) },
       { remove: ['a'] },
     ]);
   });
@@ -95,15 +96,15 @@ describe('execution table', () => {
   it('tracks keys, versions, unfinished executions and live bytes through puts and removals', () => {
     const table = new ExecutionTable();
     const a = execution('a', { version: 1 });
-    table.put(a, JSON.stringify(a));
+    table.put(stored(a));
     const b = execution('b', { version: 3, state: 'completed' });
-    table.put(b, JSON.stringify(b));
+    table.put(stored(b));
     expect(table.byIdempotencyKey('health-data', 'key-a')?.id).toBe('a');
     expect(table.byIdempotencyKey('other-saga', 'key-a')).toBeUndefined();
     expect(table.unfinished().map((r) => r.id)).toEqual(['a']);
     expect(table.liveBytes).toBe(JSON.stringify(a).length + JSON.stringify(b).length);
     const finishedA = { ...a, state: 'compensated' as const, version: 2 };
-    table.apply({ put: finishedA, json: JSON.stringify(finishedA) });
+    table.apply({ put: stored(finishedA) });
     expect(table.unfinished()).toEqual([]);
     expect(table.get('a')?.version).toBe(2);
     table.apply({ remove: ['a', 'missing'] });
@@ -236,7 +237,7 @@ describe('file store (append-only log on a real folder)', () => {
     await store.save({ ...a, cursor: 1 });
     await store.close();
     stores.splice(0);
-    const record = encodePut(JSON.stringify({ ...a, cursor: 2, version: 3 }));
+    const record = encodePut(stored({ ...a, cursor: 2, version: 3 }));
     appendFileSync(lastSegment(dir), record.subarray(0, record.length - 7));
     const tornSize = statSync(lastSegment(dir)).size;
 
