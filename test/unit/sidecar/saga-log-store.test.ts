@@ -16,6 +16,7 @@ import { FileSagaStore } from '../../../sidecar/saga/file-store.js';
 import {
   decodeRecords,
   encodePut,
+  frame,
   stored,
   encodeRemove,
   HEADER_BYTES,
@@ -83,6 +84,13 @@ describe('log records', () => {
     const decoded = decodeRecords(damaged);
     expect(decoded).toMatchObject({ validBytes: second, damage: 'checksum' });
     expect(decoded.entries).toHaveLength(1);
+  });
+
+  it('a record with a valid checksum but a payload that is not a put or a removal is damage too', () => {
+    for (const payload of ['{"id":1}\n{}', 'not json\n{}', '{"other":true}']) {
+      const decoded = decodeRecords(Buffer.concat([records[0]!, frame(Buffer.from(payload))]));
+      expect(decoded).toMatchObject({ validBytes: records[0]!.length, damage: 'unreadable' });
+    }
   });
 
   it('a length no record can have is damage, not a request to read gigabytes', () => {
