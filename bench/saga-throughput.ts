@@ -111,16 +111,39 @@ async function startMany(sidecar: SidecarProcess, count: number, prefix: string)
   return ids;
 }
 
-async function allDone(sidecar: SidecarProcess, prefix: string, count: number, pollMs = 100): Promise<void> {
+/** Long-polls the execution until it is terminal; its final state. */
+async function finished(sidecar: SidecarProcess, id: string): Promise<string> {
   const deadline = Date.now() + 600_000;
   for (;;) {
-    const all = (await (
-      await fetch(`${sidecar.control}/v1/executions?saga=health-data&state=completed`)
-    ).json()) as Execution[];
-    if (all.filter((e) => e.idempotencyKey.startsWith(`${prefix}-`)).length === count) return;
-    if (Date.now() > deadline) throw new Error(`${prefix}: not all ${count} executions completed`);
-    await new Promise((r) => setTimeout(r, pollMs));
+    const execution = (await (
+      await fetch(`${sidecar.control}/v1/executions/${id}?wait=30s`)
+    ).json()) as Execution;
+    if (['completed', 'compensated', 'compensation-failed'].includes(execution.state)) return execution.state;
+    if (Date.now() > deadline) throw new Error(`execution ${id} still ${execution.state}`);
   }
+}
+
+/** Runs `count` executions, `inFlight` at a time, each started then waited for; executions/s. */
+async function closedLoop(
+  sidecar: SidecarProcess,
+  count: number,
+  prefix: string,
+  inFlight = 200,
+): Promise<number> {
+  let next = 0;
+  let notCompleted = 0;
+  const started = performance.now();
+  await Promise.all(
+    Array.from({ length: inFlight }, async () => {
+      while (next < count) {
+        const i = next++;
+        if ((await finished(sidecar, await startOne(sidecar, `${prefix}-${i}`, i))) !== 'completed')
+          notCompleted++;
+      }
+    }),
+  );
+  if (notCompleted > 0) throw new Error(`${prefix}: ${notCompleted} executions did not complete`);
+  return count / ((performance.now() - started) / 1000);
 }
 
 function duplicatedEffects(): number {
@@ -187,22 +210,21 @@ async function sidecarRows(): Promise<(string | number)[][]> {
         ? { kind, path: join(dir, 'sidecar-file') }
         : { kind, prefix: `aimesh/bench-sidecar`, sessionTtl: SESSION_TTL };
     const first = await orchestrator(`bench-${kind}`, store);
-    const started = performance.now();
-    await startMany(first, EXECUTIONS, `${kind}-run`);
-    await allDone(first, `${kind}-run`, EXECUTIONS);
-    const perSecond = EXECUTIONS / ((performance.now() - started) / 1000);
+    await closedLoop(first, 200, `${kind}-warm-up`);
+    const perSecond = await closedLoop(first, EXECUTIONS, `${kind}-run`);
 
     // Crash: executions in flight, orchestrator killed, then finished by a restart or a peer.
     for (const service of services) service.behaviour.delayMs = 100;
     const peer = kind === 'consul' ? await orchestrator(`bench-${kind}-peer`, store) : undefined;
-    await startMany(first, IN_FLIGHT, `${kind}-crash`);
+    const crashed = await startMany(first, IN_FLIGHT, `${kind}-crash`);
     await new Promise((r) => setTimeout(r, 300));
     first.process.child.kill('SIGKILL');
     await first.process.exited;
     const killedAt = performance.now();
     const survivor = peer ?? (await orchestrator(`bench-${kind}-restarted`, store));
-    await allDone(survivor, `${kind}-crash`, IN_FLIGHT, 50);
+    const states = await Promise.all(crashed.map((id) => finished(survivor, id)));
     const recoverySeconds = (performance.now() - killedAt) / 1000;
+    const lost = states.filter((state) => state !== 'completed').length;
     for (const service of services) service.behaviour.delayMs = 0;
     rows.push([
       kind === 'file'
@@ -211,6 +233,7 @@ async function sidecarRows(): Promise<(string | number)[][]> {
       perSecond.toFixed(0),
       `${recoverySeconds.toFixed(1)} s`,
       kind === 'file' ? 'restart of the orchestrator' : 'a running peer',
+      lost,
       duplicatedEffects(),
     ]);
     console.log(rows.at(-1)?.join(' | '));
@@ -262,6 +285,7 @@ async function proxyRows(): Promise<(string | number)[][]> {
     let stop = false;
     let sagaStarted = 0;
     let sagaErrors = 0;
+    const loadIds: string[] = [];
     const sagaLoad = (async () => {
       const from = performance.now();
       const pending: Promise<unknown>[] = [];
@@ -270,10 +294,13 @@ async function proxyRows(): Promise<(string | number)[][]> {
         while (sagaStarted < due) {
           const i = sagaStarted++;
           pending.push(
-            startOne(sidecar, `proxy-load-${i}`, i).catch((error: unknown) => {
-              sagaErrors++;
-              console.error(String(error));
-            }),
+            startOne(sidecar, `proxy-load-${i}`, i).then(
+              (id) => loadIds.push(id),
+              (error: unknown) => {
+                sagaErrors++;
+                console.error(String(error));
+              },
+            ),
           );
         }
         await new Promise((r) => setTimeout(r, 5));
@@ -284,11 +311,12 @@ async function proxyRows(): Promise<(string | number)[][]> {
     const loadedRun = await run();
     stop = true;
     await sagaLoad;
-    await allDone(sidecar, 'proxy-load', sagaStarted - sagaErrors);
+    const loadStates = await Promise.all(loadIds.map((id) => finished(sidecar, id)));
+    const loadNotCompleted = loadStates.filter((state) => state !== 'completed').length;
     return [
       ['none', quietRun.p50.toFixed(2), quietRun.p99.toFixed(2), quietRun.errors, '-'],
       [
-        `${SAGA_RATE} executions/s started (${sagaStarted} in all, ${sagaErrors} refused)`,
+        `${SAGA_RATE} executions/s started (${sagaStarted} in all, ${sagaErrors} refused, ${loadNotCompleted} not completed)`,
         loadedRun.p50.toFixed(2),
         loadedRun.p99.toFixed(2),
         loadedRun.errors,
@@ -408,12 +436,13 @@ try {
           `executions/s (${EXECUTIONS} four-step executions)`,
           `all ${IN_FLIGHT} in-flight executions finished after kill -9`,
           'taken over by',
+          'not completed',
           'duplicated effects',
         ],
         sidecar,
       ),
       '',
-      `The orchestrator sidecar (run from source with tsx) started through its HTTP control API (100 starts in flight), four step services (Node HTTP servers in the benchmark process; 100 ms per call during the crash runs) reached through the sidecar's outbound proxy, all on the same 2 cores. Consul: a one-node server with a data folder (\`-server -bootstrap-expect=1\`), \`session_ttl_min = "1s"\`; session TTL ${SESSION_TTL}, lock-delay 0s, recovery every 2 s: a dead orchestrator's executions are taken within 2 × TTL + 2 s.`,
+      `The orchestrator sidecar (run from source with tsx) driven through its HTTP control API: 200 executions in flight, each started then long-polled until finished (\`GET /v1/executions/<id>?wait=30s\`), four step services (Node HTTP servers in the benchmark process; 100 ms per call during the crash runs) reached through the sidecar's outbound proxy, all on the same 2 cores. Consul: a one-node server with a data folder (\`-server -bootstrap-expect=1\`), \`session_ttl_min = "1s"\`; session TTL ${SESSION_TTL}, lock-delay 0s, recovery every 2 s: a dead orchestrator's executions are taken within 2 × TTL + 2 s.`,
       '',
       '### Proxy latency with sagas in the same sidecar',
       '',
