@@ -187,8 +187,8 @@ export class AppendLog {
     while (this.queue.length > 0 && !this.failure) {
       const batch = this.queue;
       const waiters = this.waiters;
+      if (this.rotateRequested) await this.startCompaction();
       try {
-        if (this.rotateRequested) await this.startCompaction();
         this.queue = [];
         this.waiters = [];
         const bytes = Buffer.concat(batch);
@@ -236,6 +236,15 @@ export class AppendLog {
   /** Moves appends to a new segment now, and writes the snapshot for it in the background. */
   private async startCompaction(): Promise<void> {
     this.rotateRequested = false;
+    try {
+      await this.rotate();
+    } catch (error) {
+      // Appends stay in the current segment; the next bound crossing tries again.
+      this.compactionFailed(this.segment + 1, error);
+    }
+  }
+
+  private async rotate(): Promise<void> {
     // The table already holds the queued records' changes; they are replayed again from the
     // new segment over the snapshot, which is harmless: each record is a whole execution.
     const executions = this.live.executions();
@@ -251,17 +260,19 @@ export class AppendLog {
       () => {
         this.stats.compactions++;
       },
-      (error: unknown) => {
-        // The segments are still all there; the next compaction tries again.
-        this.stats.compactionFailures++;
-        this.options.log.error('saga store: compaction failed; the log keeps its segments', {
-          directory: this.directory,
-          segment: next,
-          error: (error as Error).message,
-        });
-      },
+      // The segments are still all there; the next compaction tries again.
+      (error: unknown) => this.compactionFailed(next, error),
     );
     void this.compaction.finally(() => (this.compaction = undefined));
+  }
+
+  private compactionFailed(segment: number, error: unknown): void {
+    this.stats.compactionFailures++;
+    this.options.log.error('saga store: compaction failed; the log keeps its segments', {
+      directory: this.directory,
+      segment,
+      error: String(error),
+    });
   }
 
   private async writeSnapshot(segment: number, executions: StoredExecution[]): Promise<void> {
