@@ -202,6 +202,8 @@ export class ConsulSagaStore implements SagaStore {
 
   async close(): Promise<void> {
     clearInterval(this.renewTimer);
+    // Changes already submitted (a release among them) go out under the session they need.
+    await this.batcher.idle();
     const session = this.session;
     this.session = undefined;
     if (!session) return;
@@ -289,6 +291,11 @@ class TxnBatcher {
       this.queue.push({ ops, bytes, resolve, reject });
       this.send();
     });
+  }
+
+  /** Resolves once nothing is queued or in flight. */
+  async idle(): Promise<void> {
+    while (this.inFlight > 0 || this.queue.length > 0) await new Promise((resolve) => setTimeout(resolve, 5));
   }
 
   private send(): void {
