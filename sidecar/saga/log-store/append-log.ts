@@ -24,7 +24,7 @@ import {
   readdirSync,
   readFileSync,
   rmSync,
-  write,
+  writev,
   close as closeFd,
 } from 'node:fs';
 import { open as openHandle, rename, rm } from 'node:fs/promises';
@@ -33,7 +33,7 @@ import { promisify } from 'node:util';
 import type { Logger } from '../../../operator/log.js';
 import { decodeRecords, encodePut, type LogEntry, type StoredExecution } from './records.js';
 
-const writeAsync = promisify(write);
+const writevAsync = promisify(writev);
 const datasyncAsync = promisify(fdatasync);
 const openAsync = promisify(open);
 const closeAsync = promisify(closeFd);
@@ -184,24 +184,43 @@ export class AppendLog {
 
   private async drain(): Promise<void> {
     this.writing = true;
-    while (this.queue.length > 0 && !this.failure) {
-      const batch = this.queue;
-      const waiters = this.waiters;
-      if (this.rotateRequested) await this.startCompaction();
-      try {
-        this.queue = [];
-        this.waiters = [];
-        const bytes = Buffer.concat(batch);
-        await writeFully(this.fd, bytes);
-        await datasyncAsync(this.fd);
-        this.stats.syncs++;
-        this.bytesSinceSnapshot += bytes.length;
-      } catch (error) {
-        this.fail(error as Error, [...waiters, ...this.waiters]);
-        break;
-      }
+    // One sync may be in flight while the next batch is written, so changes that arrive
+    // during a sync do not wait for it to end before their own write begins.
+    let syncing: { done: Promise<Error | undefined>; waiters: Waiter[] } | undefined;
+    const settle = async () => {
+      if (!syncing) return;
+      // Left in place on failure, so the catch below rejects its waiters too.
+      const error = await syncing.done;
+      if (error) throw error;
+      const { waiters } = syncing;
+      syncing = undefined;
+      this.stats.syncs++;
       for (const waiter of waiters) waiter.resolve();
       this.considerCompaction();
+    };
+    let batchWaiters: Waiter[] = [];
+    try {
+      while (!this.failure && (this.queue.length > 0 || syncing)) {
+        // A rotation moves appends to a new file: the old one's sync must be done first.
+        if (this.queue.length === 0 || this.rotateRequested) await settle();
+        if (this.rotateRequested) await this.startCompaction();
+        if (this.queue.length === 0) continue;
+        const batch = this.queue;
+        batchWaiters = this.waiters;
+        this.queue = [];
+        this.waiters = [];
+        this.bytesSinceSnapshot += await writeFully(this.fd, batch);
+        // Kept as a value, not a rejection, until awaited: nothing may reject unobserved.
+        const done = datasyncAsync(this.fd).then(
+          () => undefined,
+          (error: unknown) => error as Error,
+        );
+        await settle();
+        syncing = { done, waiters: batchWaiters };
+        batchWaiters = [];
+      }
+    } catch (error) {
+      this.fail(error as Error, [...(syncing?.waiters ?? []), ...batchWaiters, ...this.waiters]);
     }
     this.writing = false;
     this.drained?.();
@@ -308,12 +327,29 @@ export class AppendLog {
   }
 }
 
-async function writeFully(fd: number, bytes: Buffer): Promise<void> {
-  let offset = 0;
-  while (offset < bytes.length) {
-    const { bytesWritten } = await writeAsync(fd, bytes, offset, bytes.length - offset, null);
-    offset += bytesWritten;
+/** Writes the records in order with writev (no copy into one buffer); returns the bytes written. */
+async function writeFully(fd: number, records: Buffer[]): Promise<number> {
+  let pending = records;
+  let total = 0;
+  while (pending.length > 0) {
+    const { bytesWritten } = await writevAsync(fd, pending);
+    total += bytesWritten;
+    pending = skip(pending, bytesWritten);
   }
+  return total;
+}
+
+/** The buffers after the first `bytes` bytes (a short write can stop inside one). */
+function skip(buffers: Buffer[], bytes: number): Buffer[] {
+  let left = bytes;
+  let index = 0;
+  while (index < buffers.length && left >= (buffers[index] as Buffer).length) {
+    left -= (buffers[index] as Buffer).length;
+    index++;
+  }
+  const rest = buffers.slice(index);
+  if (left > 0 && rest.length > 0) rest[0] = (rest[0] as Buffer).subarray(left);
+  return rest;
 }
 
 function numbered(names: string[], suffix: string): number[] {
