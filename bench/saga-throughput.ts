@@ -313,6 +313,7 @@ async function proxyRows(): Promise<(string | number)[][]> {
     await sagaLoad;
     const loadStates = await Promise.all(loadIds.map((id) => finished(sidecar, id)));
     const loadNotCompleted = loadStates.filter((state) => state !== 'completed').length;
+    console.log('proxy alone', quietRun, 'with sagas', loadedRun);
     return [
       ['none', quietRun.p50.toFixed(2), quietRun.p99.toFixed(2), quietRun.errors, '-'],
       [

@@ -10,7 +10,10 @@ import type { Execution } from '../../sidecar/saga/machine.js';
 
 const [directory, concurrency] = process.argv.slice(2) as [string, string];
 const store = new FileSagaStore(directory, {
-  log: jsonLogger('writer', (line) => process.stderr.write(line)),
+  // Warnings and errors only: a torn tail cut off on open is worth seeing in the test output.
+  log: jsonLogger('writer', (line) => {
+    if (!line.includes('"level":"info"')) process.stderr.write(line);
+  }),
   // Small, so compactions happen during the run and a kill can land inside one.
   compactAfterBytes: 256 * 1024,
 });
