@@ -11,6 +11,7 @@ if (!gc) throw new Error('run with node --expose-gc');
 gc();
 const before = process.memoryUsage();
 const store = new FileSagaStore(process.argv[2] as string, { log: jsonLogger('open', () => undefined) });
+const opened = await store.opened;
 // The log's read buffers are returned by a background sweeper some time after the GC that
 // frees them: collect a few times with pauses so they are not counted.
 for (let i = 0; i < 3; i++) {
@@ -20,8 +21,8 @@ for (let i = 0; i < 3; i++) {
 const after = process.memoryUsage();
 process.stdout.write(
   `${JSON.stringify({
-    ms: store.opened.ms,
-    executions: store.opened.executions,
+    ms: opened.ms,
+    executions: opened.executions,
     heapMiB: (after.heapUsed - before.heapUsed) / 2 ** 20,
     externalMiB: (after.external - before.external) / 2 ** 20,
     rssMiB: after.rss / 2 ** 20,

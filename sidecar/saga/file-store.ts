@@ -39,12 +39,16 @@ const REMOVALS_PER_RECORD = 5000;
 
 export class FileSagaStore implements SagaStore {
   private readonly table = new ExecutionTable();
-  private readonly log: AppendLog;
+  private log?: AppendLog;
   /** Rows whose latest change is appended but not yet on disk, and the wait for it. */
   private readonly pending = new Map<string, Promise<void>>();
-  /** What opening found: records replayed, torn bytes cut off, and how long it took. */
-  readonly opened: ReplayReport & { executions: number; ms: number };
+  /**
+   * What opening found: records replayed, torn bytes cut off, and how long it took. Every
+   * call waits for it; a store that cannot be opened fails every call with the reason.
+   */
+  readonly opened: Promise<ReplayReport & { executions: number; ms: number }>;
 
+  /** Takes the folder's lock at once (throwing if a live process holds it), then opens the log. */
   constructor(
     private readonly directory: string,
     options: FileStoreOptions = {},
@@ -54,7 +58,7 @@ export class FileSagaStore implements SagaStore {
     mkdirSync(directory, { recursive: true });
     lock(directory);
     importPerExecutionFiles(directory, log);
-    const { log: appendLog, replay } = AppendLog.open(
+    this.opened = AppendLog.open(
       join(directory, 'log'),
       (entry) => this.table.apply(entry),
       {
@@ -62,18 +66,25 @@ export class FileSagaStore implements SagaStore {
         executions: () => [...this.table.all()],
       },
       { compactAfterBytes: options.compactAfterBytes ?? 64 * 2 ** 20, log },
+    ).then(({ log: appendLog, replay }) => {
+      this.log = appendLog;
+      const report = { ...replay, executions: this.table.size, ms: performance.now() - started };
+      log.info('saga store opened', { directory, ...report });
+      return report;
+    });
+    // Callers get the failure from their own call; this makes sure it is seen even if none comes.
+    this.opened.catch((error: unknown) =>
+      log.error('saga store could not be opened', { directory, error: String(error) }),
     );
-    this.log = appendLog;
-    this.opened = { ...replay, executions: this.table.size, ms: performance.now() - started };
-    log.info('saga store opened', { directory, ...this.opened });
   }
 
   /** Syncs and compactions so far: how many changes each sync carried, for benchmarks and tests. */
   get stats(): Readonly<{ syncs: number; compactions: number; compactionFailures: number }> {
-    return this.log.stats;
+    return this.log?.stats ?? { syncs: 0, compactions: 0, compactionFailures: 0 };
   }
 
   async create(execution: Execution): Promise<{ execution: Execution; created: boolean }> {
+    await this.opened;
     const existing = this.table.byIdempotencyKey(execution.saga, execution.idempotencyKey);
     if (existing) return { execution: await this.read(existing), created: false };
     const saved = { ...execution, version: 1 };
@@ -82,6 +93,7 @@ export class FileSagaStore implements SagaStore {
   }
 
   async save(execution: Execution): Promise<Execution> {
+    await this.opened;
     const current = this.table.get(execution.id);
     if (!current || current.version !== execution.version) {
       throw new ConflictError(`execution ${execution.id} changed since version ${execution.version}`);
@@ -92,26 +104,30 @@ export class FileSagaStore implements SagaStore {
   }
 
   async get(id: string): Promise<Execution | undefined> {
+    await this.opened;
     const row = this.table.get(id);
     return row && this.read(row);
   }
 
   async list(): Promise<Execution[]> {
+    await this.opened;
     return Promise.all(Array.from(this.table.all(), (row) => this.read(row)));
   }
 
   async unfinished(): Promise<Execution[]> {
+    await this.opened;
     return Promise.all(this.table.unfinished().map((row) => this.read(row)));
   }
 
   async prune(policies: RetentionPolicies, nowMs: number): Promise<number> {
+    const log = await this.appendLog();
     const expired = expiredExecutions(this.table.all(), policies, nowMs);
     if (expired.length === 0) return 0;
     this.table.remove(expired);
     const records: Buffer[] = [];
     for (let i = 0; i < expired.length; i += REMOVALS_PER_RECORD)
       records.push(encodeRemove(expired.slice(i, i + REMOVALS_PER_RECORD)));
-    await this.log.append(records);
+    await log.append(records);
     return expired.length;
   }
 
@@ -123,21 +139,31 @@ export class FileSagaStore implements SagaStore {
   async release(): Promise<void> {}
 
   async close(): Promise<void> {
-    await this.log.close();
-    rmSync(join(this.directory, 'owner.pid'), { force: true });
+    try {
+      await (await this.appendLog()).close();
+    } finally {
+      rmSync(join(this.directory, 'owner.pid'), { force: true });
+    }
   }
 
   /** Appends a whole execution; memory changes at once, so the next check sees it. */
   private async write(execution: Execution): Promise<void> {
+    const log = await this.appendLog();
+    // From here to `pending.set` nothing awaits, so no reader sees the row without its wait.
     const row = stored(execution);
     this.table.put(row);
-    const durable = this.log.append([encodePut(row)]);
+    const durable = log.append([encodePut(row)]);
     this.pending.set(execution.id, durable);
     try {
       await durable;
     } finally {
       if (this.pending.get(execution.id) === durable) this.pending.delete(execution.id);
     }
+  }
+
+  private async appendLog(): Promise<AppendLog> {
+    await this.opened;
+    return this.log as AppendLog;
   }
 
   private async read(row: Row): Promise<Execution> {

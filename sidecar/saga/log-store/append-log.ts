@@ -13,21 +13,8 @@
  * reads the newest snapshot and replays the segments from its number on; a crash at any
  * point of a compaction leaves either the old segments or the new snapshot to read.
  */
-import {
-  closeSync,
-  fdatasync,
-  fsyncSync,
-  ftruncateSync,
-  mkdirSync,
-  open,
-  openSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-  writev,
-  close as closeFd,
-} from 'node:fs';
-import { open as openHandle, rename, rm } from 'node:fs/promises';
+import { fdatasync, open, writev, close as closeFd } from 'node:fs';
+import { mkdir, open as openHandle, readdir, readFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { Logger } from '../../../operator/log.js';
@@ -86,60 +73,58 @@ export class AppendLog {
   ) {}
 
   /**
-   * Opens the log in `directory`, replaying every intact record into `apply`. Synchronous:
-   * it runs once, before the store serves anything.
+   * Opens the log in `directory`, replaying every intact record into `apply`. Reads are
+   * async and replay yields to the event loop every few thousand records, so a sidecar
+   * opening a large store keeps proxying meanwhile.
    */
-  static open(
+  static async open(
     directory: string,
     apply: (entry: LogEntry) => void,
     live: LiveData,
     options: AppendLogOptions,
-  ): { log: AppendLog; replay: ReplayReport } {
-    mkdirSync(directory, { recursive: true });
-    const names = readdirSync(directory);
-    for (const name of names.filter((n) => n.endsWith('.tmp'))) rmSync(join(directory, name));
+  ): Promise<{ log: AppendLog; replay: ReplayReport }> {
+    await mkdir(directory, { recursive: true });
+    const names = await readdir(directory);
+    for (const name of names.filter((n) => n.endsWith('.tmp'))) await rm(join(directory, name));
     const snapshots = numbered(names, '.snapshot');
     const segments = numbered(names, '.wal');
     const base = snapshots.at(-1) ?? 0;
     const replay: ReplayReport = { segments: 0, records: 0, discardedBytes: 0 };
     if (base > 0) {
       const file = join(directory, fileName(base, '.snapshot'));
-      const decoded = decodeRecords(readFileSync(file));
+      const read = await replayFile(file, apply);
+      replay.records += read.records;
       // A snapshot is synced before it is renamed into place, so damage here is the disk's.
-      if (decoded.damage)
+      if (read.damage)
         throw new Error(
-          `saga store snapshot ${file} is damaged (${decoded.damage} record at byte ${decoded.validBytes}); opening it would lose executions: restore the folder from a backup or move it aside`,
+          `saga store snapshot ${file} is damaged (${read.damage} record at byte ${read.validBytes}); opening it would lose executions: restore the folder from a backup or move it aside`,
         );
-      for (const entry of decoded.entries) apply(entry);
-      replay.records += decoded.entries.length;
     }
     const replayed = segments.filter((s) => s >= base);
     let bytesSinceSnapshot = 0;
-    replayed.forEach((segment, index) => {
+    for (const [index, segment] of replayed.entries()) {
       const file = join(directory, fileName(segment, '.wal'));
-      const bytes = readFileSync(file);
-      const decoded = decodeRecords(bytes);
-      for (const entry of decoded.entries) apply(entry);
+      const read = await replayFile(file, apply);
       replay.segments++;
-      replay.records += decoded.entries.length;
-      bytesSinceSnapshot += decoded.validBytes;
-      if (!decoded.damage) return;
-      replay.discardedBytes += bytes.length - decoded.validBytes;
+      replay.records += read.records;
+      bytesSinceSnapshot += read.validBytes;
+      if (!read.damage) continue;
+      replay.discardedBytes += read.size - read.validBytes;
       const details = {
         file,
-        damage: decoded.damage,
-        at: decoded.validBytes,
-        discardedBytes: bytes.length - decoded.validBytes,
+        damage: read.damage,
+        at: read.validBytes,
+        discardedBytes: read.size - read.validBytes,
       };
       if (index === replayed.length - 1) {
         // The tail a crash cut short: cut it off so new records follow whole ones.
         options.log.warn('saga store: ignored a torn or damaged last record', details);
-        const fd = openSync(file, 'r+');
+        const handle = await openHandle(file, 'r+');
         try {
-          ftruncateSync(fd, decoded.validBytes);
-          fsyncSync(fd);
+          await handle.truncate(read.validBytes);
+          await handle.sync();
         } finally {
-          closeSync(fd);
+          await handle.close();
         }
       } else {
         // Segments before the last were synced whole before the next one began.
@@ -148,15 +133,15 @@ export class AppendLog {
           details,
         );
       }
-    });
+    }
     // Leftovers of a compaction that was interrupted after its snapshot was in place.
     for (const segment of segments.filter((s) => s < base))
-      rmSync(join(directory, fileName(segment, '.wal')));
+      await rm(join(directory, fileName(segment, '.wal')));
     for (const snapshot of snapshots.filter((s) => s < base))
-      rmSync(join(directory, fileName(snapshot, '.snapshot')));
+      await rm(join(directory, fileName(snapshot, '.snapshot')));
     const active = Math.max(replayed.at(-1) ?? 1, base, 1);
-    const fd = openSync(join(directory, fileName(active, '.wal')), 'a');
-    syncDirectory(directory);
+    const fd = await openAsync(join(directory, fileName(active, '.wal')), 'a');
+    await syncDirectoryAsync(directory);
     return {
       log: new AppendLog(directory, fd, active, bytesSinceSnapshot, live, options),
       replay,
@@ -179,7 +164,7 @@ export class AppendLog {
     this.closed = true;
     if (this.writing) await new Promise<void>((resolve) => (this.drained = resolve));
     await this.compaction;
-    closeSync(this.fd);
+    await closeAsync(this.fd);
   }
 
   private async drain(): Promise<void> {
@@ -318,12 +303,33 @@ export class AppendLog {
     }
     await rename(temporary, final);
     await syncDirectoryAsync(this.directory);
-    const names = readdirSync(this.directory);
+    const names = await readdir(this.directory);
     for (const old of numbered(names, '.wal').filter((s) => s < segment))
       await rm(join(this.directory, fileName(old, '.wal')));
     for (const old of numbered(names, '.snapshot').filter((s) => s < segment))
       await rm(join(this.directory, fileName(old, '.snapshot')));
     await syncDirectoryAsync(this.directory);
+  }
+}
+
+/** Records replayed between yields to the event loop while opening. */
+const REPLAY_RECORDS_PER_TURN = 2000;
+
+async function replayFile(
+  file: string,
+  apply: (entry: LogEntry) => void,
+): Promise<{ records: number; size: number; validBytes: number; damage?: string }> {
+  const bytes = await readFile(file);
+  let offset = 0;
+  let records = 0;
+  for (;;) {
+    const decoded = decodeRecords(bytes, offset, REPLAY_RECORDS_PER_TURN);
+    for (const entry of decoded.entries) apply(entry);
+    records += decoded.entries.length;
+    offset = decoded.validBytes;
+    if (decoded.damage) return { records, size: bytes.length, validBytes: offset, damage: decoded.damage };
+    if (offset >= bytes.length) return { records, size: bytes.length, validBytes: offset };
+    await new Promise((resolve) => setImmediate(resolve));
   }
 }
 
@@ -364,15 +370,6 @@ function fileName(sequence: number, suffix: string): string {
 }
 
 /** A new or renamed file is only durable once its folder's entry is. */
-function syncDirectory(directory: string): void {
-  const fd = openSync(directory, 'r');
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-}
-
 async function syncDirectoryAsync(directory: string): Promise<void> {
   const handle = await openHandle(directory, 'r');
   try {

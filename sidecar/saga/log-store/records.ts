@@ -57,17 +57,20 @@ export function frame(payload: Buffer): Buffer {
 
 export interface DecodedLog {
   entries: LogEntry[];
-  /** Bytes from the start that hold whole, intact records; the rest is to be cut off. */
+  /** Where the whole, intact records read end; after damage, the rest is to be cut off. */
   validBytes: number;
   /** Why decoding stopped before the end, if it did. */
   damage?: 'torn' | 'checksum' | 'unreadable';
 }
 
-/** Reads records from the start until the end or the first record that is not whole and intact. */
-export function decodeRecords(bytes: Buffer): DecodedLog {
+/**
+ * Reads records from `from` until the end, the first record that is not whole and intact, or
+ * `maxRecords` records (then `validBytes` is where to go on from).
+ */
+export function decodeRecords(bytes: Buffer, from = 0, maxRecords = Infinity): DecodedLog {
   const entries: LogEntry[] = [];
-  let offset = 0;
-  while (offset < bytes.length) {
+  let offset = from;
+  while (offset < bytes.length && entries.length < maxRecords) {
     if (bytes.length - offset < HEADER_BYTES) return { entries, validBytes: offset, damage: 'torn' };
     const length = bytes.readUInt32LE(offset);
     if (length > MAX_RECORD_BYTES) return { entries, validBytes: offset, damage: 'checksum' };

@@ -235,7 +235,7 @@ describe('file store (append-only log on a real folder)', () => {
     const all = await store.list();
     expect(all).toHaveLength(500);
     expect(all.every((e) => e.version === 2 && e.cursor === 1)).toBe(true);
-    expect(store.opened).toMatchObject({ executions: 500, records: 1000, discardedBytes: 0 });
+    expect(await store.opened).toMatchObject({ executions: 500, records: 1000, discardedBytes: 0 });
   });
 
   it('a torn last record (a partial write) is cut off on open, never half-applied, and writing goes on', async () => {
@@ -250,14 +250,14 @@ describe('file store (append-only log on a real folder)', () => {
     const tornSize = statSync(lastSegment(dir)).size;
 
     store = open(dir);
-    expect(store.opened.discardedBytes).toBe(record.length - 7);
+    expect((await store.opened).discardedBytes).toBe(record.length - 7);
     expect(await store.get('a')).toMatchObject({ cursor: 1, version: 2 });
     expect(statSync(lastSegment(dir)).size).toBe(tornSize - (record.length - 7));
     expect(logged.some((l) => l.level === 'warn' && l.message.includes('torn'))).toBe(true);
     await store.save({ ...(await store.get('a'))!, cursor: 3 });
     store = await reopen(store, dir);
     expect(await store.get('a')).toMatchObject({ cursor: 3, version: 3 });
-    expect(store.opened.discardedBytes).toBe(0);
+    expect((await store.opened).discardedBytes).toBe(0);
   });
 
   it('a last record with a bad checksum is ignored: the execution stays at its previous state', async () => {
@@ -275,9 +275,9 @@ describe('file store (append-only log on a real folder)', () => {
     store = open(dir);
     expect(await store.get('a')).toMatchObject({ state: 'running', version: 1 });
     expect((await store.unfinished()).map((e) => e.id)).toEqual(['a']);
-    expect(store.opened.discardedBytes).toBeGreaterThan(0);
+    expect((await store.opened).discardedBytes).toBeGreaterThan(0);
     store = await reopen(store, dir);
-    expect(store.opened.discardedBytes).toBe(0);
+    expect((await store.opened).discardedBytes).toBe(0);
   });
 
   it('compacts past its bound into a snapshot, drops the old segments, and reopens to the same state', async () => {
