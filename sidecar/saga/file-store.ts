@@ -230,17 +230,43 @@ function syncFolder(folder: string): void {
   }
 }
 
-/** Refuses a folder a live process holds; takes it over from a dead one. */
+/**
+ * Refuses a folder a live process holds; takes it over from a dead one. The lock holds the
+ * owner's pid and, where /proc exists, its start time: a pid reused by an unrelated process
+ * after the owner died (a stale lock) does not keep the folder locked.
+ */
 function lock(directory: string): void {
   const file = join(directory, 'owner.pid');
   if (existsSync(file)) {
-    const pid = Number(readFileSync(file, 'utf8'));
-    if (pid && pid !== process.pid && isAlive(pid)) {
+    const [pidText, startedText] = readFileSync(file, 'utf8').trim().split(' ');
+    const pid = Number(pidText);
+    const holds =
+      pid > 0 &&
+      pid !== process.pid &&
+      isAlive(pid) &&
+      (startedText === undefined || processStartTime(pid) === startedText);
+    if (holds) {
       throw new Error(
         `saga store ${directory} is in use by process ${pid}; one orchestrator per folder (use the Consul store to run several)`,
       );
     }
   }
+  const started = processStartTime(process.pid);
   // Synchronous on purpose: it runs once at startup, before anything is served.
-  writeDurably(file, Buffer.from(String(process.pid)));
+  writeDurably(file, Buffer.from(started === undefined ? String(process.pid) : `${process.pid} ${started}`));
+}
+
+/** Field 22 of /proc/<pid>/stat (start time in clock ticks since boot), if there is /proc. */
+export function processStartTime(pid: number): string | undefined {
+  try {
+    return parseStartTime(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    // No /proc (not Linux) or the process is gone: the pid alone decides.
+    return undefined;
+  }
+}
+
+/** The command name (field 2) may hold spaces and parentheses, so fields count from its last ")". */
+export function parseStartTime(stat: string): string | undefined {
+  return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
 }

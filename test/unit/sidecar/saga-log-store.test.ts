@@ -12,7 +12,7 @@ import {
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { jsonLogger } from '../../../operator/log.js';
-import { FileSagaStore } from '../../../sidecar/saga/file-store.js';
+import { FileSagaStore, parseStartTime, processStartTime } from '../../../sidecar/saga/file-store.js';
 import {
   decodeRecords,
   encodePut,
@@ -340,5 +340,22 @@ describe('file store (append-only log on a real folder)', () => {
     const dir = folder();
     writeFileSync(join(dir, 'owner.pid'), String(process.ppid));
     expect(() => open(dir)).toThrow(`is in use by process ${process.ppid}`);
+    writeFileSync(join(dir, 'owner.pid'), `${process.ppid} ${processStartTime(process.ppid)}`);
+    expect(() => open(dir)).toThrow(`is in use by process ${process.ppid}`);
+  });
+
+  it('takes over a lock whose pid now belongs to another process (started at another time)', async () => {
+    const dir = folder();
+    writeFileSync(join(dir, 'owner.pid'), `${process.ppid} 1`);
+    const store = open(dir);
+    await store.opened;
+    expect(readFileSync(join(dir, 'owner.pid'), 'utf8')).toBe(
+      `${process.pid} ${processStartTime(process.pid)}`,
+    );
+  });
+
+  it('reads the start time from /proc/<pid>/stat even when the command name has spaces and parentheses', () => {
+    const fields = Array.from({ length: 50 }, (_, i) => String(i + 3));
+    expect(parseStartTime(`42 (a (b) c) ${fields.join(' ')}`)).toBe('22');
   });
 });
