@@ -225,6 +225,23 @@ export const sagaSpec = withRules(
         .default(100)
         .describe('Most executions of this saga running at once; more wait in order.'),
       steps: z.array(step).min(1).max(50).describe('The steps, run in order.'),
+      retention: z
+        .strictObject({
+          finished: duration(
+            'How long a finished execution (completed, compensated or compensation-failed) is kept, from its last change.',
+            { max: '8760h' },
+          ).default('24h'),
+          maxFinished: z
+            .int()
+            .min(0)
+            .max(1000000)
+            .default(10000)
+            .describe('Most finished executions kept; past it, the oldest finished are removed first.'),
+        })
+        .prefault({})
+        .describe(
+          'When finished executions are removed from the saga store, so it does not grow without bound. Unfinished executions are never removed.',
+        ),
     })
     .describe('Desired state of a Saga.'),
   [

@@ -125,7 +125,7 @@ export const sidecarConfig = z
           .enum(['file', 'consul'])
           .default('consul')
           .describe(
-            "file: fsync'd files on local disk, one orchestrator; consul: Consul KV with session locks.",
+            'file: an append-only log on local disk with group commit, one orchestrator; consul: Consul KV with check-and-set, transactions and session locks.',
           ),
         path: z.string().max(4096).default('/var/lib/aimesh/sagas').describe('Folder of the file store.'),
         prefix: z.string().max(256).default('aimesh/sagas').describe('KV prefix of the Consul store.'),

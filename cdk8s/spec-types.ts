@@ -452,6 +452,13 @@ export type SagaSpecInput = {
     /** The point of no return: once it succeeds, later failures are retried forward, never compensated. */
     pivot?: boolean;
   })[];
+  /** When finished executions are removed from the saga store, so it does not grow without bound. Unfinished executions are never removed. */
+  retention?: {
+    /** How long a finished execution (completed, compensated or compensation-failed) is kept, from its last change. From more than 0s to 8760h. */
+    finished?: string;
+    /** Most finished executions kept; past it, the oldest finished are removed first. */
+    maxFinished?: number;
+  };
 };
 
 export type SagaSpecInputJson0 = string | number | boolean | null | SagaSpecInputJson0[] | {

@@ -34,6 +34,22 @@ export interface HealthEntry {
   Node: { Address: string };
 }
 
+/** One operation of a Consul transaction (/v1/txn); `Value` is base64. */
+export interface ConsulTxnOp {
+  KV: {
+    Verb: 'set' | 'cas' | 'get' | 'delete' | 'delete-cas' | 'lock' | 'unlock';
+    Key: string;
+    Value?: string;
+    Index?: number;
+    Session?: string;
+  };
+}
+
+/** A transaction either applies every operation (with each key's new ModifyIndex) or none. */
+export type ConsulTxnResult =
+  | { ok: true; results: { key: string; modifyIndex: number }[] }
+  | { ok: false; errors: { opIndex: number; what: string }[] };
+
 export class ConsulError extends Error {
   constructor(
     message: string,
@@ -155,6 +171,21 @@ export class ConsulClient {
     return body === true;
   }
 
+  /** Applies the operations atomically; a failed check (e.g. a CAS index) rolls all back. */
+  async txn(ops: ConsulTxnOp[]): Promise<ConsulTxnResult> {
+    const { status, body } = await this.call('PUT', '/v1/txn', { body: ops, rolledBackStatus: 409 });
+    const reply = body as {
+      Results: { KV: { Key: string; ModifyIndex: number } }[] | null;
+      Errors: { OpIndex: number; What: string }[] | null;
+    };
+    if (status === 409)
+      return { ok: false, errors: (reply.Errors ?? []).map((e) => ({ opIndex: e.OpIndex, what: e.What })) };
+    return {
+      ok: true,
+      results: (reply.Results ?? []).map((r) => ({ key: r.KV.Key, modifyIndex: r.KV.ModifyIndex })),
+    };
+  }
+
   /** A session that holds locks while it is renewed; its locks are released when it lapses. */
   async sessionCreate(name: string, ttl: string, lockDelay = '1s'): Promise<string> {
     const { body } = await this.call('PUT', '/v1/session/create', {
@@ -184,8 +215,15 @@ export class ConsulClient {
   private async call(
     method: 'GET' | 'PUT',
     path: string,
-    options: { body?: unknown; rawBody?: string; signal?: AbortSignal; timeoutMs?: number },
-  ): Promise<{ headers: Record<string, string | string[] | undefined>; body: unknown }> {
+    options: {
+      body?: unknown;
+      rawBody?: string;
+      signal?: AbortSignal;
+      timeoutMs?: number;
+      /** A status that carries a normal answer (a rolled-back transaction), not an error. */
+      rolledBackStatus?: number;
+    },
+  ): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: unknown }> {
     let response;
     try {
       response = await request(`${this.base}${path}`, {
@@ -204,12 +242,16 @@ export class ConsulClient {
       throw new ConsulError(`Consul at ${this.base} unreachable: ${(error as Error).message}`);
     }
     const text = await response.body.text();
-    if (response.statusCode >= 300) {
+    if (response.statusCode >= 300 && response.statusCode !== options.rolledBackStatus) {
       throw new ConsulError(
         `Consul ${method} ${path.split('?')[0]}: ${response.statusCode} ${text.trim()}`,
         response.statusCode,
       );
     }
-    return { headers: response.headers, body: text ? (JSON.parse(text) as unknown) : undefined };
+    return {
+      status: response.statusCode,
+      headers: response.headers,
+      body: text ? (JSON.parse(text) as unknown) : undefined,
+    };
   }
 }

@@ -20,6 +20,7 @@ import {
   type Execution,
   type Outcome,
 } from './machine.js';
+import { retentionPolicies } from './retention.js';
 import { ConflictError, type SagaStore } from './store.js';
 
 const STUCK_AFTER_MS = 5 * 60_000;
@@ -41,6 +42,8 @@ export interface EngineOptions {
   registry: Registry;
   /** How often to look for unfinished executions nobody runs (a dead peer's). */
   recoverEveryMs?: number;
+  /** How often to remove finished executions past their saga's retention. */
+  pruneEveryMs?: number;
   /** Spans per step call; the no-op tracer when tracing is off. */
   tracer?: Tracer;
 }
@@ -51,6 +54,7 @@ export class SagaEngine {
   private readonly active = new Map<string, number>();
   private readonly waiting = new Map<string, Execution[]>();
   private recoverTimer?: NodeJS.Timeout;
+  private pruneTimer?: NodeJS.Timeout;
   private stopped = false;
   private readonly metrics;
 
@@ -99,12 +103,17 @@ export class SagaEngine {
           const now = Date.now();
           const counts = new Map<string, number>();
           for (const saga of this.options.definitions.keys()) counts.set(saga, 0);
-          for (const execution of await this.options.store.list().catch(() => [])) {
+          for (const execution of await this.options.store.unfinished().catch(() => [])) {
             if (!isTerminal(execution) && now - execution.updatedAt > STUCK_AFTER_MS)
               counts.set(execution.saga, (counts.get(execution.saga) ?? 0) + 1);
           }
           for (const [saga, count] of counts) this.metrics.stuck.set({ saga }, count);
         },
+      }),
+      pruned: new Counter({
+        name: 'aimesh_saga_executions_removed_total',
+        help: 'Finished executions removed from the store by their saga retention.',
+        registers,
       }),
       recovered: new Counter({
         name: 'aimesh_saga_recovered_total',
@@ -123,6 +132,17 @@ export class SagaEngine {
       this.options.recoverEveryMs ?? 2000,
     );
     this.recoverTimer.unref();
+    this.pruneTimer = setInterval(() => {
+      // Read each time: a config reload may change the definitions.
+      void this.options.store.prune(retentionPolicies(this.options.definitions), Date.now()).then(
+        (removed) => {
+          if (removed > 0) this.metrics.pruned.inc(removed);
+        },
+        (error: unknown) =>
+          this.options.log.warn('removing finished executions failed', { error: String(error) }),
+      );
+    }, this.options.pruneEveryMs ?? 60_000);
+    this.pruneTimer.unref();
   }
 
   async start(
@@ -209,11 +229,12 @@ export class SagaEngine {
   async stop(): Promise<void> {
     this.stopped = true;
     clearInterval(this.recoverTimer);
+    clearInterval(this.pruneTimer);
   }
 
   private async recover(): Promise<void> {
     if (this.stopped) return;
-    for (const execution of await this.options.store.list()) {
+    for (const execution of await this.options.store.unfinished()) {
       if (isTerminal(execution) || this.running.has(execution.id) || this.isWaiting(execution.id)) continue;
       if (!this.options.definitions.has(execution.saga)) continue;
       if (!(await this.options.store.claim(execution.id))) continue;

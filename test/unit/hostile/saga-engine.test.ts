@@ -9,7 +9,7 @@ import { validateResource, type Saga, type SagaSpec } from '../../../api/index.j
 import { createLogger } from '../../../lib/log/index.js';
 import type { StepCall } from '../../../sidecar/saga/caller.js';
 import { SagaEngine } from '../../../sidecar/saga/engine.js';
-import type { Execution } from '../../../sidecar/saga/machine.js';
+import { TERMINAL_STATES, type Execution } from '../../../sidecar/saga/machine.js';
 import { ConflictError, type SagaStore } from '../../../sidecar/saga/store.js';
 
 /** Enough of a store for one process: versions checked, everything in memory. */
@@ -36,6 +36,12 @@ class MemoryStore implements SagaStore {
   }
   async list() {
     return [...this.executions.values()];
+  }
+  async unfinished() {
+    return [...this.executions.values()].filter((e) => !TERMINAL_STATES.includes(e.state));
+  }
+  async prune() {
+    return 0;
   }
   async claim() {
     return true;
