@@ -3,7 +3,7 @@
  * and keeping the others, with the machine and the command that produced them.
  */
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
-import { cpus, totalmem } from 'node:os';
+import { cpus, loadavg, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { REPO_DIR } from '../test/env/components.js';
 
@@ -26,6 +26,10 @@ export function writeSection(id: string, title: string, command: string, body: s
     `- command: \`${command}\``,
     `- machine: ${machine()}`,
     `- date: ${new Date().toISOString().slice(0, 10)}`,
+    // Times measured on a busy machine are not the code's: the load says how busy it was.
+    `- load average when written (1/5/15 min): ${loadavg()
+      .map((l) => l.toFixed(1))
+      .join(' / ')} on ${cpus().length} cores`,
     '',
     body.trimEnd(),
     end,
