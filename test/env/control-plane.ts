@@ -174,6 +174,8 @@ function startApiServer(
       `--service-account-signing-key-file=${join(dir, 'sa.key')}`,
       '--service-cluster-ip-range=10.96.0.0/16',
       '--allow-privileged=true',
+      // The test node's name resolves nowhere; its InternalIP is where its kubelet listens.
+      '--kubelet-preferred-address-types=InternalIP,Hostname',
       '--v=0',
     ],
     logs,
