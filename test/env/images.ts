@@ -23,11 +23,6 @@ import { NONROOT, nodeBinary, stageNodeRuntime } from '../../image/runtime.js';
 import { requireBinary } from './binaries.js';
 import { ENV_DIR } from './components.js';
 
-export interface AppPort {
-  port: number;
-  protocol: 'http' | 'grpc';
-}
-
 export interface ImageTarball {
   name: string;
   tarball: string;
@@ -47,14 +42,10 @@ export async function pauseImage(): Promise<ImageTarball> {
  * The test app, listening on every port in `ports` (and HTTP on 8080). Tag it with each image name an example
  * uses (`ctr images tag`), so the example's resources run unchanged apart from the app.
  */
-export async function testAppImage(ports: AppPort[]): Promise<ImageTarball> {
+export async function testAppImage(ports: number[]): Promise<ImageTarball> {
   const app = join(ENV_DIR, 'apps', 'app.ts');
-  // 8080 answers HTTP in every pod, for tests that call into a pod from the host.
-  const byPort = new Map([[8080, 'http'], ...ports.map((p) => [p.port, p.protocol] as const)]);
-  const appPorts = [...byPort]
-    .sort(([a], [b]) => a - b)
-    .map(([port, protocol]) => `${port}/${protocol}`)
-    .join(',');
+  // 8080 answers in every pod, for tests that call into a pod from the host.
+  const appPorts = [...new Set([8080, ...ports])].sort((a, b) => a - b).join(',');
   const digest = createHash('sha256')
     .update(readFileSync(app))
     .update(appPorts)

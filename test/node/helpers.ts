@@ -7,7 +7,6 @@ import { join } from 'node:path';
 import { parseAllDocuments, stringify } from 'yaml';
 import { REPO_DIR } from '../env/components.js';
 import { waitFor } from '../env/processes.js';
-import type { AppPort } from '../env/images.js';
 import type { Cluster } from '../env/node.js';
 
 export const SUOKE = 'suoke-life';
@@ -26,7 +25,7 @@ interface Resource {
  * sidecar; everything else (upstreams, discovery, security, the saga) is the example's own.
  * The Secrets the example's env refers to (supplied by its operators) get test values.
  */
-export function suokeLifeForOneNode(): { resources: Resource[]; images: string[]; ports: AppPort[] } {
+export function suokeLifeForOneNode(): { resources: Resource[]; images: string[]; ports: number[] } {
   const dir = join(REPO_DIR, 'examples', SUOKE);
   const resources = readdirSync(dir)
     .filter((f) => f.endsWith('.yaml'))
@@ -35,7 +34,7 @@ export function suokeLifeForOneNode(): { resources: Resource[]; images: string[]
     .filter((r) => r && typeof r === 'object' && 'kind' in r);
   const secrets = new Map<string, Set<string>>();
   const images: string[] = [];
-  const ports: AppPort[] = [];
+  const ports: number[] = [];
   for (const resource of resources) {
     if (resource.kind !== 'AiService') continue;
     const spec = resource.spec;
@@ -44,7 +43,7 @@ export function suokeLifeForOneNode(): { resources: Resource[]; images: string[]
       const ref = variable.secretKeyRef;
       if (ref) secrets.set(ref.name, (secrets.get(ref.name) ?? new Set()).add(ref.key));
     }
-    ports.push({ port: Number(spec.port), protocol: spec.protocol === 'grpc' ? 'grpc' : 'http' });
+    ports.push(Number(spec.port));
     delete spec.autoscaling;
     spec.replicas = 1;
     spec.resources = { requests: { cpu: '10m', memory: '32Mi' }, limits: { memory: '256Mi' } };

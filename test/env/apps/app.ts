@@ -1,7 +1,7 @@
 /**
- * The app in the test node's pods, one image for every service of an example: it listens on
- * every port in APP_PORTS, HTTP/1.1 or gRPC over h2c as each says (each service of an example
- * declares its own port and protocol, and the image cannot know which service it runs as).
+ * The app in the test node's pods, one image for every service of an example: it answers
+ * HTTP/1.1 and gRPC over h2c on every port in APP_PORTS (each service of an example declares
+ * its own port and protocol, and the image cannot know which service it runs as).
  *
  * - health: GET /health, /healthz, /ready; grpc.health.v1.Health/Check answers SERVING.
  * - any other request (HTTP/1.1, or h2c without a gRPC content type): 200 with JSON naming this pod, and ids a saga step can template
@@ -16,22 +16,59 @@
 import { randomUUID } from 'node:crypto';
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createServer as createH2Server, type IncomingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
+import { createServer as createTcpServer, type Socket } from 'node:net';
 import { hostname } from 'node:os';
+import { Duplex } from 'node:stream';
 
 const SIDECAR_PORTS = new Set([4700, 4701, 4702, 4703]);
 const pod = hostname();
-// "8080/http,50051/grpc": Node's h2c server cannot also speak HTTP/1.1, so each port has one.
-const ports = (process.env.APP_PORTS ?? '8080/http').split(',').map((entry) => {
-  const [port, protocol] = entry.split('/');
-  return { port: Number(port), protocol: protocol === 'grpc' ? 'grpc' : 'http' };
-});
+const ports = (process.env.APP_PORTS ?? '8080').split(',').map(Number);
 
-for (const { port, protocol } of ports) {
-  const server =
-    protocol === 'grpc'
-      ? createH2Server().on('stream', (stream, headers) => void handleStream(stream, headers))
-      : createHttpServer((req, res) => void handleHttp(req, res));
-  server.listen(port, '0.0.0.0', () => console.log(`app ${pod} listening on ${port} (${protocol})`));
+const http1 = createHttpServer((req, res) => void handleHttp(req, res));
+const h2c = createH2Server();
+h2c.on('stream', (stream, headers) => void handleStream(stream, headers));
+
+// Every port speaks both HTTP/1.1 and h2c, like a gRPC server that also serves JSON on its
+// port: the example's saga calls its gRPC agent with plain HTTP. The first bytes tell them
+// apart (h2c starts with the "PRI * HTTP/2.0" preface).
+for (const port of ports) {
+  createTcpServer((socket) => {
+    socket.once('data', (first: Buffer) => {
+      socket.pause();
+      if (first.subarray(0, 3).toString() === 'PRI') {
+        h2c.emit('connection', replaying(socket, first));
+      } else {
+        socket.unshift(first);
+        http1.emit('connection', socket);
+      }
+      socket.resume();
+    });
+  }).listen(port, '0.0.0.0', () => console.log(`app ${pod} listening on ${port}`));
+}
+
+/**
+ * The socket as a stream that yields `first` again: the HTTP/2 server reads from the socket's
+ * native handle, so bytes put back with unshift() never reach it, while a plain Duplex is read
+ * through JavaScript.
+ */
+function replaying(socket: Socket, first: Buffer): Duplex {
+  const duplex = new Duplex({
+    read: () => socket.resume(),
+    write: (chunk: Buffer, _encoding, done) => socket.write(chunk, done),
+    final: (done) => socket.end(done),
+    destroy: (error, done) => {
+      socket.destroy(error ?? undefined);
+      done(error);
+    },
+  });
+  duplex.push(first);
+  socket.on('data', (chunk: Buffer) => {
+    if (!duplex.push(chunk)) socket.pause();
+  });
+  socket.once('end', () => duplex.push(null));
+  socket.once('error', (error) => duplex.destroy(error));
+  socket.once('close', () => duplex.destroy());
+  return duplex;
 }
 
 process.on('SIGTERM', () => {
