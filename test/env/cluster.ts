@@ -2,11 +2,19 @@
  * `npm run cluster`: the one-node cluster for a person. Builds the aimesh image, brings the
  * node up with the image imported, prints how to use it, and stays up until Ctrl-C, then
  * tears everything down. docs/cluster.md walks through it.
+ *
+ * `npm run cluster -- --suoke-life` also installs the operator with Helm and runs the
+ * suoke-life example in pods (fitted to one node, with the test app standing in for its
+ * services), as the node tests do.
  */
 import { join } from 'node:path';
 import { buildAimeshImage } from '../../image/build.js';
+import { SUOKE, applyInWaves, suokeLifeForOneNode } from '../node/helpers.js';
 import { requireBinary } from './binaries.js';
-import { NODE, nodeUnavailableReason, startCluster } from './node.js';
+import { REPO_DIR } from './components.js';
+import { runHelm } from './helm.js';
+import { testAppImage } from './images.js';
+import { NODE, nodeUnavailableReason, startCluster, type Cluster } from './node.js';
 
 const log = (message: string) => console.log(`[cluster] ${message}`);
 
@@ -39,9 +47,10 @@ async function main(): Promise<void> {
   process.on('SIGTERM', () => void stop('SIGTERM'));
   try {
     await cluster.importImage(image.tarball, image.name);
+    if (process.argv.includes('--suoke-life')) await runSuokeLife(cluster);
   } catch (error) {
     log(String(error));
-    await stop('import failed');
+    await stop('setup failed');
     return;
   }
   const ctr = `${requireBinary('ctr')} --address ${join(cluster.dir, 'containerd.sock')} -n k8s.io`;
@@ -63,6 +72,32 @@ Pods pull nothing: use imagePullPolicy: Never or IfNotPresent. Logs: ${join(clus
 Ctrl-C tears the cluster down.
 `);
   await new Promise(() => {});
+}
+
+async function runSuokeLife(cluster: Cluster): Promise<void> {
+  const example = suokeLifeForOneNode();
+  const app = await testAppImage(example.ports);
+  await cluster.importImage(app.tarball, app.name, example.images);
+  log('helm install of the operator...');
+  const installed = await runHelm(
+    [
+      'install',
+      'aimesh',
+      join(REPO_DIR, 'charts', 'aimesh-operator'),
+      '--namespace',
+      'aimesh-system',
+      '--create-namespace',
+      '--set',
+      'image.pullPolicy=Never',
+      '--wait',
+    ],
+    cluster.kubeconfig,
+  );
+  if (installed.code !== 0) throw new Error(`helm install: ${installed.stderr}`);
+  log(`applying ${SUOKE} a few services at a time...`);
+  await cluster.kubectl(['create', 'namespace', SUOKE]);
+  const pods = await applyInWaves(cluster, example.resources);
+  log(`${SUOKE}: ${pods.length} pods Ready`);
 }
 
 main().catch((error: unknown) => {

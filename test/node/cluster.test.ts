@@ -134,7 +134,8 @@ describeNode('aimesh on a one-node cluster', () => {
     it('runs the health-data saga pod to pod', async () => {
       const orchestrator = podOf('health-orchestrator');
       const execution = await runSaga(orchestrator, 'u-1', 'saga-pod-to-pod');
-      expect(execution.state).toBe('completed');
+      // The reason comes along, so a failure says why the saga compensated.
+      expect(`${execution.state} ${execution.reason ?? ''}`.trim()).toBe('completed');
       expect(execution.steps.map((s) => `${s.name}:${s.status}`)).toEqual([
         'validate_user:succeeded',
         'save_health_data:succeeded',
@@ -147,11 +148,12 @@ describeNode('aimesh on a one-node cluster', () => {
       const orchestrator = podOf('health-orchestrator');
       const sidecar = orchestrator.statuses.find((s) => s.name === 'aimesh-sidecar');
       if (!sidecar?.containerID) throw new Error('no sidecar container id');
-      // The first step waits 4 s (the test app's slow-<ms> path), so the kill lands mid-saga.
+      // The first step waits 1.5 s (the test app's slow-<ms> path; the orchestrator's
+      // per-try timeout to user-service is 2 s), so the kill lands mid-saga.
       const started = await fromPod(orchestrator, 4702, '/v1/sagas/health-data/executions', {
         method: 'POST',
         body: {
-          input: { userId: 'slow-4000', type: 'bp', measurements: [120, 80] },
+          input: { userId: 'slow-1500', type: 'bp', measurements: [120, 80] },
           idempotencyKey: 'saga-kill-9',
         },
       });
@@ -170,7 +172,8 @@ describeNode('aimesh on a one-node cluster', () => {
       const [after] = await pods(node(), SUOKE, 'aimesh.io/service=health-orchestrator');
       if (!after) throw new Error('the orchestrator pod is gone');
       const execution = await waitForExecution(after, id);
-      expect(execution.state).toBe('completed');
+      // The reason comes along, so a failure says why the saga compensated.
+      expect(`${execution.state} ${execution.reason ?? ''}`.trim()).toBe('completed');
       expect(execution.steps.every((s) => s.status === 'succeeded')).toBe(true);
     }, 600_000);
 
@@ -229,6 +232,7 @@ describeNode('aimesh on a one-node cluster', () => {
   interface Execution {
     id: string;
     state: string;
+    reason?: string;
     steps: { name: string; status: string }[];
   }
 
