@@ -23,7 +23,7 @@ import {
   statSync,
 } from 'node:fs';
 import { homedir, tmpdir } from 'node:os';
-import { join, relative } from 'node:path';
+import { basename, dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { REPO_DIR } from '../test/env/components.js';
 import { goArch, writeImageTarball } from './oci.js';
@@ -82,10 +82,22 @@ export async function buildAimeshImage(): Promise<BuiltImage> {
       partial,
     );
     renameSync(partial, tarball);
+    pruneOlderBuilds(tarball);
     return { name, tarball, bytes: statSync(tarball).size, cached: false };
   } finally {
     rmSync(work, { recursive: true, force: true });
   }
+}
+
+/**
+ * Removes tarballs of the same image built from other inputs: each source change would
+ * otherwise leave about 70 MB behind.
+ */
+export function pruneOlderBuilds(tarball: string): void {
+  const prefix = basename(tarball).replace(/-[0-9a-f]+\.tar$/, '-');
+  for (const file of readdirSync(dirname(tarball)))
+    if (file.startsWith(prefix) && /-[0-9a-f]+\.tar$/.test(file) && join(dirname(tarball), file) !== tarball)
+      rmSync(join(dirname(tarball), file), { force: true });
 }
 
 /** All layers in one folder (for the Dockerfile). */

@@ -17,7 +17,7 @@ import {
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { imageCacheDir } from '../../image/build.js';
+import { imageCacheDir, pruneOlderBuilds } from '../../image/build.js';
 import { writeImageTarball, type ImageSpec } from '../../image/oci.js';
 import { NONROOT, nodeBinary, stageNodeRuntime } from '../../image/runtime.js';
 import { requireBinary } from './binaries.js';
@@ -32,7 +32,7 @@ export interface ImageTarball {
 export async function pauseImage(): Promise<ImageTarball> {
   const pause = requireBinary('pause');
   const digest = createHash('sha256').update(readFileSync(pause)).digest('hex').slice(0, 12);
-  return cachedImage(`aimesh.test/pause:${digest}`, (root) => {
+  return cachedImage('aimesh.test/pause', digest, (root) => {
     copyFileSync(pause, join(root, 'pause'));
     return { entrypoint: ['/pause'], user: '65535:65535' };
   });
@@ -53,7 +53,7 @@ export async function testAppImage(ports: number[]): Promise<ImageTarball> {
     .update(readFileSync(new URL('../../image/runtime.ts', import.meta.url)))
     .digest('hex')
     .slice(0, 12);
-  return cachedImage(`aimesh.test/app:${digest}`, (root) => {
+  return cachedImage('aimesh.test/app', digest, (root) => {
     stageNodeRuntime(root);
     mkdirSync(join(root, 'app'));
     copyFileSync(app, join(root, 'app', 'app.ts'));
@@ -67,10 +67,12 @@ export async function testAppImage(ports: number[]): Promise<ImageTarball> {
 }
 
 async function cachedImage(
-  name: string,
+  repository: string,
+  digest: string,
   stage: (root: string) => Omit<ImageSpec, 'name' | 'layers'>,
 ): Promise<ImageTarball> {
-  const tarball = join(imageCacheDir(), `${name.replace(/[/:]/g, '_')}.tar`);
+  const name = `${repository}:${digest}`;
+  const tarball = join(imageCacheDir(), `${repository.replace(/[/:]/g, '_')}-${digest}.tar`);
   if (existsSync(tarball) && statSync(tarball).size > 0) return { name, tarball };
   const work = mkdtempSync(join(tmpdir(), 'aimesh-image-'));
   try {
@@ -80,6 +82,7 @@ async function cachedImage(
     mkdirSync(imageCacheDir(), { recursive: true });
     await writeImageTarball({ name, layers: [root], ...config }, `${tarball}.partial`);
     renameSync(`${tarball}.partial`, tarball);
+    pruneOlderBuilds(tarball);
     return { name, tarball };
   } finally {
     rmSync(work, { recursive: true, force: true });

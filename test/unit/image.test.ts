@@ -1,8 +1,9 @@
 import { describe, expect, it } from '@jest/globals';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse } from 'yaml';
-import { IMAGE_REPOSITORY, aimeshImageName } from '../../image/build.js';
+import { IMAGE_REPOSITORY, aimeshImageName, pruneOlderBuilds } from '../../image/build.js';
 import { REPO_DIR } from '../env/components.js';
 
 const chartDir = join(REPO_DIR, 'charts', 'aimesh-operator');
@@ -25,5 +26,28 @@ describe('image name', () => {
     expect(values.image.repository).toBe(IMAGE_REPOSITORY);
     expect(values.image.tag).toBe('');
     expect(aimeshImageName()).toBe(`${IMAGE_REPOSITORY}:${packageVersion}`);
+  });
+});
+
+describe('image cache', () => {
+  it('keeps one build per image: the new tarball stays, older digests of the same image go', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'aimesh-image-cache-'));
+    try {
+      const files = [
+        'ghcr.io_aimesh_aimesh_0.1.0-aaaa1111.tar',
+        'ghcr.io_aimesh_aimesh_0.1.0-bbbb2222.tar',
+        'ghcr.io_aimesh_aimesh_0.2.0-cccc3333.tar',
+        'aimesh.test_app-dddd4444.tar',
+      ];
+      for (const file of files) writeFileSync(join(dir, file), '');
+      pruneOlderBuilds(join(dir, 'ghcr.io_aimesh_aimesh_0.1.0-bbbb2222.tar'));
+      expect(readdirSync(dir).sort()).toEqual([
+        'aimesh.test_app-dddd4444.tar',
+        'ghcr.io_aimesh_aimesh_0.1.0-bbbb2222.tar',
+        'ghcr.io_aimesh_aimesh_0.2.0-cccc3333.tar',
+      ]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
