@@ -19,6 +19,8 @@ export default {
       globalSetup: '<rootDir>/test/e2e/setup.js',
       globalTeardown: '<rootDir>/test/e2e/teardown.js',
     },
+    // aimesh in pods on a one-node cluster (test/env/node.ts); one node per machine, so one file.
+    { ...typescript, displayName: 'node', testMatch: ['<rootDir>/test/node/**/*.test.ts'] },
   ],
   testTimeout: 300000,
   reporters: ['default', '<rootDir>/test/summary-reporter.js'],

@@ -244,6 +244,14 @@ function sidecarContainer(
       httpGet: { path: '/healthz', port: k8s.IntOrString.fromNumber(SIDECAR_PORTS.admin) },
       periodSeconds: 10,
     },
+    // A node starting many pods at once can take the sidecar tens of seconds to start; the
+    // liveness probe must not kill it meanwhile (seen on the one-node test cluster: 20
+    // sidecars restarting one another). Up to 60 s to start, then liveness takes over.
+    startupProbe: {
+      httpGet: { path: '/healthz', port: k8s.IntOrString.fromNumber(SIDECAR_PORTS.admin) },
+      periodSeconds: 2,
+      failureThreshold: 30,
+    },
     securityContext: RESTRICTED,
     volumeMounts: [
       { name: 'aimesh-config', mountPath: CONFIG_DIR, readOnly: true },

@@ -9,7 +9,25 @@ import { delimiter, join } from 'node:path';
 import { COMPONENTS, componentCacheDir, type Component } from './components.js';
 
 export type BinaryName =
-  'etcd' | 'kube-apiserver' | 'kube-controller-manager' | 'kubectl' | 'consul' | 'helm';
+  | 'etcd'
+  | 'kube-apiserver'
+  | 'kube-controller-manager'
+  | 'kubectl'
+  | 'consul'
+  | 'helm'
+  | 'crane'
+  | 'kubelet'
+  | 'kube-scheduler'
+  | 'kube-proxy'
+  | 'containerd'
+  | 'containerd-shim-runc-v2'
+  | 'ctr'
+  | 'bridge'
+  | 'host-local'
+  | 'loopback'
+  | 'portmap'
+  | 'coredns'
+  | 'pause';
 
 export interface ResolvedBinary {
   path: string;
@@ -43,7 +61,7 @@ export function componentOf(name: BinaryName): Component {
 }
 
 function fits(path: string, component: Component): boolean {
-  if (!isExecutable(path)) return false;
+  if (!component.fits || !isExecutable(path)) return false;
   const flag = path.endsWith('consul') || path.endsWith('helm') ? 'version' : '--version';
   const result = spawnSync(path, [flag], { encoding: 'utf8', timeout: 10_000 });
   return result.status === 0 && component.fits(`${result.stdout}${result.stderr}`);

@@ -20,9 +20,20 @@ export interface ConsulAgent extends ConsulAgentInfo {
   stop: () => Promise<void>;
 }
 
-export async function startConsul(): Promise<ConsulAgent> {
+export interface ConsulOptions {
+  /**
+   * Where the HTTP API listens (default 127.0.0.1 on a free port). A node's agent serves pods
+   * at <node address>:8500, where the sidecars look for their node's agent.
+   */
+  clientAddress?: string;
+  httpPort?: number;
+}
+
+export async function startConsul(options: ConsulOptions = {}): Promise<ConsulAgent> {
   const dir = mkdtempSync(join(tmpdir(), 'aimesh-consul-'));
-  const [http, serfLan, serfWan, server] = (await freePorts(4)) as [number, number, number, number];
+  const [freeHttp, serfLan, serfWan, server] = (await freePorts(4)) as [number, number, number, number];
+  const http = options.httpPort ?? freeHttp;
+  const client = options.clientAddress ?? '127.0.0.1';
   let agent: ManagedProcess | undefined;
   const start = async () => {
     agent = startProcess(
@@ -32,7 +43,7 @@ export async function startConsul(): Promise<ConsulAgent> {
         'agent',
         '-dev',
         '-bind=127.0.0.1',
-        '-client=127.0.0.1',
+        `-client=${client}`,
         '-node=aimesh-test',
         '-log-level=warn',
         `-hcl=ports { http = ${http}, https = -1, grpc = -1, grpc_tls = -1, dns = -1, serf_lan = ${serfLan}, serf_wan = ${serfWan}, server = ${server} }`,
@@ -40,13 +51,13 @@ export async function startConsul(): Promise<ConsulAgent> {
       join(dir, 'logs'),
     );
     await waitFor('consul leader', async () => {
-      const response = await fetch(`http://127.0.0.1:${http}/v1/status/leader`);
+      const response = await fetch(`http://${client}:${http}/v1/status/leader`);
       return response.ok && (await response.text()).length > 4;
     });
   };
   await start();
   const handle: ConsulAgent = {
-    address: `127.0.0.1:${http}`,
+    address: `${client}:${http}`,
     httpPort: http,
     pid: agent?.pid ?? -1,
     stopAgent: async () => {

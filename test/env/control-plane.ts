@@ -40,10 +40,24 @@ export type { CommandResult } from './processes.js';
 export interface ControlPlaneOptions {
   controllerManager?: boolean;
   installCrds?: boolean;
+  /**
+   * Address kube-apiserver binds and advertises (default 127.0.0.1). Pods reach the API
+   * through the `kubernetes` Service, whose endpoint is this address, so a node needs an
+   * address pods can route to (test/env/node.ts); the self-signed certificate covers it,
+   * the Service IP and kubernetes.default.svc.
+   */
+  address?: string;
+  /** Run the node lifecycle controller, which lifts the not-ready taint of a node once Ready. */
+  nodeLifecycle?: boolean;
 }
 
 export async function startControlPlane(options: ControlPlaneOptions = {}): Promise<ControlPlane> {
-  const { controllerManager = true, installCrds = true } = options;
+  const {
+    controllerManager = true,
+    installCrds = true,
+    address = '127.0.0.1',
+    nodeLifecycle = false,
+  } = options;
   const dir = mkdtempSync(join(tmpdir(), 'aimesh-cp-'));
   const logs = join(dir, 'logs');
   const [etcdClient, etcdPeer, apiPort, kcmPort] = (await freePorts(4)) as [number, number, number, number];
@@ -61,10 +75,10 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
     );
 
     writeSecurityFiles(dir, token);
-    const server = `https://127.0.0.1:${apiPort}`;
+    const server = `https://${address}:${apiPort}`;
     const caFile = join(dir, 'pki', 'apiserver.crt');
     const startApi = async () => {
-      const api = startApiServer(dir, logs, etcdClient, apiPort);
+      const api = startApiServer(dir, logs, etcdClient, address, apiPort);
       running.splice(1, 0, api);
       await waitFor(
         'kube-apiserver /readyz',
@@ -75,7 +89,8 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
     };
     let api = await startApi();
     const kubeconfig = writeKubeconfig(join(dir, 'kubeconfig'), server, caFile, 'admin', token);
-    if (controllerManager) running.push(startControllerManager(dir, logs, kubeconfig, kcmPort, caFile));
+    if (controllerManager)
+      running.push(startControllerManager(dir, logs, kubeconfig, kcmPort, caFile, nodeLifecycle));
 
     const kubectl = (args: string[], input?: string) => runKubectl(kubeconfig, args, input);
     if (installCrds) await installCustomResourceDefinitions(kubectl);
@@ -135,14 +150,20 @@ function writeSecurityFiles(dir: string, token: string): void {
   writeFileSync(join(dir, 'tokens.csv'), `${token},admin,admin,system:masters\n`);
 }
 
-function startApiServer(dir: string, logs: string, etcdClient: number, port: number): ManagedProcess {
+function startApiServer(
+  dir: string,
+  logs: string,
+  etcdClient: number,
+  address: string,
+  port: number,
+): ManagedProcess {
   return startProcess(
     'kube-apiserver',
     requireBinary('kube-apiserver'),
     [
       `--etcd-servers=http://127.0.0.1:${etcdClient}`,
-      '--bind-address=127.0.0.1',
-      '--advertise-address=127.0.0.1',
+      `--bind-address=${address}`,
+      `--advertise-address=${address}`,
       `--secure-port=${port}`,
       `--cert-dir=${join(dir, 'pki')}`,
       `--token-auth-file=${join(dir, 'tokens.csv')}`,
@@ -153,6 +174,8 @@ function startApiServer(dir: string, logs: string, etcdClient: number, port: num
       `--service-account-signing-key-file=${join(dir, 'sa.key')}`,
       '--service-cluster-ip-range=10.96.0.0/16',
       '--allow-privileged=true',
+      // The test node's name resolves nowhere; its InternalIP is where its kubelet listens.
+      '--kubelet-preferred-address-types=InternalIP,Hostname',
       '--v=0',
     ],
     logs,
@@ -165,6 +188,7 @@ function startControllerManager(
   kubeconfig: string,
   port: number,
   caFile: string,
+  nodeLifecycle: boolean,
 ): ManagedProcess {
   return startProcess(
     'kube-controller-manager',
@@ -176,7 +200,7 @@ function startControllerManager(
       '--bind-address=127.0.0.1',
       `--secure-port=${port}`,
       '--leader-elect=false',
-      '--controllers=*,-csrsigning,-nodeipam,-nodelifecycle,-persistentvolume-binder,-attachdetach,-ttl,-cloud-node-lifecycle',
+      `--controllers=*,-csrsigning,-nodeipam,${nodeLifecycle ? '' : '-nodelifecycle,'}-persistentvolume-binder,-attachdetach,-ttl,-cloud-node-lifecycle`,
       `--service-account-private-key-file=${join(dir, 'sa.key')}`,
       `--root-ca-file=${caFile}`,
       '--use-service-account-credentials=false',
