@@ -8,6 +8,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { durationMs, renderTemplate, TemplateError, type SagaSpec } from '../../api/index.js';
+import { AimeshError } from '../../lib/errors/index.js';
 import type { Logger } from '../../lib/log/index.js';
 import type { StepCaller } from './caller.js';
 import {
@@ -23,15 +24,6 @@ import {
 import { ConflictError, type SagaStore } from './store.js';
 
 const STUCK_AFTER_MS = 5 * 60_000;
-
-export class SagaError extends Error {
-  constructor(
-    message: string,
-    readonly status: number,
-  ) {
-    super(message);
-  }
-}
 
 export interface EngineOptions {
   definitions: Map<string, SagaSpec>;
@@ -52,6 +44,7 @@ export class SagaEngine {
   private readonly waiting = new Map<string, Execution[]>();
   private recoverTimer?: NodeJS.Timeout;
   private stopped = false;
+  private recoveryFailing = false;
   private readonly metrics;
 
   constructor(private readonly options: EngineOptions) {
@@ -99,12 +92,25 @@ export class SagaEngine {
           const now = Date.now();
           const counts = new Map<string, number>();
           for (const saga of this.options.definitions.keys()) counts.set(saga, 0);
-          for (const execution of await this.options.store.list().catch(() => [])) {
+          let executions: Execution[];
+          try {
+            executions = await this.options.store.list();
+          } catch (error) {
+            // The gauge keeps its last values; the scrape still succeeds.
+            this.options.log.warn('cannot count stuck executions: the store did not answer', { error });
+            return;
+          }
+          for (const execution of executions) {
             if (!isTerminal(execution) && now - execution.updatedAt > STUCK_AFTER_MS)
               counts.set(execution.saga, (counts.get(execution.saga) ?? 0) + 1);
           }
           for (const [saga, count] of counts) this.metrics.stuck.set({ saga }, count);
         },
+      }),
+      recoveryErrors: new Counter({
+        name: 'aimesh_saga_recovery_errors_total',
+        help: 'Rounds of the recovery loop that failed (the store did not answer).',
+        registers,
       }),
       recovered: new Counter({
         name: 'aimesh_saga_recovered_total',
@@ -119,7 +125,11 @@ export class SagaEngine {
   async startRecovery(): Promise<void> {
     await this.recover();
     this.recoverTimer = setInterval(
-      () => void this.recover().catch(() => undefined),
+      () =>
+        void this.recover().then(
+          () => this.recoveryFailing && this.recoveryRecovered(),
+          (error: unknown) => this.recoveryFailed(error),
+        ),
       this.options.recoverEveryMs ?? 2000,
     );
     this.recoverTimer.unref();
@@ -133,15 +143,15 @@ export class SagaEngine {
     const spec = this.options.definitions.get(saga);
     if (!spec) {
       const known = [...this.options.definitions.keys()].join(', ') || 'none';
-      throw new SagaError(`no saga "${saga}" on this orchestrator (it runs: ${known})`, 404);
+      throw new AimeshError('input.not-found', `no saga "${saga}" on this orchestrator (it runs: ${known})`);
     }
     if (!idempotencyKey)
-      throw new SagaError(
+      throw new AimeshError(
+        'input.invalid',
         'idempotencyKey is required: a repeated start with the same key returns the same execution',
-        400,
       );
     if (input === null || typeof input !== 'object' || Array.isArray(input)) {
-      throw new SagaError('input must be a JSON object', 400);
+      throw new AimeshError('input.invalid', 'input must be a JSON object');
     }
     const fresh = startExecution(spec, saga, randomUUID(), idempotencyKey, input, Date.now());
     const result = await this.options.store.create(fresh);
@@ -152,7 +162,7 @@ export class SagaEngine {
 
   async get(id: string): Promise<Execution> {
     const execution = await this.options.store.get(id);
-    if (!execution) throw new SagaError(`no execution "${id}"`, 404);
+    if (!execution) throw new AimeshError('input.not-found', `no execution "${id}"`);
     return execution;
   }
 
@@ -166,11 +176,15 @@ export class SagaEngine {
   async cancel(id: string): Promise<Execution> {
     const execution = await this.get(id);
     const spec = this.options.definitions.get(execution.saga);
-    if (!spec) throw new SagaError(`no saga "${execution.saga}" on this orchestrator`, 404);
+    if (!spec) throw new AimeshError('input.not-found', `no saga "${execution.saga}" on this orchestrator`);
     const refused = abort(spec, execution, 'cancelled', Date.now());
-    if (typeof refused === 'string') throw new SagaError(`cannot cancel: ${refused}`, 409);
+    if (typeof refused === 'string') throw new AimeshError('input.conflict', `cannot cancel: ${refused}`);
     const local = this.running.get(id);
-    if (!local) throw new SagaError('the execution is run by another orchestrator; cancel it there', 409);
+    if (!local)
+      throw new AimeshError(
+        'input.conflict',
+        'the execution is run by another orchestrator; cancel it there',
+      );
     local.cancel = 'cancelled';
     return this.waitFor(id, 60_000, (e) => e.state !== 'running');
   }
@@ -246,7 +260,10 @@ export class SagaEngine {
     this.metrics.running.inc({ saga: execution.saga });
     void this.run(execution)
       .catch((error: unknown) =>
-        this.options.log.error('execution stopped', { execution: execution.id, error: String(error) }),
+        this.options.log.error('execution stopped; recovery will resume it', {
+          execution: execution.id,
+          error,
+        }),
       )
       .finally(() => {
         this.running.delete(execution.id);
@@ -296,7 +313,10 @@ export class SagaEngine {
           reason: execution.reason,
         });
       }
-      await this.options.store.release(execution.id).catch(() => undefined);
+      await this.options.store.release(execution.id).catch((error: unknown) =>
+        // The lock lapses with the session; a peer will find the execution terminal.
+        this.options.log.warn('cannot release a finished execution', { execution: execution.id, error }),
+      );
     }
   }
 
@@ -382,6 +402,23 @@ export class SagaEngine {
     const saved = await this.options.store.save(execution);
     this.events.emit(saved.id, saved);
     return saved;
+  }
+
+  /**
+   * The recovery loop runs every few seconds: a failure is counted every time, and logged
+   * when it starts and when it ends, so a store that is down for an hour is one log line
+   * and a rising counter, not silence and not a line every 2 s.
+   */
+  private recoveryFailed(error: unknown): void {
+    this.metrics.recoveryErrors.inc();
+    if (this.recoveryFailing) return;
+    this.recoveryFailing = true;
+    this.options.log.error('looking for executions to recover failed; retrying', { error });
+  }
+
+  private recoveryRecovered(): void {
+    this.recoveryFailing = false;
+    this.options.log.info('looking for executions to recover works again');
   }
 
   private isWaiting(id: string): boolean {
