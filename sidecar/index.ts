@@ -10,7 +10,7 @@ import { createLogger, type Logger } from '../lib/log/index.js';
 import { startProbeServer } from '../lib/probe/index.js';
 import { redact, sidecarMetrics, type SidecarMetrics } from './admin/index.js';
 import { loadSidecarConfig, watchSidecarConfig } from './config/index.js';
-import { compileConfig } from './config/compile.js';
+import { compileConfig, type CompiledConfig } from './config/compile.js';
 import {
   ConsulClient,
   ConsulDiscovery,
@@ -62,7 +62,8 @@ export async function runSidecar(options: SidecarOptions): Promise<RunningSideca
   const tracing = startTracing(loaded.config);
   const discovery = createDiscovery(loaded.config, options, log.child({ part: 'discovery' }));
   const deps = { metrics, log: log.child({ part: 'stack' }), tracing };
-  let routes = Routes.build(compileConfig(loaded.config), deps);
+  const compiled = compileConfig(loaded.config);
+  let routes = Routes.build(compiled, deps);
   const unwatch = new Map<string, () => void>();
 
   /** Endpoints go to the upstream of the routes current when discovery reports them. */
@@ -134,7 +135,7 @@ export async function runSidecar(options: SidecarOptions): Promise<RunningSideca
 
   const sagas =
     loaded.config.sagas.length > 0
-      ? await startSagas(loaded.config, options, () => routes, metrics.registry, tracing.tracer, log)
+      ? await startSagas(compiled, options, () => routes, metrics.registry, tracing.tracer, log)
       : undefined;
   const deregister = await register(loaded.config, options, log.child({ part: 'registration' }));
   const stopWatchingConfig = watchSidecarConfig(
@@ -177,7 +178,7 @@ export async function runSidecar(options: SidecarOptions): Promise<RunningSideca
 
 /** The saga engine and its control API, when this sidecar orchestrates sagas. */
 async function startSagas(
-  config: SidecarConfig,
+  compiled: CompiledConfig,
   options: SidecarOptions,
   routes: () => Routes,
   registry: SidecarMetrics['registry'],
@@ -185,6 +186,7 @@ async function startSagas(
   parentLog: Logger,
 ): Promise<{ stop: () => Promise<void> }> {
   const log = parentLog.child({ part: 'sagas' });
+  const config = compiled.source;
   const owner = options.instanceId ?? `${config.service.name}-${hostname()}`;
   const consul = new ConsulClient(options.consulAddress ?? config.discovery.consul.address);
   const store =
@@ -196,7 +198,8 @@ async function startSagas(
           owner,
         });
   const engine = new SagaEngine({
-    definitions: new Map(config.sagas.map((s) => [s.name, s.spec])),
+    // Saga definitions are not hot-reloaded: executions in flight keep the steps they started with.
+    definitions: compiled.sagas,
     store,
     call: stackStepCaller(routes),
     log,

@@ -8,7 +8,7 @@
 import { AimeshError } from '../lib/errors/index.js';
 import type { Logger } from '../lib/log/index.js';
 import type { SidecarMetrics } from './admin/index.js';
-import { AiRoute } from './ai/index.js';
+import { AiRoute, aiRouteSignature } from './ai/index.js';
 import type { CompiledConfig, CompiledUpstream } from './config/compile.js';
 import { H2Transport, HttpTransport, Upstream, type StackTracing, type Transport } from './stack/index.js';
 
@@ -46,14 +46,13 @@ export class Routes {
             }),
       );
     }
-    const aiSignature =
-      config.channels.length > 0 ? JSON.stringify([config.channels.map((c) => c.signature), config.ai]) : '';
+    const kept = previous?.ai;
     const ai =
-      previous?.ai && previous.ai.signature === aiSignature
-        ? previous.ai
-        : config.channels.length > 0
-          ? new AiRoute(config.channels, config.ai, { ...deps, log: deps.log.child({ route: 'ai' }) })
-          : undefined;
+      config.channels.length === 0
+        ? undefined
+        : kept && kept.signature === aiRouteSignature(config.channels, config.ai)
+          ? kept
+          : new AiRoute(config.channels, config.ai, { ...deps, log: deps.log.child({ route: 'ai' }) });
     return new Routes(config, upstreams, ai);
   }
 

@@ -62,7 +62,7 @@ export class AiRoute {
     private readonly routing: CompiledAiRouting,
     private readonly deps: AiRouteDeps,
   ) {
-    this.signature = JSON.stringify([channels.map((c) => c.signature), routing]);
+    this.signature = aiRouteSignature(channels, routing);
     for (const channel of channels) {
       const compiled = channelUpstream(channel, routing);
       const upstream = new Upstream(compiled, {
@@ -253,6 +253,11 @@ export class AiRoute {
       });
     }
   }
+}
+
+/** Equal for configs whose AI route behaves the same, so a reload can keep it. */
+export function aiRouteSignature(channels: readonly CompiledChannel[], routing: CompiledAiRouting): string {
+  return JSON.stringify([channels.map((c) => c.signature), routing]);
 }
 
 /** Failover across channels is this route's job: inside one channel the stack does not retry. */

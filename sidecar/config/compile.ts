@@ -4,7 +4,7 @@
  * once per load; a reload compiles a new one and swaps it in whole, so no request ever
  * parses a duration or sees half of an old config and half of a new one. Pure.
  */
-import { durationMs, type SidecarConfig } from '../../api/index.js';
+import { durationMs, type SagaSpec, type SidecarConfig } from '../../api/index.js';
 import {
   DEFAULT_OUTLIER,
   type BreakerSettings,
@@ -68,12 +68,24 @@ export interface CompiledAiRouting {
   cache?: { ttlMs: number; maxEntries: number };
 }
 
+/** Each step's call timeouts; `compensation` only when the step has one. */
+export interface StepTimeouts {
+  action: number;
+  compensation?: number;
+}
+
+export interface CompiledSaga {
+  spec: SagaSpec;
+  stepTimeoutsMs: StepTimeouts[];
+}
+
 export interface CompiledConfig {
   /** The config as validated, for the admin dump and for registration. */
   source: SidecarConfig;
   upstreams: CompiledUpstream[];
   channels: CompiledChannel[];
   ai: CompiledAiRouting;
+  sagas: Map<string, CompiledSaga>;
 }
 
 export function compileConfig(
@@ -86,6 +98,17 @@ export function compileConfig(
     upstreams: config.upstreams.map((spec) => compileUpstream(spec, retryBufferBytes)),
     channels: config.providers.map(compileChannel),
     ai: compileAiRouting(config.aiRouting),
+    sagas: new Map(config.sagas.map(({ name, spec }) => [name, compileSaga(spec)])),
+  };
+}
+
+export function compileSaga(spec: SagaSpec): CompiledSaga {
+  return {
+    spec,
+    stepTimeoutsMs: spec.steps.map((step) => ({
+      action: durationMs(step.action.timeout),
+      ...(step.compensation ? { compensation: durationMs(step.compensation.timeout) } : {}),
+    })),
   };
 }
 

@@ -7,9 +7,10 @@ import { context, SpanKind, SpanStatusCode, trace, TraceFlags, type Tracer } fro
 import { createHash, randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
-import { durationMs, renderTemplate, TemplateError, type SagaSpec } from '../../api/index.js';
+import { renderTemplate, TemplateError, type SagaSpec } from '../../api/index.js';
 import { AimeshError } from '../../lib/errors/index.js';
 import type { Logger } from '../../lib/log/index.js';
+import type { CompiledSaga, StepTimeouts } from '../config/compile.js';
 import type { StepCaller } from './caller.js';
 import {
   abort,
@@ -26,7 +27,8 @@ import { ConflictError, type SagaStore } from './store.js';
 const STUCK_AFTER_MS = 5 * 60_000;
 
 export interface EngineOptions {
-  definitions: Map<string, SagaSpec>;
+  /** Saga definitions by name, compiled on load (config/compile.ts). */
+  definitions: Map<string, CompiledSaga>;
   store: SagaStore;
   call: StepCaller;
   log: Logger;
@@ -140,7 +142,7 @@ export class SagaEngine {
     input: unknown,
     idempotencyKey: string,
   ): Promise<{ execution: Execution; created: boolean }> {
-    const spec = this.options.definitions.get(saga);
+    const spec = this.options.definitions.get(saga)?.spec;
     if (!spec) {
       const known = [...this.options.definitions.keys()].join(', ') || 'none';
       throw new AimeshError('input.not-found', `no saga "${saga}" on this orchestrator (it runs: ${known})`);
@@ -175,7 +177,7 @@ export class SagaEngine {
   /** Asks the execution to compensate (before its pivot only). */
   async cancel(id: string): Promise<Execution> {
     const execution = await this.get(id);
-    const spec = this.options.definitions.get(execution.saga);
+    const spec = this.options.definitions.get(execution.saga)?.spec;
     if (!spec) throw new AimeshError('input.not-found', `no saga "${execution.saga}" on this orchestrator`);
     const refused = abort(spec, execution, 'cancelled', Date.now());
     if (typeof refused === 'string') throw new AimeshError('input.conflict', `cannot cancel: ${refused}`);
@@ -249,7 +251,7 @@ export class SagaEngine {
 
   /** Runs now, or queues behind the saga's concurrency limit. */
   private schedule(execution: Execution): void {
-    const spec = this.options.definitions.get(execution.saga) as SagaSpec;
+    const { spec } = this.options.definitions.get(execution.saga) as CompiledSaga;
     const active = this.active.get(execution.saga) ?? 0;
     if (active >= spec.concurrencyLimit) {
       this.waiting.set(execution.saga, [...(this.waiting.get(execution.saga) ?? []), execution]);
@@ -275,7 +277,8 @@ export class SagaEngine {
   }
 
   private async run(initial: Execution): Promise<void> {
-    const spec = this.options.definitions.get(initial.saga) as SagaSpec;
+    const saga = this.options.definitions.get(initial.saga) as CompiledSaga;
+    const spec = saga.spec;
     let execution = initial;
     try {
       while (!this.stopped) {
@@ -291,7 +294,7 @@ export class SagaEngine {
         const wait = action.notBefore - Date.now();
         if (wait > 0) await sleep(Math.min(wait, Math.max(1, execution.deadline - Date.now()) + 1));
         if (action.notBefore > Date.now()) continue;
-        const outcome = await this.perform(spec, execution, action);
+        const outcome = await this.perform(saga, execution, action);
         execution = await this.save(recordOutcome(spec, execution, action, outcome, Date.now()));
       }
     } catch (error) {
@@ -321,11 +324,11 @@ export class SagaEngine {
   }
 
   private async perform(
-    spec: SagaSpec,
+    saga: CompiledSaga,
     execution: Execution,
     action: Extract<Action, { kind: 'call' }>,
   ): Promise<Outcome> {
-    const step = spec.steps[action.step] as SagaSpec['steps'][number];
+    const step = saga.spec.steps[action.step] as SagaSpec['steps'][number];
     const call = action.phase === 'action' ? step.action : step.compensation;
     if (!call)
       return {
@@ -383,7 +386,7 @@ export class SagaEngine {
       method: call.method,
       ...rendered,
       headers: { ...rendered.headers, ...traceparent },
-      timeoutMs: durationMs(call.timeout),
+      timeoutMs: (saga.stepTimeoutsMs[action.step] as StepTimeouts)[action.phase] as number,
       idempotencyKey: action.idempotencyKey,
     });
     if (outcome.ok) span.setAttribute('http.response.status_code', outcome.response.status);

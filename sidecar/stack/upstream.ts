@@ -312,9 +312,11 @@ export class Upstream {
         ...(Number.isFinite(perTry) ? { headersTimeoutMs: perTry } : {}),
       });
     } catch (error) {
-      // A caller that left says nothing about the endpoint.
-      const cancelled = signal.isAborted && signal.reason?.details.cancelled === true;
-      this.policy.finished(endpoint.id, { ok: cancelled, latencyMs: Date.now() - started }, Date.now());
+      this.policy.finished(
+        endpoint.id,
+        { ok: cancelledByCaller(signal), latencyMs: Date.now() - started },
+        Date.now(),
+      );
       const network = classifyNetworkError(error);
       const failure = asAimeshError(signal.isAborted ? signal.reason : error);
       return {
@@ -332,7 +334,11 @@ export class Upstream {
     const latencyMs = Date.now() - started;
     if (response.settled) {
       void response.settled.then((ok) =>
-        this.policy.finished(endpoint.id, { ok, status: response.status, latencyMs }, Date.now()),
+        this.policy.finished(
+          endpoint.id,
+          { ok: ok || cancelledByCaller(signal), status: response.status, latencyMs },
+          Date.now(),
+        ),
       );
     } else {
       this.policy.finished(
@@ -344,6 +350,11 @@ export class Upstream {
     if (response.status < 500) return { ok: true, response };
     return { ok: false, failure: { status: response.status }, response };
   }
+}
+
+/** A caller that left says nothing about the endpoint: its try is not counted as a failure. */
+function cancelledByCaller(signal: CallSignal): boolean {
+  return signal.isAborted && signal.reason?.details.cancelled === true;
 }
 
 function withAttempts(
