@@ -156,7 +156,12 @@ export class SagaEngine {
       throw new AimeshError('input.invalid', 'input must be a JSON object');
     }
     const fresh = startExecution(spec, saga, randomUUID(), idempotencyKey, input, Date.now());
-    const result = await this.options.store.create(fresh);
+    const result = await this.options.store.create(fresh).catch((error: unknown) => {
+      // A concurrent start with the same key: the caller retries and gets that execution.
+      if (error instanceof ConflictError)
+        throw new AimeshError('state.conflict', error.message, { cause: error, details: { saga } });
+      throw error;
+    });
     if (result.created && (await this.options.store.claim(result.execution.id)))
       this.schedule(result.execution);
     return result;

@@ -5,7 +5,7 @@ import { request } from 'node:http';
 import { connect } from 'node:http2';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
+import { Readable, Writable } from 'node:stream';
 import { sidecarConfig, type SidecarConfigInput } from '../../../api/index.js';
 import { createLogger } from '../../../lib/log/index.js';
 import { redact, sidecarMetrics } from '../../../sidecar/admin/index.js';
@@ -185,6 +185,33 @@ describe('AI route on the stack', () => {
     expect(await metrics.registry.getSingleMetricAsString('aimesh_ai_key_errors_total')).toMatch(
       /provider="keyless"} [1-9]/,
     );
+  });
+
+  it('an app that leaves a streamed answer cancels the provider stream', async () => {
+    // keyless has no key and busy is cooling down after its 429: spare answers.
+    scripts.set('provider:spare', () => {
+      const body = new Readable({ read() {} });
+      body.push('data: {"n":1}\n\n');
+      return { status: 200, headers: { 'content-type': 'text/event-stream' }, body };
+    });
+    const spare = transports.get('provider:spare') as FakeTransport;
+    const first = await new Promise<string>((resolve, reject) => {
+      const req = request(
+        { host: '127.0.0.1', port: listener.port, path: '/v1/ai/chat/completions', method: 'POST' },
+        (res) => {
+          res.once('data', (chunk: Buffer) => {
+            resolve(chunk.toString());
+            req.destroy();
+          });
+        },
+      );
+      req.on('error', () => undefined);
+      req.once('response', (res) => res.once('error', reject));
+      req.end(JSON.stringify({ model: 'gpt-4o', stream: true }));
+    });
+    expect(first).toContain('"n":1');
+    await new Promise((r) => setTimeout(r, 50));
+    expect(spare.sent.at(-1)?.aborted).toBe('upstream.failed');
   });
 
   it('refuses a path that would climb out of the provider base path', async () => {
