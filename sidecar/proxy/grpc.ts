@@ -37,7 +37,8 @@ export async function forwardGrpc(
   const response = await upstream.call({
     method: 'POST',
     path,
-    headers: { ...endToEnd(req.headers), host: name },
+    // TE is hop-by-hop, but gRPC requires `te: trailers` on every hop.
+    headers: { ...endToEnd(req.headers), te: 'trailers', host: name },
     body: req as Readable,
     signal,
     ...(timeoutMs === undefined ? {} : { timeoutMs }),

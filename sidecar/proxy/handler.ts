@@ -20,7 +20,6 @@ import type { Routes } from '../routes.js';
 import {
   CallSignal,
   endToEnd,
-  type Headers,
   type StackRequest,
   type StackResponse,
   type Upstream,
@@ -62,10 +61,12 @@ async function serve(
   const upstream = routes.upstream(target.service);
   if (upstream.config.protocol === 'grpc' || isGrpc(req))
     return forwardGrpc(upstream, req, res, target.path, signal);
+  const headers = endToEnd(req.headers);
+  headers.host = target.service;
   const request: StackRequest = {
     method: req.method ?? 'GET',
     path: target.path,
-    headers: { ...endToEnd(req.headers), host: target.service },
+    headers,
     ...(hasBody(req) ? { body: req as Readable } : {}),
     ...hashKey(upstream.config, req),
     signal,
@@ -128,7 +129,9 @@ async function respond(
   response: StackResponse,
   keep?: { upstream: Upstream; key: string },
 ): Promise<void> {
-  const headers: Headers = { ...response.headers, 'x-request-id': response.requestId };
+  // The stack made these headers for this response: add to them rather than copy them.
+  const headers = response.headers;
+  headers['x-request-id'] = response.requestId;
   res.writeHead(response.status, headers);
   if (headers['content-length'] === undefined) res.flushHeaders();
   if (!keep) {
