@@ -10,7 +10,7 @@ import { createHash } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { AimeshError } from '../../lib/errors/index.js';
+import { AimeshError, describe } from '../../lib/errors/index.js';
 import { grpcStatusOf } from '../error-response.js';
 import type { SagaEngine } from './engine.js';
 import type { Execution } from './machine.js';
@@ -138,7 +138,7 @@ export async function startSagaGrpcApi(
           });
           call.on('cancelled', stop);
         },
-        (error: unknown) => call.destroy(Object.assign(new Error(String(error)), grpcStatusOf(error))),
+        (error: unknown) => call.destroy(Object.assign(new Error(describe(error)), grpcStatusOf(error))),
       );
     },
   });
