@@ -42,7 +42,7 @@ export class Routes {
               tracing: deps.tracing,
               transport:
                 deps.transport?.(compiled) ??
-                (compiled.protocol === 'grpc' ? new H2Transport() : new HttpTransport()),
+                (compiled.protocol === 'grpc' ? new H2Transport() : new HttpTransport({ log: deps.log })),
             }),
       );
     }

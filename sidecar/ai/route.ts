@@ -69,7 +69,8 @@ export class AiRoute {
         metrics: deps.metrics,
         log: deps.log,
         tracing: deps.tracing,
-        transport: deps.transport?.(compiled) ?? new HttpTransport({ connectionsPerEndpoint: 128 }),
+        transport:
+          deps.transport?.(compiled) ?? new HttpTransport({ connectionsPerEndpoint: 128, log: deps.log }),
         scheme: channel.baseUrl.protocol.replace(/:$/, ''),
       });
       upstream.setEndpoints([channelEndpoint(channel)], false);

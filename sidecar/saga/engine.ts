@@ -204,7 +204,7 @@ export class SagaEngine {
   ): Promise<Execution> {
     const current = await this.get(id);
     if (until(current)) return current;
-    return new Promise((resolve) => {
+    return new Promise((resolve, reject) => {
       const onChange = (execution: Execution) => {
         if (!until(execution)) return;
         cleanup();
@@ -212,7 +212,8 @@ export class SagaEngine {
       };
       const timer = setTimeout(() => {
         cleanup();
-        void this.get(id).then(resolve);
+        // The store failing here is the caller's error, not an unhandled rejection.
+        this.get(id).then(resolve, reject);
       }, timeoutMs);
       const cleanup = () => {
         clearTimeout(timer);

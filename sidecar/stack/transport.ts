@@ -6,11 +6,14 @@
 import { connect, constants, type ClientHttp2Session, type ClientHttp2Stream } from 'node:http2';
 import { Pool } from 'undici';
 import { AimeshError } from '../../lib/errors/index.js';
+import type { Logger } from '../../lib/log/index.js';
 import type { Headers, StackEndpoint, Transport, TransportResponse, TryRequest } from './types.js';
 
 export interface PoolOptions {
   connectionsPerEndpoint?: number;
   connectTimeoutMs?: number;
+  /** Where failures to close a departed endpoint's connections are reported. */
+  log?: Logger;
 }
 
 export class HttpTransport implements Transport {
@@ -38,7 +41,11 @@ export class HttpTransport implements Transport {
       if (keep.has(origin)) continue;
       this.pools.delete(origin);
       // close() lets requests in flight finish.
-      void pool.close();
+      pool
+        .close()
+        .catch((error: unknown) =>
+          this.options.log?.warn('closing connections to a departed endpoint failed', { origin, error }),
+        );
     }
   }
 
