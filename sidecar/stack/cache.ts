@@ -36,8 +36,4 @@ export class ResponseCache {
     const entry = this.entries.get(key);
     return entry && nowMs - entry.storedAt <= maxAgeMs ? entry : undefined;
   }
-
-  get size(): number {
-    return this.entries.size;
-  }
 }

@@ -1,5 +1,5 @@
 export { Upstream, type UpstreamDeps, type StackTracing } from './upstream.js';
-export { HttpTransport, H2Transport, originOf, type PoolOptions } from './transport.js';
+export { HttpTransport, H2Transport, type PoolOptions } from './transport.js';
 export { ResponseCache, type CachedResponse } from './cache.js';
 export { endToEnd } from './headers.js';
 export { propagate, type TraceHeaders } from './trace.js';
