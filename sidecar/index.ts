@@ -79,7 +79,8 @@ export async function runSidecar(options: SidecarOptions): Promise<RunningSideca
     }
     for (const upstream of routes.all()) {
       const current = discovery.states().find((s) => s.service === upstream.config.name);
-      if (current) upstream.setEndpoints(current.endpoints, current.stale);
+      // Only an answer counts: a watch that has not heard from its source yet has no endpoints to give.
+      if (current && current.updatedAt > 0) upstream.setEndpoints(current.endpoints, current.stale);
       if (!unwatch.has(upstream.config.name))
         unwatch.set(upstream.config.name, discovery.watch(upstream.config.name, onDiscovery));
     }

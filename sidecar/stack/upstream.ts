@@ -33,6 +33,9 @@ import {
 } from './types.js';
 
 /** Spans are made only when tracing is configured: the hot path stays free of them otherwise. */
+/** Longest a call waits for discovery's first answer (Consul's first query is one round trip). */
+const FIRST_DISCOVERY_WAIT_MS = 5000;
+
 export interface StackTracing {
   tracer: Tracer;
   enabled: boolean;
@@ -55,6 +58,9 @@ export class Upstream {
   /** Calls whose exchange is not over yet; a retired upstream closes when they are done. */
   private active = 0;
   private retired = false;
+  /** Whether discovery has answered at least once; until then calls wait for it. */
+  private discovered = false;
+  private readonly firstAnswer = Promise.withResolvers<void>();
 
   constructor(
     readonly config: CompiledUpstream,
@@ -81,6 +87,10 @@ export class Upstream {
   setEndpoints(endpoints: readonly DiscoveredEndpoint[], stale: boolean): void {
     const port = this.config.port;
     this.policy.setEndpoints(port ? endpoints.map((e) => ({ ...e, port })) : endpoints, this.deps.scheme);
+    if (!this.discovered) {
+      this.discovered = true;
+      this.firstAnswer.resolve();
+    }
     this.deps.transport.retain(new Set(this.policy.endpoints().map((e) => e.origin)));
     this.metrics.endpoints.set({ upstream: this.config.name }, endpoints.length);
     this.metrics.discoveryStale.set({ upstream: this.config.name }, stale ? 1 : 0);
@@ -213,6 +223,7 @@ export class Upstream {
     signal: CallSignal,
     deadlineAt: number,
   ): Promise<Omit<StackResponse, 'requestId'>> {
+    if (!this.discovered) await this.discoveryLayer(signal, deadlineAt);
     const { body, replayable } = await this.bufferLayer(request);
     const tried = new Set<string>();
     this.policy.deposit(Date.now());
@@ -262,6 +273,27 @@ export class Upstream {
       this.metrics.retries.inc({ upstream: this.config.name });
       if (decision.retry && decision.delayMs > 0) await sleep(decision.delayMs);
     }
+  }
+
+  /**
+   * A call made before discovery's first answer (a sidecar just started, a saga engine
+   * resuming executions at once) waits for that answer, within its deadline, instead of
+   * failing for want of endpoints nobody has looked up yet.
+   */
+  private async discoveryLayer(signal: CallSignal, deadlineAt: number): Promise<void> {
+    const waitMs = Math.min(FIRST_DISCOVERY_WAIT_MS, deadlineAt - Date.now());
+    let timer: NodeJS.Timeout | undefined;
+    let onAbort: (() => void) | undefined;
+    await Promise.race([
+      this.firstAnswer.promise,
+      new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, waitMs);
+        onAbort = resolve;
+        signal.once('abort', onAbort);
+      }),
+    ]);
+    clearTimeout(timer);
+    if (onAbort) signal.off('abort', onAbort);
   }
 
   /** Reads a streamed body up to the retry limit: whole means resendable, past it means sent once. */

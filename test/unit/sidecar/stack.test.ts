@@ -109,6 +109,17 @@ describe('the stack: retries, budget, balancer', () => {
     expect(error).toMatchObject({ code: 'upstream.no-endpoint', httpStatus: 503 });
   });
 
+  it('a call made before discovery has answered waits for its first answer', async () => {
+    const [config] = compile([{ name: 'echo' }]).upstreams as [CompiledUpstream];
+    const transport = new FakeTransport(() => answer(200, 'found'));
+    const upstream = new Upstream(config, { metrics: sidecarMetrics(), log: quiet, tracing, transport });
+    const call = upstream.call(get);
+    setTimeout(() => upstream.setEndpoints(endpoints('late'), false), 30);
+    const response = await call;
+    expect(response.endpoint).toBe('late');
+    expect(await text(response)).toBe('found');
+  });
+
   it('opens the breaker after consecutive failures and stops calling the endpoint', async () => {
     const { upstream, transport } = upstreamOf(
       { circuitBreaker: { consecutiveFailures: 2, openFor: '60s', halfOpenRequests: 1 } },
