@@ -115,7 +115,8 @@ export class Upstream {
         trace.end(response.status);
         this.done();
       });
-      return { ...response, requestId: trace.headers['x-request-id'] as string };
+      response.requestId = trace.headers['x-request-id'] as string;
+      return response;
     } catch (error) {
       deadline.clear();
       trace.end(0);
@@ -222,9 +223,13 @@ export class Upstream {
     headers: Headers,
     signal: CallSignal,
     deadlineAt: number,
-  ): Promise<Omit<StackResponse, 'requestId'>> {
+  ): Promise<StackResponse> {
     if (!this.discovered) await this.discoveryLayer(signal, deadlineAt);
-    const { body, replayable } = await this.bufferLayer(request);
+    // Most requests have no body: no buffering step, and no await, for them.
+    const { body, replayable } =
+      request.body === undefined || Buffer.isBuffer(request.body)
+        ? { body: request.body, replayable: request.body }
+        : await this.bufferLayer(request.body, request.headers);
     const tried = new Set<string>();
     this.policy.deposit(Date.now());
     let lastFailure: AimeshError | undefined;
@@ -298,12 +303,11 @@ export class Upstream {
 
   /** Reads a streamed body up to the retry limit: whole means resendable, past it means sent once. */
   private async bufferLayer(
-    request: StackRequest,
-  ): Promise<{ body?: Readable | Buffer; replayable?: Buffer }> {
-    const body = request.body;
-    if (body === undefined || Buffer.isBuffer(body)) return { body, replayable: body };
+    body: Readable,
+    headers: Headers,
+  ): Promise<{ body: Readable | Buffer; replayable?: Buffer }> {
     const limit = this.config.retryBufferBytes;
-    const declared = Number(first(request.headers['content-length']));
+    const declared = Number(first(headers['content-length']));
     if (!this.config.retry || this.config.protocol === 'grpc' || declared > limit) return { body };
     const chunks: Buffer[] = [];
     let size = 0;
@@ -389,17 +393,15 @@ function cancelledByCaller(signal: CallSignal): boolean {
   return signal.isAborted && signal.reason?.details.cancelled === true;
 }
 
-function withAttempts(
-  response: TransportResponse,
-  endpoint: StackEndpoint,
-  attempts: number,
-): Omit<StackResponse, 'requestId'> {
+function withAttempts(response: TransportResponse, endpoint: StackEndpoint, attempts: number): StackResponse {
   return {
     status: response.status,
     headers: endToEnd(response.headers),
     body: response.body,
     endpoint: endpoint.id,
     attempts,
+    // Set by the call, which knows the trace headers.
+    requestId: '',
   };
 }
 
