@@ -229,7 +229,7 @@ export class Upstream {
     const { body, replayable } =
       request.body === undefined || Buffer.isBuffer(request.body)
         ? { body: request.body, replayable: request.body }
-        : await this.bufferLayer(request.body, request.headers);
+        : await this.bufferLayer(request.body, request.headers, signal);
     const tried = new Set<string>();
     this.policy.deposit(Date.now());
     let lastFailure: AimeshError | undefined;
@@ -305,18 +305,26 @@ export class Upstream {
   private async bufferLayer(
     body: Readable,
     headers: Headers,
+    signal: CallSignal,
   ): Promise<{ body: Readable | Buffer; replayable?: Buffer }> {
     const limit = this.config.retryBufferBytes;
     const declared = Number(first(headers['content-length']));
     if (!this.config.retry || this.config.protocol === 'grpc' || declared > limit) return { body };
+    // A caller whose upload stalls is bounded by the deadline too.
+    const onAbort = () => body.destroy(signal.reason);
+    signal.once('abort', onAbort);
     const chunks: Buffer[] = [];
     let size = 0;
-    // Leaving the loop early must not destroy the body: the rest is still to be sent.
-    for await (const chunk of body.iterator({ destroyOnReturn: false })) {
-      const buffer = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as string);
-      chunks.push(buffer);
-      size += buffer.length;
-      if (size > limit) return { body: Readable.from(concatThenRest(chunks, body)) };
+    try {
+      // Leaving the loop early must not destroy the body: the rest is still to be sent.
+      for await (const chunk of body.iterator({ destroyOnReturn: false })) {
+        const buffer = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as string);
+        chunks.push(buffer);
+        size += buffer.length;
+        if (size > limit) return { body: Readable.from(concatThenRest(chunks, body)) };
+      }
+    } finally {
+      signal.off('abort', onAbort);
     }
     return { body: Buffer.concat(chunks), replayable: Buffer.concat(chunks) };
   }

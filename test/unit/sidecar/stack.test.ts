@@ -166,6 +166,18 @@ describe('the stack: deadline and cancellation', () => {
     expect(transport.sent[0]?.aborted).toBe('upstream.timeout');
   });
 
+  it('cuts a caller whose upload stalls while it is buffered for retries', async () => {
+    const { upstream, transport } = upstreamOf(
+      { timeout: '50ms', retries: { attempts: 2, retryNonIdempotent: true } },
+      () => answer(200),
+    );
+    const stalled = new Readable({ read() {} });
+    stalled.push('half a body');
+    const error = await failure(upstream.call({ method: 'POST', path: '/x', headers: {}, body: stalled }));
+    expect(error.code).toBe('upstream.timeout');
+    expect(transport.sent).toEqual([]);
+  });
+
   it('cuts a body that stalls after the headers: the timeout bounds the whole exchange', async () => {
     const { upstream } = upstreamOf({ timeout: '50ms' }, () => stalledAnswer());
     const response = await upstream.call(get);
