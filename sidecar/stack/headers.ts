@@ -22,7 +22,12 @@ const HOP_BY_HOP = new Set([
  * `Connection` header names (they are for this hop only), and without HTTP/2 pseudo-headers.
  */
 export function endToEnd(headers: IncomingHttpHeaders): Headers {
-  const named = headers.connection ? connectionNamed(headers.connection) : undefined;
+  const connection = headers.connection;
+  // `keep-alive` and `close`, nearly every Connection header, name nothing to drop.
+  const named =
+    connection && connection !== 'keep-alive' && connection !== 'close'
+      ? connectionNamed(connection)
+      : undefined;
   const result: Headers = {};
   for (const name in headers) {
     const value = headers[name];
