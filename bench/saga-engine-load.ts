@@ -7,6 +7,7 @@ import { Registry } from 'prom-client';
 import type { SagaSpec } from '../api/index.js';
 import { createLogger } from '../lib/log/index.js';
 import { SagaEngine, type SagaStore, type StepCaller } from '../sidecar/saga/index.js';
+import { compileSaga } from '../sidecar/config/compile.js';
 
 let answered = 0;
 /** Answers every step like test/e2e/step-services.ts does, with the fields the templates read. */
@@ -34,7 +35,7 @@ export async function engineThroughput(
   prefix: string,
 ): Promise<{ perSecond: number; notCompleted: number }> {
   const engine = new SagaEngine({
-    definitions: new Map([['health-data', spec]]),
+    definitions: new Map([['health-data', compileSaga(spec)]]),
     store,
     call: instantCaller,
     log: createLogger('bench', { destination: { write: () => undefined } }),

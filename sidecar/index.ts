@@ -5,11 +5,12 @@
  */
 import { hostname } from 'node:os';
 import type { SidecarConfig } from '../api/index.js';
+import { AimeshError } from '../lib/errors/index.js';
 import { createLogger, type Logger } from '../lib/log/index.js';
 import { startProbeServer } from '../lib/probe/index.js';
-import { sidecarMetrics, type SidecarMetrics } from './admin/index.js';
-import { AiRoute } from './ai/index.js';
+import { redact, sidecarMetrics, type SidecarMetrics } from './admin/index.js';
 import { loadSidecarConfig, watchSidecarConfig } from './config/index.js';
+import { compileConfig, type CompiledConfig } from './config/compile.js';
 import {
   ConsulClient,
   ConsulDiscovery,
@@ -19,17 +20,19 @@ import {
   LocalDiscovery,
   registerLocally,
   type Discovery,
+  type UpstreamState,
 } from './discovery/index.js';
-import { listenHttp1AndH2c, outboundHandler, Upstreams } from './proxy/index.js';
-import { startTracing, type Tracing } from './telemetry.js';
+import { listenHttp1AndH2c, outboundHandler } from './proxy/index.js';
+import { Routes } from './routes.js';
 import {
   ConsulSagaStore,
   FileSagaStore,
-  outboundStepCaller,
   SagaEngine,
+  stackStepCaller,
   startSagaApi,
   startSagaGrpcApi,
 } from './saga/index.js';
+import { startTracing, type Tracing } from './telemetry.js';
 
 export interface SidecarOptions {
   configFile: string;
@@ -53,52 +56,56 @@ export interface RunningSidecar {
 export async function runSidecar(options: SidecarOptions): Promise<RunningSidecar> {
   const log = createLogger('sidecar');
   const loaded = loadSidecarConfig(options.configFile);
-  if (!loaded.ok) throw new Error(`invalid sidecar config:\n  ${loaded.errors.join('\n  ')}`);
-  let config: SidecarConfig = loaded.config;
+  if (!loaded.ok)
+    throw new AimeshError('input.invalid', `invalid sidecar config:\n  ${loaded.errors.join('\n  ')}`);
   const metrics = sidecarMetrics();
-  const tracing = startTracing(config);
-  const upstreams = new Upstreams(metrics);
-  const discovery = createDiscovery(config, options);
+  const tracing = startTracing(loaded.config);
+  const discovery = createDiscovery(loaded.config, options, log.child({ part: 'discovery' }));
+  const deps = { metrics, log: log.child({ part: 'stack' }), tracing };
+  const compiled = compileConfig(loaded.config);
+  let routes = Routes.build(compiled, deps);
   const unwatch = new Map<string, () => void>();
 
-  let ai: AiRoute | undefined;
-  const applyConfig = (next: SidecarConfig) => {
-    const previousAi = ai;
-    ai =
-      next.providers.length > 0 ? new AiRoute(next.providers, next.aiRouting, metrics.registry) : undefined;
-    // Calls already on the old route finish there; its connections close when they are done.
-    void previousAi?.close();
-    const { removed } = upstreams.configure(next);
-    for (const name of removed) {
-      unwatch.get(name)?.();
+  /** Endpoints go to the upstream of the routes current when discovery reports them. */
+  const onDiscovery = (state: UpstreamState) => {
+    routes.find(state.service)?.setEndpoints(state.endpoints, state.stale);
+  };
+  const watchUpstreams = () => {
+    const names = new Set(routes.all().map((u) => u.config.name));
+    for (const [name, stop] of unwatch) {
+      if (names.has(name)) continue;
+      stop();
       unwatch.delete(name);
     }
-    for (const upstream of upstreams.all()) {
+    for (const upstream of routes.all()) {
       const current = discovery.states().find((s) => s.service === upstream.config.name);
-      if (current) upstream.setEndpoints(current.endpoints, current.stale);
-      if (unwatch.has(upstream.config.name)) continue;
-      unwatch.set(
-        upstream.config.name,
-        discovery.watch(upstream.config.name, (state) =>
-          upstreams.get(state.service)?.setEndpoints(state.endpoints, state.stale),
-        ),
-      );
+      // Only an answer counts: a watch that has not heard from its source yet has no endpoints to give.
+      if (current && current.updatedAt > 0) upstream.setEndpoints(current.endpoints, current.stale);
+      if (!unwatch.has(upstream.config.name))
+        unwatch.set(upstream.config.name, discovery.watch(upstream.config.name, onDiscovery));
     }
-    config = next;
   };
-  applyConfig(config);
+  watchUpstreams();
+  /** Compiled once; swapped whole. Requests in flight finish on the routes they started with. */
+  const applyConfig = (next: SidecarConfig) => {
+    const previous = routes;
+    routes = Routes.build(compileConfig(next), deps, previous);
+    watchUpstreams();
+    previous.retireUnusedBy(routes);
+  };
 
   let draining = false;
   const inFlight = { count: 0 };
-  const handler = outboundHandler(upstreams, tracing, () => ai);
-  const outbound = await listenHttp1AndH2c(config.listen.address, config.listen.outbound, (req, res) => {
+  const handler = outboundHandler(() => routes, metrics, log.child({ part: 'proxy' }));
+  const listen = loaded.config.listen;
+  const outbound = await listenHttp1AndH2c(listen.address, listen.outbound, (req, res) => {
     inFlight.count++;
     res.once('close', () => inFlight.count--);
     handler(req, res);
   });
   const admin = await startProbeServer({
     host: options.adminAddress,
-    port: config.listen.admin,
+    port: listen.admin,
     registry: metrics.registry,
     ready: () => {
       if (draining) return { ready: false, reason: 'draining' };
@@ -112,25 +119,26 @@ export async function runSidecar(options: SidecarOptions): Promise<RunningSideca
     },
     routes: {
       '/admin/endpoints': () =>
-        upstreams.all().map((u) => {
+        routes.all().map((u) => {
           const state = discovery.states().find((s) => s.service === u.config.name);
           return {
             upstream: u.config.name,
-            strategy: u.config.spec.loadBalancer.strategy,
+            strategy: u.config.strategy,
             stale: state?.stale ?? false,
             ...(state?.error ? { error: state.error } : {}),
             endpoints: u.policy.view(Date.now()),
           };
         }),
-      '/admin/config': () => config,
+      '/admin/providers': () => routes.ai?.view(Date.now()) ?? [],
+      '/admin/config': () => redact(routes.config.source),
     },
   });
 
   const sagas =
-    config.sagas.length > 0
-      ? await startSagas(config, options, outbound.port, metrics.registry, tracing.tracer, log)
+    loaded.config.sagas.length > 0
+      ? await startSagas(compiled, options, () => routes, metrics.registry, tracing.tracer, log)
       : undefined;
-  const deregister = await register(config, options, log);
+  const deregister = await register(loaded.config, options, log.child({ part: 'registration' }));
   const stopWatchingConfig = watchSidecarConfig(
     options.configFile,
     loaded.hash,
@@ -141,11 +149,11 @@ export async function runSidecar(options: SidecarOptions): Promise<RunningSideca
     (errors) => log.error('new config is invalid; keeping the last good one', { errors }),
   );
   log.info('sidecar started', {
-    service: config.service.name,
-    outbound: `${config.listen.address}:${outbound.port}`,
+    service: loaded.config.service.name,
+    outbound: `${listen.address}:${outbound.port}`,
     admin: `${options.adminAddress}:${admin.port}`,
-    discovery: config.discovery.mode,
-    upstreams: config.upstreams.map((u) => u.name),
+    discovery: loaded.config.discovery.mode,
+    upstreams: loaded.config.upstreams.map((u) => u.name),
   });
 
   let stopping: Promise<void> | undefined;
@@ -155,16 +163,15 @@ export async function runSidecar(options: SidecarOptions): Promise<RunningSideca
       log.info('draining', { inFlight: inFlight.count });
       stopWatchingConfig();
       await sagas?.stop();
-      await deregister().catch((error: unknown) =>
-        log.warn('deregistration failed', { error: String(error) }),
-      );
+      await deregister().catch((error: unknown) => log.warn('deregistration failed', { error }));
       await outbound.close(options.drainMs);
       for (const stopWatch of unwatch.values()) stopWatch();
       await discovery.close();
-      await upstreams.close();
-      await ai?.close();
+      await routes.close();
       await admin.close();
-      await tracing.shutdown().catch(() => undefined);
+      await tracing
+        .shutdown()
+        .catch((error: unknown) => log.warn('flushing the last spans failed; they are lost', { error }));
       log.info('stopped');
     })());
   return { outboundPort: outbound.port, adminPort: admin.port, stop };
@@ -172,13 +179,15 @@ export async function runSidecar(options: SidecarOptions): Promise<RunningSideca
 
 /** The saga engine and its control API, when this sidecar orchestrates sagas. */
 async function startSagas(
-  config: SidecarConfig,
+  compiled: CompiledConfig,
   options: SidecarOptions,
-  outboundPort: number,
+  routes: () => Routes,
   registry: SidecarMetrics['registry'],
   tracer: Tracing['tracer'],
-  log: Logger,
+  parentLog: Logger,
 ): Promise<{ stop: () => Promise<void> }> {
+  const log = parentLog.child({ part: 'sagas' });
+  const config = compiled.source;
   const owner = options.instanceId ?? `${config.service.name}-${hostname()}`;
   const consul = new ConsulClient(options.consulAddress ?? config.discovery.consul.address);
   const store =
@@ -189,16 +198,16 @@ async function startSagas(
           sessionTtl: config.sagaStore.sessionTtl,
           owner,
         });
-  const caller = outboundStepCaller(`http://127.0.0.1:${outboundPort}`);
   const engine = new SagaEngine({
-    definitions: new Map(config.sagas.map((s) => [s.name, s.spec])),
+    // Saga definitions are not hot-reloaded: executions in flight keep the steps they started with.
+    definitions: compiled.sagas,
     store,
-    call: caller.call,
+    call: stackStepCaller(routes),
     log,
     registry,
     tracer,
   });
-  const api = await startSagaApi(engine, config.listen.address, config.listen.control);
+  const api = await startSagaApi(engine, config.listen.address, config.listen.control, log);
   const grpcApi = await startSagaGrpcApi(engine, config.listen.address, config.listen.controlGrpc);
   await engine.startRecovery();
   log.info('saga engine started', {
@@ -213,17 +222,19 @@ async function startSagas(
       api.server.closeAllConnections();
       grpcApi.server.forceShutdown();
       await store.close();
-      await caller.close();
       await consul.close();
     },
   };
 }
 
-function createDiscovery(config: SidecarConfig, options: SidecarOptions): Discovery {
+function createDiscovery(config: SidecarConfig, options: SidecarOptions, log: Logger): Discovery {
   switch (config.discovery.mode) {
     case 'consul':
       return new ConsulDiscovery({
         client: new ConsulClient(options.consulAddress ?? config.discovery.consul.address),
+        // Each failed query; the stale state (logged by the discovery) says it once.
+        onError: (service, error) => log.debug('Consul query failed', { service, error }),
+        log,
       });
     case 'kubernetes':
       return new KubernetesDnsDiscovery({
@@ -280,13 +291,12 @@ async function register(
             timeout: service.healthCheck.timeout,
           },
     deregisterCriticalAfter: discovery.consul.deregisterCriticalAfter,
+    log,
   });
   // Registration failing at start (agent not up yet) is retried by keepRegistered.
   await registration
     .keepRegistered()
-    .catch((error: unknown) =>
-      log.warn('registration failed; retrying in the background', { error: String(error) }),
-    );
+    .catch((error: unknown) => log.warn('registration failed; retrying in the background', { error }));
   return async () => {
     await registration.deregister();
     await client.close();

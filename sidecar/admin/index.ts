@@ -1,1 +1,2 @@
 export { sidecarMetrics, type SidecarMetrics } from './metrics.js';
+export { redact } from './redact.js';

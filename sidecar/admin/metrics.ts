@@ -57,6 +57,35 @@ export function sidecarMetrics() {
       labelNames: ['upstream'] as const,
       registers: [registry],
     }),
+    aiRequests: new Counter({
+      name: 'aimesh_ai_requests_total',
+      help: 'AI calls by provider channel and status (0: no answer).',
+      labelNames: ['provider', 'code'] as const,
+      registers: [registry],
+    }),
+    aiFailovers: new Counter({
+      name: 'aimesh_ai_failovers_total',
+      help: 'AI calls moved on from a channel, by channel.',
+      labelNames: ['provider'] as const,
+      registers: [registry],
+    }),
+    aiCacheHits: new Counter({
+      name: 'aimesh_ai_cache_hits_total',
+      help: 'AI calls answered from the response cache.',
+      registers: [registry],
+    }),
+    aiTokens: new Counter({
+      name: 'aimesh_ai_tokens_total',
+      help: 'Tokens reported by providers, by channel.',
+      labelNames: ['provider'] as const,
+      registers: [registry],
+    }),
+    aiKeyErrors: new Counter({
+      name: 'aimesh_ai_key_errors_total',
+      help: 'Calls a channel was skipped for because its API key file could not be read: alert on this.',
+      labelNames: ['provider'] as const,
+      registers: [registry],
+    }),
     fallbacks: new Counter({
       name: 'aimesh_sidecar_fallbacks_total',
       help: 'Requests answered by a fallback, by upstream and kind.',

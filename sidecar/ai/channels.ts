@@ -1,11 +1,10 @@
 /**
  * Provider channel selection, One-API style: channels are tried by priority group (higher
  * first), in weighted-random order within a group; a disabled channel, one cooling down
- * after a 429 or 5xx, one whose breaker is open, one over its per-minute quota, or one
- * that does not serve the requested model is skipped. Pure: time and randomness are
- * passed in.
+ * after a 429 or 5xx, one the stack cannot use (its breaker is open), one over its
+ * per-minute quota, or one that does not serve the requested model is skipped. Pure: time
+ * and randomness are passed in.
  */
-import { CircuitBreaker, type BreakerSettings } from '../routing/index.js';
 
 export interface Channel {
   name: string;
@@ -22,7 +21,6 @@ interface ChannelState {
   minute: number;
   requests: number;
   tokens: number;
-  breaker?: CircuitBreaker;
 }
 
 export type SkipReason = 'disabled' | 'model' | 'cooldown' | 'breaker-open' | 'quota';
@@ -33,15 +31,21 @@ export class ChannelSelector {
   constructor(
     private readonly channels: readonly Channel[],
     private readonly cooldownMs: number,
-    private readonly breaker?: BreakerSettings,
     private readonly random: () => number = Math.random,
   ) {}
 
-  /** The channels to try for one request, in order, and why the others were skipped. */
-  plan(model: string | undefined, nowMs: number): { order: Channel[]; skipped: Record<string, SkipReason> } {
+  /**
+   * The channels to try for one request, in order, and why the others were skipped.
+   * `available` says whether the channel's stack may be used now (its breaker).
+   */
+  plan(
+    model: string | undefined,
+    nowMs: number,
+    available: (name: string) => boolean = () => true,
+  ): { order: Channel[]; skipped: Record<string, SkipReason> } {
     const skipped: Record<string, SkipReason> = {};
     const usable = this.channels.filter((channel) => {
-      const reason = this.skipReason(channel, model, nowMs);
+      const reason = this.skipReason(channel, model, nowMs, available);
       if (reason) skipped[channel.name] = reason;
       return !reason;
     });
@@ -57,7 +61,6 @@ export class ChannelSelector {
     const channel = this.channels.find((c) => c.name === name);
     const state = this.stateOf(name, nowMs);
     if (!channel || this.overQuota(channel, state)) return false;
-    if (state.breaker && !state.breaker.acquire(nowMs)) return false;
     state.requests++;
     return true;
   }
@@ -65,22 +68,24 @@ export class ChannelSelector {
   succeeded(name: string, tokens: number, nowMs: number): void {
     const state = this.stateOf(name, nowMs);
     state.tokens += tokens;
-    state.breaker?.record(true, nowMs);
   }
 
-  /** A 429, 5xx or connection failure: the channel cools down, and its breaker counts it. */
+  /** A 429, 5xx or connection failure: the channel cools down (its breaker is the stack's). */
   failed(name: string, nowMs: number): void {
-    const state = this.stateOf(name, nowMs);
-    state.cooldownUntil = nowMs + this.cooldownMs;
-    state.breaker?.record(false, nowMs);
+    this.stateOf(name, nowMs).cooldownUntil = nowMs + this.cooldownMs;
   }
 
-  private skipReason(channel: Channel, model: string | undefined, nowMs: number): SkipReason | undefined {
+  private skipReason(
+    channel: Channel,
+    model: string | undefined,
+    nowMs: number,
+    available: (name: string) => boolean,
+  ): SkipReason | undefined {
     if (!channel.enabled) return 'disabled';
     if (model && channel.models.length > 0 && !channel.models.includes(model)) return 'model';
     const state = this.stateOf(channel.name, nowMs);
     if (nowMs < state.cooldownUntil) return 'cooldown';
-    if (state.breaker && !state.breaker.allows(nowMs)) return 'breaker-open';
+    if (!available(channel.name)) return 'breaker-open';
     if (this.overQuota(channel, state)) return 'quota';
     return undefined;
   }
@@ -108,13 +113,7 @@ export class ChannelSelector {
     const minute = Math.floor(nowMs / 60_000);
     let state = this.states.get(name);
     if (!state) {
-      state = {
-        cooldownUntil: 0,
-        minute,
-        requests: 0,
-        tokens: 0,
-        ...(this.breaker ? { breaker: new CircuitBreaker(this.breaker) } : {}),
-      };
+      state = { cooldownUntil: 0, minute, requests: 0, tokens: 0 };
       this.states.set(name, state);
     }
     // Quotas are per minute: a new minute starts from zero.

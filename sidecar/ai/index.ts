@@ -1,2 +1,2 @@
-export { AiRoute, AI_PREFIX } from './route.js';
+export { AiRoute, AI_PREFIX, aiRouteSignature, type AiRouteDeps } from './route.js';
 export { ChannelSelector, type Channel, type SkipReason } from './channels.js';

@@ -1,216 +1,327 @@
 /**
  * The AI route: OpenAI-compatible calls the app sends to the sidecar at /v1/ai/<path>
  * (e.g. OPENAI_BASE_URL=http://127.0.0.1:4700/v1/ai) go to a provider channel at
- * <baseUrl>/<path>, with the channel's key from its mounted Secret file. A channel that
- * answers 429 or 5xx, or cannot be reached, before the first byte of its answer is left
- * for the next one, so streamed (SSE) answers fail over too; once bytes have reached the
- * app, the answer is that channel's. Identical non-streamed requests can be answered from
- * a cache.
+ * <baseUrl>/<path>, with the channel's key from its mounted Secret file.
+ *
+ * A channel is an upstream of the one stack whose endpoint is the provider's base URL, so
+ * its calls get the same deadline, breaker, cancellation, tracing and error model as any
+ * other. What is AI-specific is layered on top here: the channel order (priority groups,
+ * weights, model lists, quotas, cooldowns), failover to the next channel on 429, 5xx or a
+ * failed call before the first byte of the answer (streamed answers too: once bytes have
+ * reached the app, the answer is that channel's), and the response cache for identical
+ * non-streamed requests.
  */
 import { createHash } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { Counter, type Registry } from 'prom-client';
-import { Agent, request } from 'undici';
-import { durationMs, type SidecarConfig } from '../../api/index.js';
+import type { Readable } from 'node:stream';
+import { AimeshError, asAimeshError } from '../../lib/errors/index.js';
+import { decodePath, headerValue, pathUnder } from '../../lib/encode/index.js';
+import type { Logger } from '../../lib/log/index.js';
+import type { SidecarMetrics } from '../admin/index.js';
+import type { CompiledAiRouting, CompiledChannel, CompiledUpstream } from '../config/compile.js';
+import { DEFAULT_RETRY_BUFFER_BYTES } from '../config/compile.js';
+import { DEFAULT_OUTLIER } from '../routing/index.js';
+import {
+  HttpTransport,
+  ResponseCache,
+  Upstream,
+  type CallSignal,
+  type StackTracing,
+  type Transport,
+} from '../stack/index.js';
 import { ChannelSelector } from './channels.js';
 
 export const AI_PREFIX = '/v1/ai/';
 const MAX_BODY_BYTES = 10 * 1024 * 1024;
 
-type Provider = SidecarConfig['providers'][number];
+export interface AiRouteDeps {
+  metrics: SidecarMetrics;
+  log: Logger;
+  tracing: StackTracing;
+  /** The I/O edge per channel's upstream; the real HTTP transport unless a test passes a fake. */
+  transport?: (upstream: CompiledUpstream) => Transport;
+  random?: () => number;
+}
+
+interface LiveChannel {
+  channel: CompiledChannel;
+  upstream: Upstream;
+}
 
 export class AiRoute {
+  /** Equal signatures mean equal behaviour: a reload keeps this route and its state. */
+  readonly signature: string;
   private readonly selector: ChannelSelector;
-  private readonly cache = new Map<
-    string,
-    { status: number; contentType: string; body: Buffer; provider: string; expires: number }
-  >();
+  private readonly channels = new Map<string, LiveChannel>();
+  private readonly cache?: ResponseCache;
   private readonly keys = new Map<string, { mtimeMs: number; key: string }>();
-  private readonly dispatcher = new Agent({ keepAliveTimeout: 30_000, connections: 128 });
-  private readonly metrics;
 
   constructor(
-    private readonly providers: readonly Provider[],
-    private readonly routing: SidecarConfig['aiRouting'],
-    registry: Registry,
+    channels: readonly CompiledChannel[],
+    private readonly routing: CompiledAiRouting,
+    private readonly deps: AiRouteDeps,
   ) {
-    this.selector = new ChannelSelector(
-      providers.map((p) => ({
-        name: p.name,
-        priority: p.priority,
-        weight: p.weight,
-        enabled: p.enabled,
-        models: p.models,
-        ...(p.quota?.requestsPerMinute ? { requestsPerMinute: p.quota.requestsPerMinute } : {}),
-        ...(p.quota?.tokensPerMinute ? { tokensPerMinute: p.quota.tokensPerMinute } : {}),
-      })),
-      durationMs(routing?.cooldown ?? '30s'),
-      routing?.circuitBreaker
-        ? {
-            consecutiveFailures: routing.circuitBreaker.consecutiveFailures,
-            openForMs: durationMs(routing.circuitBreaker.openFor),
-            halfOpenRequests: routing.circuitBreaker.halfOpenRequests,
-          }
-        : undefined,
-    );
-    const existing = (name: string) => registry.getSingleMetric(name) as Counter<string> | undefined;
-    const counter = (name: string, help: string, labelNames: string[]) =>
-      existing(name) ?? new Counter({ name, help, labelNames, registers: [registry] });
-    this.metrics = {
-      requests: counter(
-        'aimesh_ai_requests_total',
-        'AI calls by provider channel and status (0: no answer).',
-        ['provider', 'code'],
-      ),
-      failovers: counter('aimesh_ai_failovers_total', 'AI calls moved on from a channel, by channel.', [
-        'provider',
-      ]),
-      cacheHits: counter('aimesh_ai_cache_hits_total', 'AI calls answered from the response cache.', []),
-      tokens: counter('aimesh_ai_tokens_total', 'Tokens reported by providers, by channel.', ['provider']),
-    };
+    this.signature = aiRouteSignature(channels, routing);
+    for (const channel of channels) {
+      const compiled = channelUpstream(channel, routing);
+      const upstream = new Upstream(compiled, {
+        metrics: deps.metrics,
+        log: deps.log,
+        tracing: deps.tracing,
+        transport:
+          deps.transport?.(compiled) ?? new HttpTransport({ connectionsPerEndpoint: 128, log: deps.log }),
+        scheme: channel.baseUrl.protocol.replace(/:$/, ''),
+      });
+      upstream.setEndpoints([channelEndpoint(channel)], false);
+      this.channels.set(channel.name, { channel, upstream });
+    }
+    this.selector = new ChannelSelector(channels, routing.cooldownMs, deps.random);
+    if (routing.cache) this.cache = new ResponseCache(routing.cache.maxEntries, MAX_BODY_BYTES);
   }
 
-  async handle(req: IncomingMessage, res: ServerResponse, path: string): Promise<void> {
+  async handle(
+    req: IncomingMessage,
+    res: ServerResponse,
+    rawPath: string,
+    signal: CallSignal,
+  ): Promise<void> {
+    // Built from decoded segments, so `..` or an encoded slash cannot reach another path on the provider.
+    const [, query = ''] = splitQuery(rawPath);
+    const segments = decodePath(rawPath, 'AI route path');
+    const method = req.method ?? 'POST';
     const body = await readBody(req);
-    if (body === undefined) return sendError(res, 413, 'request body larger than 10 MiB');
     const parsed = parseJson(body);
     const model = typeof parsed?.model === 'string' ? parsed.model : undefined;
     const streamed = parsed?.stream === true;
     const cacheKey =
-      !streamed && this.routing?.cache && req.method === 'POST'
-        ? hash(`${path}\n${body.toString('utf8')}`)
+      this.cache && !streamed && method === 'POST'
+        ? hash(`${segments.join('/')}?${query}\n${body}`)
         : undefined;
-    if (cacheKey) {
-      const hit = this.cache.get(cacheKey);
-      if (hit && hit.expires > Date.now()) {
-        this.metrics.cacheHits.inc();
-        res.writeHead(hit.status, {
-          'content-type': hit.contentType,
-          'x-aimesh-provider': hit.provider,
-          'x-aimesh-cache': 'hit',
-        });
-        return void res.end(hit.body);
-      }
-    }
-    const { order, skipped } = this.selector.plan(model, Date.now());
-    const failures: string[] = Object.entries(skipped).map(([name, reason]) => `${name}: ${reason}`);
-    for (const channel of order) {
-      const provider = this.providers.find((p) => p.name === channel.name) as Provider;
-      if (!this.selector.reserve(provider.name, Date.now())) {
-        failures.push(`${provider.name}: quota`);
+    if (cacheKey && this.answerFromCache(cacheKey, res)) return;
+
+    const { order, skipped } = this.selector.plan(model, Date.now(), (name) =>
+      (this.channels.get(name) as LiveChannel).upstream.policy.usable(Date.now()),
+    );
+    const failures = Object.entries(skipped).map(([name, reason]) => `${name}: ${reason}`);
+    for (const { name } of order) {
+      const { channel, upstream } = this.channels.get(name) as LiveChannel;
+      if (!this.selector.reserve(name, Date.now())) {
+        failures.push(`${name}: quota`);
         continue;
       }
+      let authorization: Record<string, string>;
+      try {
+        authorization = this.authorization(channel);
+      } catch (error) {
+        this.fail(name, 0, failures, error);
+        continue;
+      }
+      const url = pathUnder(channel.baseUrl, segments, new URLSearchParams(query));
       let response;
       try {
-        response = await request(`${provider.baseUrl.replace(/\/$/, '')}/${path}`, {
-          method: (req.method ?? 'POST') as 'POST',
-          dispatcher: this.dispatcher,
+        response = await upstream.call({
+          method,
+          path: `${url.pathname}${url.search}`,
           headers: {
             'content-type': String(req.headers['content-type'] ?? 'application/json'),
             accept: String(req.headers.accept ?? '*/*'),
-            ...this.authorization(provider),
+            ...authorization,
           },
-          body: req.method === 'GET' || req.method === 'HEAD' ? undefined : body,
-          headersTimeout: durationMs(provider.timeout),
-          bodyTimeout: durationMs(provider.timeout),
+          ...(method === 'GET' || method === 'HEAD' ? {} : { body }),
+          signal,
         });
       } catch (error) {
-        this.fail(provider.name, 0, failures, `${provider.name}: ${(error as Error).message}`);
+        if (signal.isAborted) throw error;
+        this.fail(name, 0, failures, error);
         continue;
       }
-      if (response.statusCode === 429 || response.statusCode >= 500) {
-        await response.body.dump();
-        this.fail(provider.name, response.statusCode, failures, `${provider.name}: ${response.statusCode}`);
+      if (response.status === 429 || response.status >= 500) {
+        response.body.resume();
+        this.fail(name, response.status, failures, `${response.status}`);
         continue;
       }
-      this.metrics.requests.inc({ provider: provider.name, code: String(response.statusCode) });
+      this.deps.metrics.aiRequests.inc({ provider: name, code: String(response.status) });
       const contentType = String(response.headers['content-type'] ?? 'application/json');
-      res.writeHead(response.statusCode, { 'content-type': contentType, 'x-aimesh-provider': provider.name });
+      res.writeHead(response.status, { 'content-type': contentType, 'x-aimesh-provider': name });
       if (streamed || contentType.startsWith('text/event-stream')) {
         res.flushHeaders();
         // From the first byte on the answer is this channel's: stream it as it comes.
-        response.body.pipe(res);
-        await new Promise<void>((resolve) => {
-          res.once('close', resolve);
-          response.body.once('error', () => {
-            res.destroy();
-            resolve();
-          });
-        });
-        this.selector.succeeded(provider.name, 0, Date.now());
+        await stream(response.body, res);
+        this.selector.succeeded(name, 0, Date.now());
         return;
       }
-      const answer = Buffer.from(await response.body.arrayBuffer());
+      const answer = await readAll(
+        response.body,
+        MAX_BODY_BYTES,
+        () => new AimeshError('upstream.failed', `${name} answered with more than 10 MiB`),
+      );
       const tokens =
-        Number((parseJson(answer)?.usage as { total_tokens?: unknown } | undefined)?.total_tokens ?? 0) || 0;
-      this.selector.succeeded(provider.name, tokens, Date.now());
-      if (tokens > 0) this.metrics.tokens.inc({ provider: provider.name }, tokens);
-      if (cacheKey && response.statusCode === 200)
-        this.remember(cacheKey, contentType, answer, provider.name);
+        Number((parseJson(answer)?.usage as { total_tokens?: unknown } | undefined)?.total_tokens) || 0;
+      this.selector.succeeded(name, tokens, Date.now());
+      if (tokens > 0) this.deps.metrics.aiTokens.inc({ provider: name }, tokens);
+      if (cacheKey && response.status === 200)
+        this.cache?.set(cacheKey, {
+          status: 200,
+          headers: { 'content-type': contentType },
+          body: answer,
+          storedAt: Date.now(),
+          source: name,
+        });
       res.end(answer);
       return;
     }
-    sendError(
-      res,
-      order.length === 0 && failures.length === 0 ? 404 : 503,
-      failures.length > 0
-        ? `no provider channel could answer: ${failures.join('; ')}`
-        : 'no provider channels are configured: add spec.providers to the AiService',
+    if (order.length === 0 && failures.length === 0)
+      throw new AimeshError(
+        'input.not-found',
+        'no provider channels are configured: add spec.providers to the AiService',
+      );
+    throw new AimeshError(
+      'upstream.unavailable',
+      `no provider channel could answer: ${failures.join('; ')}`,
+      {
+        details: { failures },
+      },
     );
   }
 
+  /** Channel name → breaker and endpoint state, for the admin dump. */
+  view(nowMs: number): { channel: string; endpoints: ReturnType<Upstream['policy']['view']> }[] {
+    return [...this.channels.values()].map(({ channel, upstream }) => ({
+      channel: channel.name,
+      endpoints: upstream.policy.view(nowMs),
+    }));
+  }
+
+  /** Closes once the calls that started on this route are over. */
+  retire(): void {
+    for (const { upstream } of this.channels.values()) upstream.retire();
+  }
+
   async close(): Promise<void> {
-    await this.dispatcher.close();
+    await Promise.all([...this.channels.values()].map(({ upstream }) => upstream.close()));
   }
 
-  private fail(name: string, code: number, failures: string[], message: string): void {
+  private answerFromCache(key: string, res: ServerResponse): boolean {
+    const hit = this.cache?.get(key, this.routing.cache?.ttlMs ?? 0, Date.now());
+    if (!hit) return false;
+    this.deps.metrics.aiCacheHits.inc();
+    res.writeHead(hit.status, {
+      ...hit.headers,
+      'x-aimesh-provider': hit.source ?? '',
+      'x-aimesh-cache': 'hit',
+    });
+    res.end(hit.body);
+    return true;
+  }
+
+  private fail(name: string, code: number, failures: string[], error: unknown): void {
     this.selector.failed(name, Date.now());
-    this.metrics.requests.inc({ provider: name, code: String(code) });
-    this.metrics.failovers.inc({ provider: name });
-    failures.push(message);
+    this.deps.metrics.aiRequests.inc({ provider: name, code: String(code) });
+    this.deps.metrics.aiFailovers.inc({ provider: name });
+    failures.push(`${name}: ${typeof error === 'string' ? error : asAimeshError(error).message}`);
   }
 
-  /** The key from the channel's mounted Secret file, read again when the file changes. */
-  private authorization(provider: Provider): Record<string, string> {
-    if (!provider.apiKeyFile) return {};
+  /**
+   * The key from the channel's mounted Secret file, read again when the file changes. A
+   * channel with a key file that cannot be read is not called at all: a call without its
+   * credentials would only fail, or worse, reach a provider that does not need them.
+   */
+  private authorization(channel: CompiledChannel): Record<string, string> {
+    const file = channel.apiKeyFile;
+    if (!file) return {};
     try {
-      const mtimeMs = statSync(provider.apiKeyFile).mtimeMs;
-      let cached = this.keys.get(provider.name);
+      const mtimeMs = statSync(file).mtimeMs;
+      let cached = this.keys.get(channel.name);
       if (!cached || cached.mtimeMs !== mtimeMs) {
-        cached = { mtimeMs, key: readFileSync(provider.apiKeyFile, 'utf8').trim() };
-        this.keys.set(provider.name, cached);
+        const key = readFileSync(file, 'utf8').trim();
+        if (!key) throw new Error('the file is empty');
+        cached = { mtimeMs, key: headerValue(key, `API key of channel ${channel.name}`) };
+        this.keys.set(channel.name, cached);
       }
       return { authorization: `Bearer ${cached.key}` };
-    } catch {
-      return {};
+    } catch (error) {
+      this.keys.delete(channel.name);
+      this.deps.metrics.aiKeyErrors.inc({ provider: channel.name });
+      this.deps.log.error('cannot read the API key of a provider channel; skipping the channel', {
+        provider: channel.name,
+        file,
+        error,
+      });
+      throw new AimeshError('dependency.failed', `API key file of ${channel.name} cannot be read`, {
+        cause: error,
+        details: { provider: channel.name },
+      });
     }
-  }
-
-  private remember(key: string, contentType: string, body: Buffer, provider: string): void {
-    const settings = this.routing?.cache;
-    if (!settings) return;
-    this.cache.delete(key);
-    this.cache.set(key, {
-      status: 200,
-      contentType,
-      body,
-      provider,
-      expires: Date.now() + durationMs(settings.ttl),
-    });
-    while (this.cache.size > settings.maxEntries) this.cache.delete(this.cache.keys().next().value as string);
   }
 }
 
-async function readBody(req: IncomingMessage): Promise<Buffer | undefined> {
+/** Equal for configs whose AI route behaves the same, so a reload can keep it. */
+export function aiRouteSignature(channels: readonly CompiledChannel[], routing: CompiledAiRouting): string {
+  return JSON.stringify([channels.map((c) => c.signature), routing]);
+}
+
+/** Failover across channels is this route's job: inside one channel the stack does not retry. */
+function channelUpstream(channel: CompiledChannel, routing: CompiledAiRouting): CompiledUpstream {
+  return {
+    name: `provider:${channel.name}`,
+    protocol: 'http',
+    strategy: 'round-robin',
+    timeoutMs: channel.timeoutMs,
+    budget: { percent: 0, minPerSecond: 0 },
+    ...(routing.breaker ? { breaker: routing.breaker } : {}),
+    outlier: { ...DEFAULT_OUTLIER, consecutive5xx: Number.MAX_SAFE_INTEGER },
+    retryBufferBytes: DEFAULT_RETRY_BUFFER_BYTES,
+    signature: channel.signature,
+  };
+}
+
+function channelEndpoint(channel: CompiledChannel) {
+  const url = channel.baseUrl;
+  const port = Number(url.port) || (url.protocol === 'https:' ? 443 : 80);
+  return { id: channel.name, address: url.hostname.replace(/^\[|\]$/g, ''), port, meta: {}, tags: [] };
+}
+
+function splitQuery(rawPath: string): [string, string?] {
+  const at = rawPath.indexOf('?');
+  return at < 0 ? [rawPath] : [rawPath.slice(0, at), rawPath.slice(at + 1).split('#', 1)[0]];
+}
+
+function readBody(req: IncomingMessage): Promise<Buffer> {
+  return readAll(
+    req,
+    MAX_BODY_BYTES,
+    () => new AimeshError('input.too-large', 'request body larger than 10 MiB'),
+  );
+}
+
+async function readAll(body: Readable, limit: number, tooLarge: () => AimeshError): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let size = 0;
-  for await (const chunk of req) {
+  for await (const chunk of body) {
     size += (chunk as Buffer).length;
-    if (size > MAX_BODY_BYTES) return undefined;
+    if (size > limit) {
+      body.destroy();
+      throw tooLarge();
+    }
     chunks.push(chunk as Buffer);
   }
   return Buffer.concat(chunks);
+}
+
+/** Streams a provider's answer to the app; the app leaving cancels the provider's stream. */
+function stream(body: Readable, res: ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    body.once('error', (error) => {
+      res.destroy(error);
+      resolve();
+    });
+    res.once('close', () => {
+      if (!body.readableEnded) body.destroy();
+      resolve();
+    });
+    body.pipe(res);
+  });
 }
 
 function parseJson(body: Buffer): Record<string, unknown> | undefined {
@@ -220,15 +331,11 @@ function parseJson(body: Buffer): Record<string, unknown> | undefined {
       ? (value as Record<string, unknown>)
       : undefined;
   } catch {
+    // Not JSON: no model to route by, nothing to cache by; the provider judges the body.
     return undefined;
   }
 }
 
 function hash(text: string): string {
   return createHash('sha256').update(text).digest('hex');
-}
-
-function sendError(res: ServerResponse, status: number, message: string): void {
-  res.writeHead(status, { 'content-type': 'application/json', 'x-aimesh-error': 'true' });
-  res.end(`${JSON.stringify({ error: { message, type: 'aimesh_error' } })}\n`);
 }

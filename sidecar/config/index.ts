@@ -57,6 +57,8 @@ export function watchSidecarConfig(
     try {
       text = readFileSync(file, 'utf8');
     } catch {
+      // Missing for an instant while the kubelet swaps the ConfigMap's symlink: the next
+      // poll reads it; the config being served is unaffected.
       return;
     }
     const hash = createHash('sha256').update(text).digest('hex');

@@ -4,6 +4,7 @@
  */
 import { Agent, request } from 'undici';
 import { durationMs } from '../../api/index.js';
+import { AimeshError, describe } from '../../lib/errors/index.js';
 
 export interface ConsulServiceRegistration {
   ID: string;
@@ -50,15 +51,6 @@ export type ConsulTxnResult =
   | { ok: true; results: { key: string; modifyIndex: number }[] }
   | { ok: false; errors: { opIndex: number; what: string }[] };
 
-export class ConsulError extends Error {
-  constructor(
-    message: string,
-    readonly status?: number,
-  ) {
-    super(message);
-  }
-}
-
 export class ConsulClient {
   private readonly base: string;
   private readonly dispatcher = new Agent({ keepAliveTimeout: 30_000, connections: 8 });
@@ -102,7 +94,7 @@ export class ConsulClient {
       await this.call('GET', `/v1/agent/service/${encodeURIComponent(serviceId)}`, {});
       return true;
     } catch (error) {
-      if (error instanceof ConsulError && error.status === 404) return false;
+      if (isNotFound(error)) return false;
       throw error;
     }
   }
@@ -134,7 +126,7 @@ export class ConsulClient {
         ...(entry.Session ? { session: entry.Session } : {}),
       };
     } catch (error) {
-      if (error instanceof ConsulError && error.status === 404) return undefined;
+      if (isNotFound(error)) return undefined;
       throw error;
     }
   }
@@ -149,7 +141,7 @@ export class ConsulClient {
         modifyIndex: e.ModifyIndex,
       }));
     } catch (error) {
-      if (error instanceof ConsulError && error.status === 404) return [];
+      if (isNotFound(error)) return [];
       throw error;
     }
   }
@@ -199,7 +191,7 @@ export class ConsulClient {
       await this.call('PUT', `/v1/session/renew/${id}`, {});
       return true;
     } catch (error) {
-      if (error instanceof ConsulError && error.status === 404) return false;
+      if (isNotFound(error)) return false;
       throw error;
     }
   }
@@ -239,13 +231,16 @@ export class ConsulClient {
         bodyTimeout: options.timeoutMs ?? 10_000,
       });
     } catch (error) {
-      throw new ConsulError(`Consul at ${this.base} unreachable: ${(error as Error).message}`);
+      throw new AimeshError('dependency.failed', `Consul at ${this.base} unreachable: ${describe(error)}`, {
+        cause: error,
+      });
     }
     const text = await response.body.text();
     if (response.statusCode >= 300 && response.statusCode !== options.rolledBackStatus) {
-      throw new ConsulError(
+      throw new AimeshError(
+        'dependency.failed',
         `Consul ${method} ${path.split('?')[0]}: ${response.statusCode} ${text.trim()}`,
-        response.statusCode,
+        { details: { consulStatus: response.statusCode } },
       );
     }
     return {
@@ -254,4 +249,9 @@ export class ConsulClient {
       body: text ? (JSON.parse(text) as unknown) : undefined,
     };
   }
+}
+
+/** Consul answered 404: the key, session or service is not there. */
+function isNotFound(error: unknown): boolean {
+  return error instanceof AimeshError && error.details.consulStatus === 404;
 }

@@ -5,6 +5,7 @@
  * cannot spin the loop. While Consul is unreachable the last known endpoints keep
  * serving and the state says it is stale.
  */
+import type { Logger } from '../../lib/log/index.js';
 import { ConsulClient, type HealthEntry } from './consul-client.js';
 import type { DiscoveredEndpoint, Discovery, UpstreamListener, UpstreamState } from './types.js';
 
@@ -17,6 +18,8 @@ export interface ConsulDiscoveryOptions {
   backoffInitialMs?: number;
   backoffMaxMs?: number;
   onError?: (service: string, error: Error) => void;
+  /** Told when an upstream goes stale (Consul unreachable) and when it is fresh again. */
+  log?: Logger;
 }
 
 interface Watched {
@@ -68,6 +71,8 @@ export class ConsulDiscovery implements Discovery {
         const changed = answer.index !== index || entry.state.stale || entry.state.updatedAt === 0;
         // Consul's rules: an index that went backwards means start over with 0; never block on 0.
         index = answer.index < index ? 0 : Math.max(answer.index, 1);
+        if (entry.state.stale)
+          this.options.log?.info('Consul answers again', { service: entry.state.service });
         if (changed) this.publish(entry, { endpoints: answer.entries.map(toEndpoint), stale: false });
         await sleep(Math.max(0, minIntervalMs - (Date.now() - started)), signal);
       } catch (error) {
@@ -76,6 +81,10 @@ export class ConsulDiscovery implements Discovery {
         index = 0;
         this.options.onError?.(entry.state.service, error as Error);
         if (!entry.state.stale) {
+          this.options.log?.warn('Consul query failed; serving the last known endpoints', {
+            service: entry.state.service,
+            error,
+          });
           this.publish(entry, {
             endpoints: entry.state.endpoints,
             stale: true,

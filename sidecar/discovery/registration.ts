@@ -4,6 +4,7 @@
  * alive. Deregisters on stop so peers stop sending traffic before the pod goes away.
  */
 import { durationMs } from '../../api/index.js';
+import { createLogger, type Logger } from '../../lib/log/index.js';
 import type { ConsulClient } from './consul-client.js';
 
 export interface RegistrationOptions {
@@ -20,16 +21,23 @@ export interface RegistrationOptions {
     /** The sidecar reports health itself (for apps Consul cannot reach). */
     | { kind: 'ttl'; ttl: string; isHealthy: () => Promise<boolean> };
   deregisterCriticalAfter: string;
+  /** Where failures of the background re-registration and heartbeats are reported. */
+  log?: Logger;
 }
 
 export class ConsulRegistration {
   private heartbeat?: NodeJS.Timeout;
   private antiEntropy?: NodeJS.Timeout;
+  private readonly log: Logger;
+  /** Background failures are logged when they start, not every few seconds while they last. */
+  private failing = new Set<string>();
 
   constructor(
     private readonly client: ConsulClient,
     private readonly options: RegistrationOptions,
-  ) {}
+  ) {
+    this.log = (options.log ?? createLogger('consul-registration')).child({ instance: options.instanceId });
+  }
 
   get checkId(): string {
     return `service:${this.options.instanceId}`;
@@ -75,7 +83,10 @@ export class ConsulRegistration {
       void this.client
         .hasService(this.options.instanceId)
         .then((present) => (present ? undefined : this.register()))
-        .catch(() => undefined);
+        .then(
+          () => this.recovered('re-registration'),
+          (error: unknown) => this.failed('re-registration', error),
+        );
     }, checkEveryMs);
     this.antiEntropy.unref();
     await this.register();
@@ -89,12 +100,28 @@ export class ConsulRegistration {
     await this.client.deregister(this.options.instanceId);
   }
 
+  private failed(task: string, error: unknown): void {
+    if (this.failing.has(task)) return;
+    this.failing.add(task);
+    this.log.warn(`Consul ${task} failed; retrying`, { error });
+  }
+
+  private recovered(task: string): void {
+    if (this.failing.delete(task)) this.log.info(`Consul ${task} works again`);
+  }
+
   private startHeartbeat(ttl: string, isHealthy: () => Promise<boolean>): void {
     const beat = async () => {
-      const healthy = await isHealthy().catch(() => false);
+      const healthy = await isHealthy().catch((error: unknown) => {
+        this.log.warn('health probe of the app failed; reporting it critical', { error });
+        return false;
+      });
       await this.client
         .updateTtl(this.checkId, healthy ? 'passing' : 'critical', healthy ? 'app healthy' : 'app unhealthy')
-        .catch(() => undefined);
+        .then(
+          () => this.recovered('TTL heartbeat'),
+          (error: unknown) => this.failed('TTL heartbeat', error),
+        );
     };
     // Three beats per TTL, so one lost update does not fail the check.
     this.heartbeat = setInterval(() => void beat(), Math.max(1000, durationMs(ttl) / 3));

@@ -1,104 +1,84 @@
 /**
- * gRPC through the sidecar: the app's h2c stream is forwarded as one HTTP/2 stream to an
- * endpoint, headers, messages and trailers (grpc-status lives in trailers) included.
- * Streams are not retried: a gRPC call may be a long stream that cannot be replayed.
+ * gRPC through the sidecar: the app's h2c stream goes through the upstream's stack as one
+ * HTTP/2 stream to an endpoint, headers, messages and trailers (grpc-status lives in
+ * trailers) included. The upstream's timeout, or the caller's grpc-timeout when shorter,
+ * bounds the call. Streams are not retried: a gRPC call may be a long stream that cannot
+ * be replayed.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { constants, type Http2ServerRequest } from 'node:http2';
-import type { ConnectionPools } from './pools.js';
-import type { RoutingPolicy } from './upstream.js';
+import type { Readable } from 'node:stream';
+import { AimeshError, asAimeshError } from '../../lib/errors/index.js';
+import { grpcTrailers } from '../error-response.js';
+import { endToEnd, type CallSignal, type Upstream } from '../stack/index.js';
 
-const { HTTP2_HEADER_PATH, HTTP2_HEADER_METHOD, HTTP2_HEADER_STATUS } = constants;
-/** UNAVAILABLE and DEADLINE_EXCEEDED count against the endpoint; other codes are the app's answer. */
-const FAILED_STATUSES = new Set(['4', '14']);
+const TRAILER_ONLY = new Set(['grpc-status', 'grpc-message', 'grpc-status-details-bin']);
+/** grpc-timeout units (gRPC over HTTP/2 spec) in milliseconds. */
+const TIMEOUT_UNITS: Record<string, number> = {
+  H: 3_600_000,
+  M: 60_000,
+  S: 1000,
+  m: 1,
+  u: 0.001,
+  n: 0.000001,
+};
 
-export function forwardGrpc(
-  name: string,
-  policy: RoutingPolicy,
-  pools: ConnectionPools,
+export async function forwardGrpc(
+  upstream: Upstream,
   req: IncomingMessage,
   res: ServerResponse,
   path: string,
+  signal: CallSignal,
 ): Promise<void> {
-  return new Promise((resolve) => {
-    if (req.httpVersionMajor !== 2) {
-      res.writeHead(505, { 'content-type': 'text/plain' });
-      res.end(`${name} speaks gRPC: send HTTP/2 (h2c) to the sidecar\n`);
-      return resolve();
-    }
-    const downstream = (req as unknown as Http2ServerRequest).stream;
-    const endpoint = policy.pick(undefined, new Set(), Date.now());
-    if (!endpoint) {
-      respondStatus(res, '14', `aimesh: no healthy endpoint for ${name}`);
-      return resolve();
-    }
-    const started = Date.now();
-    policy.started(endpoint.id);
-    const headers: Record<string, string | string[]> = {};
-    for (const [key, value] of Object.entries(req.headers)) {
-      if (value === undefined || key.startsWith(':') || key === 'connection' || key === 'host') continue;
-      headers[key] = value;
-    }
-    headers[HTTP2_HEADER_PATH] = path;
-    headers[HTTP2_HEADER_METHOD] = 'POST';
-    headers[':authority'] = name;
-    const upstream = pools.session(endpoint.address, endpoint.port).request(headers);
-    let ok = false;
-    let settled = false;
-    const finish = (failed: boolean) => {
-      if (settled) return;
-      settled = true;
-      policy.finished(endpoint.id, { ok: ok && !failed, latencyMs: Date.now() - started }, Date.now());
+  const name = upstream.config.name;
+  if (req.httpVersionMajor !== 2)
+    throw new AimeshError('input.invalid', `${name} speaks gRPC: send HTTP/2 (h2c) to the sidecar`);
+  const timeoutMs = grpcTimeoutMs(req.headers['grpc-timeout']);
+  const response = await upstream.call({
+    method: 'POST',
+    path,
+    // TE is hop-by-hop, but gRPC requires `te: trailers` on every hop.
+    headers: { ...endToEnd(req.headers), te: 'trailers', host: name },
+    body: req as Readable,
+    signal,
+    ...(timeoutMs === undefined ? {} : { timeoutMs }),
+  });
+  // The compatibility response sends its trailers when the stream ends; gRPC's status
+  // travels there, so headers go out first and everything with a grpc- prefix after.
+  const headers: Record<string, string | string[]> = {};
+  const trailersOnly: Record<string, string> = {};
+  for (const [key, value] of Object.entries(response.headers)) {
+    if (TRAILER_ONLY.has(key)) trailersOnly[key] = String(value);
+    else headers[key] = value;
+  }
+  res.writeHead(response.status, headers);
+  if (Object.keys(trailersOnly).length > 0) res.addTrailers(trailersOnly);
+  const body = response.body;
+  body.on('trailers', (trailers: Record<string, unknown>) => res.addTrailers(withoutPseudo(trailers)));
+  await new Promise<void>((resolve) => {
+    body.once('error', (error) => {
+      const failure = asAimeshError(error);
+      // A deadline or cancellation has a status to tell; anything else resets the stream.
+      if (failure.code === 'upstream.timeout' && !res.writableEnded) {
+        res.addTrailers(grpcTrailers(failure));
+        res.end();
+      } else {
+        (req as unknown as Http2ServerRequest).stream.close(constants.NGHTTP2_INTERNAL_ERROR);
+      }
       resolve();
-    };
-    // The compatibility response sends its trailers when the stream ends; gRPC's status
-    // travels there, so headers go out first and everything with a grpc- prefix after.
-    upstream.on('response', (responseHeaders) => {
-      const status = Number(responseHeaders[HTTP2_HEADER_STATUS]);
-      const { trailersOnly, rest } = splitTrailersOnly(responseHeaders);
-      ok = status < 500 && !FAILED_STATUSES.has(String(trailersOnly['grpc-status']));
-      res.writeHead(status, rest);
-      if (Object.keys(trailersOnly).length > 0) res.addTrailers(trailersOnly);
-      upstream.pipe(res);
     });
-    upstream.on('trailers', (trailers) => {
-      if (FAILED_STATUSES.has(String(trailers['grpc-status']))) ok = false;
-      res.addTrailers(withoutPseudo(trailers));
+    res.once('close', () => {
+      if (!body.readableEnded) body.destroy();
+      resolve();
     });
-    upstream.on('end', () => finish(false));
-    upstream.on('error', (error) => {
-      if (!res.headersSent) respondStatus(res, '14', `aimesh: ${name}: ${error.message}`);
-      else downstream.close(constants.NGHTTP2_INTERNAL_ERROR);
-      finish(true);
-    });
-    downstream.on('close', () => {
-      if (!upstream.closed) upstream.close(constants.NGHTTP2_CANCEL);
-      finish(true);
-    });
-    req.pipe(upstream);
+    body.pipe(res);
   });
 }
 
-/** A status answer the gRPC way: HTTP 200, the outcome in trailers. */
-export function respondStatus(res: ServerResponse, code: string, message: string): void {
-  res.writeHead(200, { 'content-type': 'application/grpc', 'x-aimesh-error': 'true' });
-  res.addTrailers({ 'grpc-status': code, 'grpc-message': encodeURIComponent(message) });
-  res.end();
-}
-
-function splitTrailersOnly(headers: Record<string, unknown>): {
-  trailersOnly: Record<string, string>;
-  rest: Record<string, string | string[]>;
-} {
-  const trailersOnly: Record<string, string> = {};
-  const rest: Record<string, string | string[]> = {};
-  for (const [key, value] of Object.entries(headers)) {
-    if (key.startsWith(':') || value === undefined) continue;
-    if (key === 'grpc-status' || key === 'grpc-message' || key === 'grpc-status-details-bin')
-      trailersOnly[key] = String(value);
-    else rest[key] = value as string | string[];
-  }
-  return { trailersOnly, rest };
+function grpcTimeoutMs(value: string | string[] | undefined): number | undefined {
+  const match = typeof value === 'string' ? /^(\d{1,8})([HMSmun])$/.exec(value) : null;
+  if (!match) return undefined;
+  return Math.max(1, Number(match[1]) * (TIMEOUT_UNITS[match[2] as string] as number));
 }
 
 function withoutPseudo(headers: Record<string, unknown>): Record<string, string> {

@@ -1,315 +1,258 @@
 /**
- * The outbound request handler: find the upstream, call it through its layers, stream
- * the answer back, and fall back (backup service, static response, stale cached GET) when
- * it cannot answer. Errors the sidecar produces say which upstream and why, in JSON, with
- * the header `x-aimesh-error` so apps can tell them from upstream answers.
+ * The outbound proxy's request path, top-down:
+ *
+ *   listener → route (which upstream, or the AI route) → one call through that upstream's
+ *   stack → respond (stream the answer, or a fallback, or the error)
+ *
+ * A request keeps the routes (config) it started with to its end, and a caller that
+ * leaves cancels its upstream call.
  */
-import { context, propagation, SpanKind, SpanStatusCode, type Tracer } from '@opentelemetry/api';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Http2ServerRequest } from 'node:http2';
 import { PassThrough, type Readable } from 'node:stream';
-import { respondStatus } from './grpc.js';
+import { AimeshError, asAimeshError, describe } from '../../lib/errors/index.js';
+import type { Logger } from '../../lib/log/index.js';
+import type { SidecarMetrics } from '../admin/index.js';
+import { AI_PREFIX } from '../ai/index.js';
+import type { CompiledUpstream } from '../config/compile.js';
+import { isGrpc, sendError } from '../error-response.js';
+import type { Routes } from '../routes.js';
+import {
+  CallSignal,
+  endToEnd,
+  type StackRequest,
+  type StackResponse,
+  type Upstream,
+} from '../stack/index.js';
+import { forwardGrpc } from './grpc.js';
 import { resolveTarget } from './target.js';
-import { propagate } from './trace.js';
-import { callUpstream, UpstreamError, type OutboundRequest, type UpstreamResponse } from './upstream.js';
-import type { Upstreams } from './upstreams.js';
 
-const AI_PATH = '/v1/ai/';
+type Handler = (req: IncomingMessage, res: ServerResponse) => void;
 
-/** Hop-by-hop headers (RFC 9110 §7.6.1) and HTTP/2 pseudo-headers are not forwarded. */
-const HOP_BY_HOP = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-connection',
-  'proxy-authorization',
-  'te',
-  'trailer',
-  'transfer-encoding',
-  'upgrade',
-  'host',
-  'http2-settings',
-]);
-
-type Request = IncomingMessage;
-type Response = ServerResponse;
-
-/** Spans are made only when tracing is configured: the hot path stays free of them otherwise. */
-export interface ProxyTracing {
-  tracer: Tracer;
-  enabled: boolean;
-}
-
-/** OpenAI-compatible calls under /v1/ai/ go to the provider channels (sidecar/ai). */
-export interface AiCalls {
-  handle: (req: Request, res: Response, path: string) => Promise<void>;
-}
-
-export function outboundHandler(
-  upstreams: Upstreams,
-  tracing?: ProxyTracing,
-  ai?: () => AiCalls | undefined,
-) {
-  return (req: Request, res: Response): void => {
-    const url = req.url ?? '/';
-    if (url.startsWith(AI_PATH)) {
-      const route = ai?.();
-      const done = route
-        ? route.handle(req, res, url.slice(AI_PATH.length))
-        : Promise.resolve(
-            sendError(res, 404, 'no provider channels are configured: add spec.providers to the AiService'),
-          );
-      done.catch((error: unknown) => {
-        if (!res.headersSent) sendError(res, 502, `AI route error: ${(error as Error).message}`);
-        else res.destroy(error as Error);
-      });
-      return;
-    }
-    handle(upstreams, req, res, tracing).catch((error: unknown) => {
-      if (!res.headersSent) sendError(res, 502, `proxy error: ${(error as Error).message}`);
-      else res.destroy(error as Error);
+export function outboundHandler(routes: () => Routes, metrics: SidecarMetrics, log: Logger): Handler {
+  return (req, res) => {
+    serve(routes(), metrics, req, res).catch((error: unknown) => {
+      const failure = asAimeshError(error);
+      if (failure.code === 'internal')
+        log.error('proxy error', { url: req.url, error: failure, cause: failure.cause });
+      else log.debug('request failed', { url: req.url, code: failure.code, error: failure.message });
+      sendError(res, failure);
     });
   };
 }
 
-async function handle(
-  upstreams: Upstreams,
-  req: Request,
-  res: Response,
-  tracing?: ProxyTracing,
+async function serve(
+  routes: Routes,
+  metrics: SidecarMetrics,
+  req: IncomingMessage,
+  res: ServerResponse,
 ): Promise<void> {
-  const host = (req.headers[':authority'] as string | undefined) ?? req.headers.host;
-  const resolved = resolveTarget(req.url ?? '/', host);
-  if (!resolved.ok) return sendError(res, resolved.status, resolved.message);
-  const upstream = upstreams.get(resolved.target.service);
-  if (!upstream) {
-    return sendError(
-      res,
-      404,
-      `"${resolved.target.service}" is not an upstream of this service; add it to spec.upstreams of the AiService`,
-    );
+  const signal = cancelWhenCallerLeaves(res);
+  const url = req.url ?? '/';
+  if (url.startsWith(AI_PREFIX)) {
+    if (!routes.ai)
+      throw new AimeshError(
+        'input.not-found',
+        'no provider channels are configured: add spec.providers to the AiService',
+      );
+    return routes.ai.handle(req, res, url.slice(AI_PREFIX.length), signal);
   }
+  const target = route(req);
+  const upstream = routes.upstream(target.service);
   if (upstream.config.protocol === 'grpc' || isGrpc(req))
-    return upstream.forwardGrpc(req, res, resolved.target.path);
-
-  const trace = propagate({
-    traceparent: header(req, 'traceparent'),
-    tracestate: header(req, 'tracestate'),
-    requestId: header(req, 'x-request-id'),
-  });
-  if (tracing?.enabled) {
-    const span = tracing.tracer.startSpan(
-      `${req.method ?? 'GET'} ${upstream.config.name}`,
-      {
-        kind: SpanKind.CLIENT,
-        attributes: {
-          'http.request.method': req.method ?? 'GET',
-          'server.address': upstream.config.name,
-          'url.path': resolved.target.path.split('?')[0] ?? '/',
-          'aimesh.request_id': trace['x-request-id'],
-        },
-      },
-      propagation.extract(context.active(), req.headers),
-    );
-    const spanContext = span.spanContext();
-    // The upstream sees this hop's span as its parent.
-    trace.traceparent = `00-${spanContext.traceId}-${spanContext.spanId}-0${spanContext.traceFlags}`;
-    res.once('close', () => {
-      span.setAttribute('http.response.status_code', res.statusCode);
-      if (res.statusCode >= 500) span.setStatus({ code: SpanStatusCode.ERROR });
-      span.end();
-    });
-  }
-  const request: OutboundRequest = {
+    return forwardGrpc(upstream, req, res, target.path, signal);
+  const headers = endToEnd(req.headers);
+  headers.host = target.service;
+  const request: StackRequest = {
     method: req.method ?? 'GET',
-    path: resolved.target.path,
-    headers: { ...forwardHeaders(req), ...trace, host: resolved.target.service },
-    body: hasBody(req) ? (req as Readable) : undefined,
-    hashKey: upstream.hashKey(req),
+    path: target.path,
+    headers,
+    ...(hasBody(req) ? { body: req as Readable } : {}),
+    ...hashKey(upstream.config, req),
+    signal,
   };
-  const startedAt = Date.now();
-  const cacheKey = request.method === 'GET' ? request.path : undefined;
-  let response: UpstreamResponse;
+  let response: StackResponse;
   try {
-    response = await callUpstream(upstream.config, upstream.policy, upstream.pools, request, () =>
-      upstream.metrics.retries.inc({ upstream: upstream.config.name }),
-    );
+    response = await upstream.call(request);
   } catch (error) {
-    const failure = error instanceof UpstreamError ? error : new UpstreamError(String(error), 502, 0);
-    upstream.metrics.requests.inc({ upstream: upstream.config.name, endpoint: 'none', code: '0' });
-    return fallback(upstreams, upstream.config.name, res, request, cacheKey, failure);
-  } finally {
-    upstream.metrics.duration.observe({ upstream: upstream.config.name }, (Date.now() - startedAt) / 1000);
+    return fallback(routes, metrics, upstream, request, res, asAimeshError(error));
   }
-  upstream.metrics.requests.inc({
-    upstream: upstream.config.name,
-    endpoint: response.endpoint ?? 'none',
-    code: String(response.status),
-  });
   if (response.status >= 500 && upstream.config.fallback) {
     response.body.resume();
     return fallback(
-      upstreams,
-      upstream.config.name,
-      res,
+      routes,
+      metrics,
+      upstream,
       request,
-      cacheKey,
-      new UpstreamError(
-        `${upstream.config.name} answered ${response.status}`,
-        response.status,
-        response.attempts,
-      ),
+      res,
+      new AimeshError('upstream.failed', `${upstream.config.name} answered ${response.status}`, {
+        details: { upstream: upstream.config.name, status: response.status },
+      }),
     );
   }
-  const headers = responseHeaders(response.headers);
-  headers['x-request-id'] = trace['x-request-id'];
-  const cache =
-    cacheKey !== undefined && response.status === 200 && upstream.config.staleCacheMaxAgeMs !== undefined;
+  const keepForStaleCache =
+    request.method === 'GET' &&
+    response.status === 200 &&
+    upstream.config.fallback?.staleCacheMaxAgeMs !== undefined;
+  return respond(res, response, keepForStaleCache ? { upstream, key: request.path } : undefined);
+}
+
+/** Which upstream the app asked for: /v1/invoke/<service>/..., an absolute URI, or Host. */
+function route(req: IncomingMessage): { service: string; path: string } {
+  const host = (req.headers[':authority'] as string | undefined) ?? req.headers.host;
+  const resolved = resolveTarget(req.url ?? '/', host);
+  if (!resolved.ok) throw new AimeshError('input.invalid', resolved.message);
+  return resolved.target;
+}
+
+/** The caller leaving before its answer is complete cancels the upstream call. */
+function cancelWhenCallerLeaves(res: ServerResponse): CallSignal {
+  const signal = new CallSignal();
+  res.once('close', () => {
+    if (!res.writableFinished)
+      signal.abort(
+        new AimeshError('upstream.failed', 'the caller left before the answer was complete', {
+          details: { cancelled: true },
+        }),
+      );
+  });
+  return signal;
+}
+
+/**
+ * Streams an answer to the app. A stream without a length (server-sent events, chunked)
+ * must reach the app before its first chunk; one of known length goes out with its body in
+ * one write. A GET of an upstream with a stale-cache fallback is kept as it passes.
+ */
+async function respond(
+  res: ServerResponse,
+  response: StackResponse,
+  keep?: { upstream: Upstream; key: string },
+): Promise<void> {
+  // The stack made these headers for this response: add to them rather than copy them.
+  const headers = response.headers;
+  headers['x-request-id'] = response.requestId;
   res.writeHead(response.status, headers);
-  // A stream without a length (server-sent events, chunked) must reach the app before its
-  // first chunk; a response of known length goes out with its body in one write.
   if (headers['content-length'] === undefined) res.flushHeaders();
-  if (!cache) return pipeBody(response.body, res);
+  if (!keep) {
+    await pipeBody(response.body, res);
+    return;
+  }
+  const { cache } = keep.upstream;
   const chunks: Buffer[] = [];
   let size = 0;
   const tap = new PassThrough();
   tap.on('data', (chunk: Buffer) => {
     size += chunk.length;
-    if (size <= upstream.cache.maxBodyBytes) chunks.push(chunk);
+    if (size <= cache.maxBodyBytes) chunks.push(chunk);
   });
   response.body.pipe(tap);
-  await pipeBody(tap, res);
-  if (size <= upstream.cache.maxBodyBytes) {
-    upstream.cache.set(cacheKey, { status: 200, headers, body: Buffer.concat(chunks), storedAt: Date.now() });
-  }
+  const complete = await pipeBody(tap, res);
+  if (complete && size <= cache.maxBodyBytes)
+    cache.set(keep.key, { status: 200, headers, body: Buffer.concat(chunks), storedAt: Date.now() });
 }
 
+/**
+ * When the upstream cannot answer: its static response, else the last good answer to the
+ * same GET, else its backup service (for requests without a body, which the failed tries
+ * consumed), else the failure itself.
+ */
 async function fallback(
-  upstreams: Upstreams,
-  name: string,
-  res: Response,
-  request: OutboundRequest,
-  cacheKey: string | undefined,
-  failure: UpstreamError,
+  routes: Routes,
+  metrics: SidecarMetrics,
+  upstream: Upstream,
+  request: StackRequest,
+  res: ServerResponse,
+  failure: AimeshError,
 ): Promise<void> {
-  const upstream = upstreams.get(name);
-  const config = upstream?.config.fallback;
-  if (upstream && config?.response) {
-    upstream.metrics.fallbacks.inc({ upstream: name, kind: 'response' });
+  const name = upstream.config.name;
+  const config = upstream.config.fallback;
+  if (config?.response) {
+    metrics.fallbacks.inc({ upstream: name, kind: 'response' });
     res.writeHead(config.response.status, { ...config.response.headers, 'x-aimesh-fallback': 'response' });
     res.end(config.response.body);
     return;
   }
-  if (upstream && cacheKey !== undefined && upstream.config.staleCacheMaxAgeMs !== undefined) {
-    const cached = upstream.cache.get(cacheKey, upstream.config.staleCacheMaxAgeMs, Date.now());
+  if (config?.staleCacheMaxAgeMs !== undefined && request.method === 'GET') {
+    const cached = upstream.cache.get(request.path, config.staleCacheMaxAgeMs, Date.now());
     if (cached) {
-      upstream.metrics.fallbacks.inc({ upstream: name, kind: 'stale-cache' });
-      const age = Math.round((Date.now() - cached.storedAt) / 1000);
+      metrics.fallbacks.inc({ upstream: name, kind: 'stale-cache' });
       res.writeHead(cached.status, {
         ...cached.headers,
         'x-aimesh-fallback': 'stale-cache',
-        age: String(age),
+        age: String(Math.round((Date.now() - cached.storedAt) / 1000)),
       });
       res.end(cached.body);
       return;
     }
   }
-  const backup = config?.service ? upstreams.get(config.service) : undefined;
-  // The original body was read by the failed tries; only body-less requests can go elsewhere.
-  if (upstream && backup && request.body === undefined) {
-    upstream.metrics.fallbacks.inc({ upstream: name, kind: 'service' });
+  const backup = config?.service ? routes.find(config.service) : undefined;
+  if (backup && request.body === undefined && !request.signal?.isAborted) {
+    metrics.fallbacks.inc({ upstream: name, kind: 'service' });
+    let response: StackResponse;
     try {
-      const response = await callUpstream(backup.config, backup.policy, backup.pools, request, () =>
-        backup.metrics.retries.inc({ upstream: backup.config.name }),
-      );
-      res.writeHead(response.status, {
-        ...responseHeaders(response.headers),
-        'x-aimesh-fallback': `service=${backup.config.name}`,
-      });
-      return pipeBody(response.body, res);
+      response = await backup.call({ ...request, headers: { ...request.headers, host: backup.config.name } });
     } catch (error) {
-      return sendError(
-        res,
-        503,
-        `${failure.message}; backup ${config?.service}: ${(error as Error).message}`,
+      throw new AimeshError(
+        'upstream.unavailable',
+        `${failure.message}; backup ${backup.config.name}: ${describe(error)}`,
+        {
+          cause: error,
+          details: { upstream: name, backup: backup.config.name },
+        },
       );
     }
+    return respond(res, {
+      ...response,
+      headers: { ...response.headers, 'x-aimesh-fallback': `service=${backup.config.name}` },
+    });
   }
-  sendError(res, failure.status, failure.message);
+  throw failure;
 }
 
 /**
- * Streams an upstream body to the app. Plain pipe rather than stream.pipeline: pipeline
- * builds an AbortController and a DOMException per call, measurable at thousands of
- * requests per second.
+ * Pipes a body to the app; resolves true when it all went out. Plain pipe rather than
+ * stream.pipeline: pipeline builds an AbortController and a DOMException per call,
+ * measurable at thousands of requests per second.
  */
-function pipeBody(body: Readable, res: Response): Promise<void> {
+function pipeBody(body: Readable, res: ServerResponse): Promise<boolean> {
   return new Promise((resolve) => {
     body.once('error', (error) => {
+      // Cut, not ended: the app must not take a truncated body for a whole one.
       res.destroy(error);
-      resolve();
+      resolve(false);
     });
     res.once('close', () => {
       if (!body.readableEnded) body.destroy();
-      resolve();
+      resolve(res.writableFinished);
     });
     body.pipe(res);
   });
 }
 
-/** gRPC codes for the sidecar's own errors, as Envoy maps them. */
-const GRPC_STATUS_FOR_HTTP: Record<number, number> = { 400: 13, 404: 12, 502: 14, 503: 14, 504: 4 };
-
-function sendError(res: Response, status: number, message: string): void {
-  if (res.headersSent) {
-    res.destroy();
-    return;
+/** The consistent-hash key of a request: a header, a cookie, or the caller's address. */
+function hashKey(upstream: CompiledUpstream, req: IncomingMessage): { hashKey?: string } {
+  const on = upstream.hashOn;
+  if (!on) return {};
+  let key: string | undefined;
+  if (on.header) {
+    const value = req.headers[on.header.toLowerCase()];
+    key = Array.isArray(value) ? value[0] : value;
+  } else if (on.cookie) {
+    const prefix = `${on.cookie}=`;
+    key = String(req.headers.cookie ?? '')
+      .split(';')
+      .map((c) => c.trim())
+      .find((c) => c.startsWith(prefix))
+      ?.slice(prefix.length);
+  } else {
+    key = req.socket.remoteAddress;
   }
-  if (isGrpc(res.req)) {
-    // gRPC clients read the outcome from grpc-status, not from the HTTP status.
-    respondStatus(res, String(GRPC_STATUS_FOR_HTTP[status] ?? 2), message);
-    return;
-  }
-  res.writeHead(status, { 'content-type': 'application/json', 'x-aimesh-error': 'true' });
-  res.end(`${JSON.stringify({ error: message })}\n`);
+  return key === undefined ? {} : { hashKey: key };
 }
 
-function forwardHeaders(req: Request): Record<string, string | string[]> {
-  const headers: Record<string, string | string[]> = {};
-  const listedInConnection = new Set(
-    String(req.headers.connection ?? '')
-      .split(',')
-      .map((h) => h.trim().toLowerCase())
-      .filter(Boolean),
-  );
-  for (const [name, value] of Object.entries(req.headers)) {
-    if (value === undefined || name.startsWith(':') || HOP_BY_HOP.has(name) || listedInConnection.has(name))
-      continue;
-    headers[name] = value;
-  }
-  return headers;
-}
-
-function responseHeaders(
-  headers: Record<string, string | string[] | undefined>,
-): Record<string, string | string[]> {
-  const result: Record<string, string | string[]> = {};
-  for (const [name, value] of Object.entries(headers)) {
-    if (value !== undefined && !HOP_BY_HOP.has(name)) result[name] = value;
-  }
-  return result;
-}
-
-function hasBody(req: Request): boolean {
-  const length = req.headers['content-length'];
+function hasBody(req: IncomingMessage): boolean {
   if (req.httpVersionMajor === 2) return !(req as unknown as Http2ServerRequest).stream.endAfterHeaders;
+  const length = req.headers['content-length'];
   return (length !== undefined && length !== '0') || req.headers['transfer-encoding'] !== undefined;
-}
-
-function isGrpc(req: Request): boolean {
-  return String(req.headers['content-type'] ?? '').startsWith('application/grpc');
-}
-
-function header(req: Request, name: string): string | undefined {
-  const value = req.headers[name];
-  return Array.isArray(value) ? value[0] : value;
 }

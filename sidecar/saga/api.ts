@@ -8,7 +8,11 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { durationMs } from '../../api/index.js';
-import { SagaError, type SagaEngine } from './engine.js';
+import { decodePath } from '../../lib/encode/index.js';
+import { AimeshError } from '../../lib/errors/index.js';
+import type { Logger } from '../../lib/log/index.js';
+import { sendError } from '../error-response.js';
+import type { SagaEngine } from './engine.js';
 
 const MAX_BODY_BYTES = 1024 * 1024;
 
@@ -16,11 +20,13 @@ export async function startSagaApi(
   engine: SagaEngine,
   host: string,
   port: number,
+  log: Logger,
 ): Promise<{ server: Server; port: number }> {
   const server = createServer((req, res) => {
     handle(engine, req, res).catch((error: unknown) => {
-      const status = error instanceof SagaError ? error.status : 500;
-      send(res, status, { error: error instanceof Error ? error.message : String(error) });
+      if (!(error instanceof AimeshError) || error.code.startsWith('state.') || error.code === 'internal')
+        log.error('control API request failed', { method: req.method, url: req.url, error });
+      sendError(res, error);
     });
   });
   await new Promise<void>((resolve, reject) => {
@@ -33,7 +39,7 @@ export async function startSagaApi(
 
 async function handle(engine: SagaEngine, req: IncomingMessage, res: ServerResponse): Promise<void> {
   const url = new URL(req.url ?? '/', 'http://control');
-  const parts = url.pathname.split('/').filter(Boolean).map(decodeURIComponent);
+  const parts = decodePath(url.pathname, 'control API path');
   if (
     req.method === 'POST' &&
     parts.length === 4 &&
@@ -47,9 +53,9 @@ async function handle(engine: SagaEngine, req: IncomingMessage, res: ServerRespo
     return send(res, created ? 201 : 200, execution);
   }
   if (parts[0] !== 'v1' || parts[1] !== 'executions') {
-    throw new SagaError(
+    throw new AimeshError(
+      'input.not-found',
       `no such endpoint ${req.method} ${url.pathname}; see the list in sidecar/saga/api.ts or docs`,
-      404,
     );
   }
   const id = parts[2];
@@ -66,7 +72,7 @@ async function handle(engine: SagaEngine, req: IncomingMessage, res: ServerRespo
   if (req.method === 'GET' && id && parts.length === 3) {
     const wait = url.searchParams.get('wait');
     if (wait && !/^([0-9]+(\.[0-9]+)?(ms|s|m))+$/.test(wait))
-      throw new SagaError(`wait must be a duration such as "30s" (got "${wait}")`, 400);
+      throw new AimeshError('input.invalid', `wait must be a duration such as "30s" (got "${wait}")`);
     return send(
       res,
       200,
@@ -82,7 +88,7 @@ async function handle(engine: SagaEngine, req: IncomingMessage, res: ServerRespo
     res.once('close', stop);
     return;
   }
-  throw new SagaError(`no such endpoint ${req.method} ${url.pathname}`, 404);
+  throw new AimeshError('input.not-found', `no such endpoint ${req.method} ${url.pathname}`);
 }
 
 async function readJson(req: IncomingMessage): Promise<Record<string, unknown>> {
@@ -90,7 +96,7 @@ async function readJson(req: IncomingMessage): Promise<Record<string, unknown>> 
   let size = 0;
   for await (const chunk of req) {
     size += (chunk as Buffer).length;
-    if (size > MAX_BODY_BYTES) throw new SagaError('request body larger than 1 MiB', 413);
+    if (size > MAX_BODY_BYTES) throw new AimeshError('input.too-large', 'request body larger than 1 MiB');
     chunks.push(chunk as Buffer);
   }
   const text = Buffer.concat(chunks).toString('utf8');
@@ -99,10 +105,13 @@ async function readJson(req: IncomingMessage): Promise<Record<string, unknown>> 
   try {
     parsed = JSON.parse(text);
   } catch (error) {
-    throw new SagaError(`request body is not valid JSON: ${(error as Error).message}`, 400);
+    throw new AimeshError('input.invalid', `request body is not valid JSON: ${(error as Error).message}`);
   }
   if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
-    throw new SagaError('request body must be a JSON object: {"input": {...}, "idempotencyKey": "..."}', 400);
+    throw new AimeshError(
+      'input.invalid',
+      'request body must be a JSON object: {"input": {...}, "idempotencyKey": "..."}',
+    );
   }
   return parsed as Record<string, unknown>;
 }

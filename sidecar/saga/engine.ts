@@ -7,8 +7,10 @@ import { context, SpanKind, SpanStatusCode, trace, TraceFlags, type Tracer } fro
 import { createHash, randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
-import { durationMs, renderStepRequest, TemplateError, type SagaSpec } from '../../api/index.js';
+import { renderStepRequest, TemplateError, type SagaSpec } from '../../api/index.js';
+import { AimeshError } from '../../lib/errors/index.js';
 import type { Logger } from '../../lib/log/index.js';
+import type { CompiledSaga, StepTimeouts } from '../config/compile.js';
 import type { StepCaller } from './caller.js';
 import {
   abort,
@@ -25,17 +27,9 @@ import { ConflictError, type SagaStore } from './store.js';
 
 const STUCK_AFTER_MS = 5 * 60_000;
 
-export class SagaError extends Error {
-  constructor(
-    message: string,
-    readonly status: number,
-  ) {
-    super(message);
-  }
-}
-
 export interface EngineOptions {
-  definitions: Map<string, SagaSpec>;
+  /** Saga definitions by name, compiled on load (config/compile.ts). */
+  definitions: Map<string, CompiledSaga>;
   store: SagaStore;
   call: StepCaller;
   log: Logger;
@@ -56,6 +50,7 @@ export class SagaEngine {
   private recoverTimer?: NodeJS.Timeout;
   private pruneTimer?: NodeJS.Timeout;
   private stopped = false;
+  private recoveryFailing = false;
   private readonly metrics;
 
   constructor(private readonly options: EngineOptions) {
@@ -103,7 +98,15 @@ export class SagaEngine {
           const now = Date.now();
           const counts = new Map<string, number>();
           for (const saga of this.options.definitions.keys()) counts.set(saga, 0);
-          for (const execution of await this.options.store.unfinished().catch(() => [])) {
+          let executions: Execution[];
+          try {
+            executions = await this.options.store.unfinished();
+          } catch (error) {
+            // The gauge keeps its last values; the scrape still succeeds.
+            this.options.log.warn('cannot count stuck executions: the store did not answer', { error });
+            return;
+          }
+          for (const execution of executions) {
             if (!isTerminal(execution) && now - execution.updatedAt > STUCK_AFTER_MS)
               counts.set(execution.saga, (counts.get(execution.saga) ?? 0) + 1);
           }
@@ -113,6 +116,11 @@ export class SagaEngine {
       pruned: new Counter({
         name: 'aimesh_saga_executions_removed_total',
         help: 'Finished executions removed from the store by their saga retention.',
+        registers,
+      }),
+      recoveryErrors: new Counter({
+        name: 'aimesh_saga_recovery_errors_total',
+        help: 'Rounds of the recovery loop that failed (the store did not answer).',
         registers,
       }),
       recovered: new Counter({
@@ -128,18 +136,21 @@ export class SagaEngine {
   async startRecovery(): Promise<void> {
     await this.recover();
     this.recoverTimer = setInterval(
-      () => void this.recover().catch(() => undefined),
+      () =>
+        void this.recover().then(
+          () => this.recoveryFailing && this.recoveryRecovered(),
+          (error: unknown) => this.recoveryFailed(error),
+        ),
       this.options.recoverEveryMs ?? 2000,
     );
     this.recoverTimer.unref();
     this.pruneTimer = setInterval(() => {
       // Read each time: a config reload may change the definitions.
-      void this.options.store.prune(retentionPolicies(this.options.definitions), Date.now()).then(
+      void this.options.store.prune(retentionPolicies(specsOf(this.options.definitions)), Date.now()).then(
         (removed) => {
           if (removed > 0) this.metrics.pruned.inc(removed);
         },
-        (error: unknown) =>
-          this.options.log.warn('removing finished executions failed', { error: String(error) }),
+        (error: unknown) => this.options.log.warn('removing finished executions failed', { error }),
       );
     }, this.options.pruneEveryMs ?? 60_000);
     this.pruneTimer.unref();
@@ -150,21 +161,26 @@ export class SagaEngine {
     input: unknown,
     idempotencyKey: string,
   ): Promise<{ execution: Execution; created: boolean }> {
-    const spec = this.options.definitions.get(saga);
+    const spec = this.options.definitions.get(saga)?.spec;
     if (!spec) {
       const known = [...this.options.definitions.keys()].join(', ') || 'none';
-      throw new SagaError(`no saga "${saga}" on this orchestrator (it runs: ${known})`, 404);
+      throw new AimeshError('input.not-found', `no saga "${saga}" on this orchestrator (it runs: ${known})`);
     }
     if (!idempotencyKey)
-      throw new SagaError(
+      throw new AimeshError(
+        'input.invalid',
         'idempotencyKey is required: a repeated start with the same key returns the same execution',
-        400,
       );
     if (input === null || typeof input !== 'object' || Array.isArray(input)) {
-      throw new SagaError('input must be a JSON object', 400);
+      throw new AimeshError('input.invalid', 'input must be a JSON object');
     }
     const fresh = startExecution(spec, saga, randomUUID(), idempotencyKey, input, Date.now());
-    const result = await this.options.store.create(fresh);
+    const result = await this.options.store.create(fresh).catch((error: unknown) => {
+      // A concurrent start with the same key: the caller retries and gets that execution.
+      if (error instanceof ConflictError)
+        throw new AimeshError('state.conflict', error.message, { cause: error, details: { saga } });
+      throw error;
+    });
     if (result.created && (await this.options.store.claim(result.execution.id)))
       this.schedule(result.execution);
     return result;
@@ -172,7 +188,7 @@ export class SagaEngine {
 
   async get(id: string): Promise<Execution> {
     const execution = await this.options.store.get(id);
-    if (!execution) throw new SagaError(`no execution "${id}"`, 404);
+    if (!execution) throw new AimeshError('input.not-found', `no execution "${id}"`);
     return execution;
   }
 
@@ -185,12 +201,16 @@ export class SagaEngine {
   /** Asks the execution to compensate (before its pivot only). */
   async cancel(id: string): Promise<Execution> {
     const execution = await this.get(id);
-    const spec = this.options.definitions.get(execution.saga);
-    if (!spec) throw new SagaError(`no saga "${execution.saga}" on this orchestrator`, 404);
+    const spec = this.options.definitions.get(execution.saga)?.spec;
+    if (!spec) throw new AimeshError('input.not-found', `no saga "${execution.saga}" on this orchestrator`);
     const refused = abort(spec, execution, 'cancelled', Date.now());
-    if (typeof refused === 'string') throw new SagaError(`cannot cancel: ${refused}`, 409);
+    if (typeof refused === 'string') throw new AimeshError('input.conflict', `cannot cancel: ${refused}`);
     const local = this.running.get(id);
-    if (!local) throw new SagaError('the execution is run by another orchestrator; cancel it there', 409);
+    if (!local)
+      throw new AimeshError(
+        'input.conflict',
+        'the execution is run by another orchestrator; cancel it there',
+      );
     local.cancel = 'cancelled';
     return this.waitFor(id, 60_000, (e) => e.state !== 'running');
   }
@@ -203,7 +223,7 @@ export class SagaEngine {
   ): Promise<Execution> {
     const current = await this.get(id);
     if (until(current)) return current;
-    return new Promise((resolve) => {
+    return new Promise((resolve, reject) => {
       const onChange = (execution: Execution) => {
         if (!until(execution)) return;
         cleanup();
@@ -211,7 +231,8 @@ export class SagaEngine {
       };
       const timer = setTimeout(() => {
         cleanup();
-        void this.get(id).then(resolve);
+        // The store failing here is the caller's error, not an unhandled rejection.
+        this.get(id).then(resolve, reject);
       }, timeoutMs);
       const cleanup = () => {
         clearTimeout(timer);
@@ -256,7 +277,7 @@ export class SagaEngine {
 
   /** Runs now, or queues behind the saga's concurrency limit. */
   private schedule(execution: Execution): void {
-    const spec = this.options.definitions.get(execution.saga) as SagaSpec;
+    const { spec } = this.options.definitions.get(execution.saga) as CompiledSaga;
     const active = this.active.get(execution.saga) ?? 0;
     if (active >= spec.concurrencyLimit) {
       this.waiting.set(execution.saga, [...(this.waiting.get(execution.saga) ?? []), execution]);
@@ -267,7 +288,10 @@ export class SagaEngine {
     this.metrics.running.inc({ saga: execution.saga });
     void this.run(execution)
       .catch((error: unknown) =>
-        this.options.log.error('execution stopped', { execution: execution.id, error: String(error) }),
+        this.options.log.error('execution stopped; recovery will resume it', {
+          execution: execution.id,
+          error,
+        }),
       )
       .finally(() => {
         this.running.delete(execution.id);
@@ -279,7 +303,8 @@ export class SagaEngine {
   }
 
   private async run(initial: Execution): Promise<void> {
-    const spec = this.options.definitions.get(initial.saga) as SagaSpec;
+    const saga = this.options.definitions.get(initial.saga) as CompiledSaga;
+    const spec = saga.spec;
     let execution = initial;
     try {
       while (!this.stopped) {
@@ -295,7 +320,7 @@ export class SagaEngine {
         const wait = action.notBefore - Date.now();
         if (wait > 0) await sleep(Math.min(wait, Math.max(1, execution.deadline - Date.now()) + 1));
         if (action.notBefore > Date.now()) continue;
-        const outcome = await this.perform(spec, execution, action);
+        const outcome = await this.perform(saga, execution, action);
         execution = await this.save(recordOutcome(spec, execution, action, outcome, Date.now()));
       }
     } catch (error) {
@@ -317,16 +342,19 @@ export class SagaEngine {
           reason: execution.reason,
         });
       }
-      await this.options.store.release(execution.id).catch(() => undefined);
+      await this.options.store.release(execution.id).catch((error: unknown) =>
+        // The lock lapses with the session; a peer will find the execution terminal.
+        this.options.log.warn('cannot release a finished execution', { execution: execution.id, error }),
+      );
     }
   }
 
   private async perform(
-    spec: SagaSpec,
+    saga: CompiledSaga,
     execution: Execution,
     action: Extract<Action, { kind: 'call' }>,
   ): Promise<Outcome> {
-    const step = spec.steps[action.step] as SagaSpec['steps'][number];
+    const step = saga.spec.steps[action.step] as SagaSpec['steps'][number];
     const call = action.phase === 'action' ? step.action : step.compensation;
     if (!call)
       return {
@@ -380,7 +408,7 @@ export class SagaEngine {
       method: call.method,
       ...rendered,
       headers: { ...rendered.headers, ...traceparent },
-      timeoutMs: durationMs(call.timeout),
+      timeoutMs: (saga.stepTimeoutsMs[action.step] as StepTimeouts)[action.phase] as number,
       idempotencyKey: action.idempotencyKey,
     });
     if (outcome.ok) span.setAttribute('http.response.status_code', outcome.response.status);
@@ -399,6 +427,23 @@ export class SagaEngine {
     const saved = await this.options.store.save(execution);
     this.events.emit(saved.id, saved);
     return saved;
+  }
+
+  /**
+   * The recovery loop runs every few seconds: a failure is counted every time, and logged
+   * when it starts and when it ends, so a store that is down for an hour is one log line
+   * and a rising counter, not silence and not a line every 2 s.
+   */
+  private recoveryFailed(error: unknown): void {
+    this.metrics.recoveryErrors.inc();
+    if (this.recoveryFailing) return;
+    this.recoveryFailing = true;
+    this.options.log.error('looking for executions to recover failed; retrying', { error });
+  }
+
+  private recoveryRecovered(): void {
+    this.recoveryFailing = false;
+    this.options.log.info('looking for executions to recover works again');
   }
 
   private isWaiting(id: string): boolean {
@@ -427,4 +472,8 @@ export function isTerminal(execution: Execution): boolean {
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+function specsOf(definitions: ReadonlyMap<string, CompiledSaga>): Map<string, SagaSpec> {
+  return new Map([...definitions].map(([name, compiled]) => [name, compiled.spec]));
 }

@@ -10,7 +10,9 @@ import { createHash } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { SagaError, type SagaEngine } from './engine.js';
+import { AimeshError, describe } from '../../lib/errors/index.js';
+import { grpcStatusOf } from '../error-response.js';
+import type { SagaEngine } from './engine.js';
 import type { Execution } from './machine.js';
 
 export const SAGA_PROTO = `syntax = "proto3";
@@ -98,7 +100,7 @@ export async function startSagaGrpcApi(
     (call: grpc.ServerUnaryCall<Req, Res>, callback: grpc.sendUnaryData<Res>) => {
       handler(call.request).then(
         (result) => callback(null, result),
-        (error: unknown) => callback(toStatus(error)),
+        (error: unknown) => callback(grpcStatusOf(error)),
       );
     };
   server.addService(sagaServiceDefinition(), {
@@ -107,7 +109,7 @@ export async function startSagaGrpcApi(
       try {
         input = request.input_json ? (JSON.parse(request.input_json) as unknown) : {};
       } catch (error) {
-        throw new SagaError(`input_json is not valid JSON: ${(error as Error).message}`, 400);
+        throw new AimeshError('input.invalid', `input_json is not valid JSON: ${(error as Error).message}`);
       }
       const { execution, created } = await engine.start(request.saga, input, request.idempotency_key);
       return { execution: toMessage(execution), created };
@@ -136,7 +138,7 @@ export async function startSagaGrpcApi(
           });
           call.on('cancelled', stop);
         },
-        (error: unknown) => call.destroy(Object.assign(new Error(String(error)), toStatus(error))),
+        (error: unknown) => call.destroy(Object.assign(new Error(describe(error)), grpcStatusOf(error))),
       );
     },
   });
@@ -157,17 +159,4 @@ function toMessage(execution: Execution): ExecutionMessage {
     reason: execution.reason ?? '',
     json: JSON.stringify(execution),
   };
-}
-
-function toStatus(error: unknown): Partial<grpc.StatusObject> {
-  const status = error instanceof SagaError ? error.status : 500;
-  const code =
-    status === 400
-      ? grpc.status.INVALID_ARGUMENT
-      : status === 404
-        ? grpc.status.NOT_FOUND
-        : status === 409
-          ? grpc.status.FAILED_PRECONDITION
-          : grpc.status.INTERNAL;
-  return { code, details: error instanceof Error ? error.message : String(error) };
 }

@@ -1,6 +1,6 @@
-export { SagaEngine, SagaError, isTerminal, type EngineOptions } from './engine.js';
+export { SagaEngine, isTerminal, type EngineOptions } from './engine.js';
 export { startSagaApi } from './api.js';
-export { outboundStepCaller, type StepCall, type StepCaller } from './caller.js';
+export { stackStepCaller, type StepCall, type StepCaller } from './caller.js';
 export { FileSagaStore } from './file-store.js';
 export { ConsulSagaStore } from './consul-store.js';
 export { ConflictError, type SagaStore } from './store.js';

@@ -244,9 +244,11 @@ describe('AI route', () => {
         messages: [{ role: 'user', content: 'all down' }],
       });
       expect(status).toBe(503);
-      expect((JSON.parse(text) as { error: { message: string } }).error.message).toMatch(
-        /^no provider channel could answer: /,
-      );
+      // The sidecar's one error body (lib/errors errorBody), as on every other route.
+      const body = JSON.parse(text) as { error: string; code: string; failures: string[] };
+      expect(body.error).toMatch(/^no provider channel could answer: /);
+      expect(body.code).toBe('upstream.unavailable');
+      expect(body.failures).toHaveLength(4);
     } finally {
       for (const provider of providers.values()) provider.failNext = 0;
     }

@@ -181,7 +181,8 @@ describe('gRPC through the sidecar', () => {
       const error = await new Promise<grpc.ServiceError | null>((resolve) =>
         other.SayHello({ name: 'x' }, new grpc.Metadata(), (e) => resolve(e)),
       );
-      expect(error?.code).toBe(grpc.status.UNIMPLEMENTED);
+      // The sidecar's error model (lib/errors): an unknown upstream is NOT_FOUND.
+      expect(error?.code).toBe(grpc.status.NOT_FOUND);
       expect(error?.details).toContain('"billing" is not an upstream of this service');
     } finally {
       other.close();

@@ -11,6 +11,7 @@ import type { StepCall } from '../../../sidecar/saga/caller.js';
 import { SagaEngine } from '../../../sidecar/saga/engine.js';
 import { TERMINAL_STATES, type Execution } from '../../../sidecar/saga/machine.js';
 import { ConflictError, type SagaStore } from '../../../sidecar/saga/store.js';
+import { compileSaga } from '../../../sidecar/config/compile.js';
 
 /** Enough of a store for one process: versions checked, everything in memory. */
 class MemoryStore implements SagaStore {
@@ -80,7 +81,7 @@ afterEach(async () => engine?.stop());
 async function run(input: Record<string, unknown>) {
   const calls: StepCall[] = [];
   engine = new SagaEngine({
-    definitions: new Map([['orders', sagaSpec()]]),
+    definitions: new Map([['orders', compileSaga(sagaSpec())]]),
     store: new MemoryStore(),
     call: async (call) => {
       calls.push(call);

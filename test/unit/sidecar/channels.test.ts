@@ -16,7 +16,6 @@ describe('provider channel selection', () => {
     const selector = new ChannelSelector(
       [channel('low', 1), channel('a', 10, { weight: 3 }), channel('b', 10, { weight: 1 })],
       30_000,
-      undefined,
       () => (seed = (seed * 9301 + 49297) % 233280) / 233280,
     );
     let aFirst = 0;
@@ -52,17 +51,16 @@ describe('provider channel selection', () => {
     expect(selector.plan('gpt-4o', 2100).skipped.gpt).toBeUndefined();
   });
 
-  it('counts tokens against tokensPerMinute and opens a breaker after repeated failures', () => {
-    const selector = new ChannelSelector([channel('t', 1, { tokensPerMinute: 100 })], 0, {
-      consecutiveFailures: 2,
-      openForMs: 10_000,
-      halfOpenRequests: 1,
-    });
+  it('counts tokens against tokensPerMinute and skips a channel its stack cannot use (breaker open)', () => {
+    const selector = new ChannelSelector([channel('t', 1, { tokensPerMinute: 100 }), channel('u', 1)], 0);
     selector.succeeded('t', 100, 0);
     expect(selector.plan(undefined, 1).skipped.t).toBe('quota');
-    selector.failed('t', 60_000);
-    selector.failed('t', 60_001);
-    expect(selector.plan(undefined, 60_002).skipped.t).toBe('breaker-open');
-    expect(selector.plan(undefined, 70_002).skipped.t).toBeUndefined();
+    const open = new Set(['u']);
+    expect(selector.plan(undefined, 60_000, (name) => !open.has(name))).toEqual({
+      order: [expect.objectContaining({ name: 't' })],
+      skipped: { u: 'breaker-open' },
+    });
+    open.clear();
+    expect(selector.plan(undefined, 60_000, (name) => !open.has(name)).skipped).toEqual({});
   });
 });

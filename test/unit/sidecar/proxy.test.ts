@@ -1,6 +1,7 @@
 import { describe, expect, it } from '@jest/globals';
 import { parseSidecarConfig } from '../../../sidecar/config/index.js';
-import { StaleCache, propagate, resolveTarget } from '../../../sidecar/proxy/index.js';
+import { resolveTarget } from '../../../sidecar/proxy/index.js';
+import { ResponseCache, propagate } from '../../../sidecar/stack/index.js';
 
 describe('resolveTarget', () => {
   it('reads /v1/invoke/<service>/<path>', () => {
@@ -67,9 +68,9 @@ describe('trace context', () => {
   });
 });
 
-describe('stale cache', () => {
+describe('response cache', () => {
   it('serves entries younger than maxAge, evicts the oldest past its size, skips big bodies', () => {
-    const cache = new StaleCache(2, 10);
+    const cache = new ResponseCache(2, 10);
     const entry = (body: string, storedAt: number) => ({
       status: 200,
       headers: {},

@@ -1,14 +1,11 @@
 /**
- * Composes the pure routing pieces for one upstream into the RoutingPolicy the request
- * path uses: usable endpoints (not ejected, breaker allows) → balancer → per-endpoint
- * load, breaker and outlier bookkeeping → retry decision within the budget.
+ * Composes the pure routing pieces for one upstream into the policy the stack's layers
+ * consult: usable endpoints (not ejected, breaker allows) → balancer → per-endpoint load,
+ * breaker and outlier bookkeeping → retry decision within the budget.
  */
-import { durationMs, type SidecarConfig } from '../../api/index.js';
 import type { DiscoveredEndpoint } from '../discovery/index.js';
 import {
   CircuitBreaker,
-  DEFAULT_BREAKER,
-  DEFAULT_OUTLIER,
   OutlierDetector,
   RetryBudget,
   backoffDelay,
@@ -19,12 +16,11 @@ import {
   toRoutedEndpoint,
   type BreakerState,
   type EndpointLoad,
-  type RetrySettings,
-  type RoutedEndpoint,
+  type Failure,
 } from '../routing/index.js';
-import type { RoutingPolicy } from './upstream.js';
-
-type UpstreamSpec = SidecarConfig['upstreams'][number];
+import type { CompiledUpstream } from '../config/compile.js';
+import { originOf } from './transport.js';
+import type { StackEndpoint } from './types.js';
 
 export interface PolicyHooks {
   onBreakerChange: (endpoint: string, state: BreakerState) => void;
@@ -44,50 +40,40 @@ export interface EndpointView {
   ejected: boolean;
 }
 
-export interface LiveRoutingPolicy extends RoutingPolicy {
-  setEndpoints(endpoints: DiscoveredEndpoint[]): void;
+export type RetryDecision = { retry: true; delayMs: number } | { retry: false; reason: string };
+
+export interface RoutingPolicy {
+  /** Replaces the endpoints; `origin` builds each one's connection key. */
+  setEndpoints(endpoints: readonly DiscoveredEndpoint[], scheme?: string): void;
+  endpoints(): readonly StackEndpoint[];
+  /** An endpoint to try, avoiding `exclude` when others are usable; undefined when none may be used. */
+  pick(hashKey: string | undefined, exclude: ReadonlySet<string>, nowMs: number): StackEndpoint | undefined;
+  /** Whether any endpoint may be used now (not ejected, breaker allows). */
+  usable(nowMs: number): boolean;
+  started(endpointId: string): void;
+  finished(
+    endpointId: string,
+    outcome: { ok: boolean; status?: number; latencyMs: number },
+    nowMs: number,
+  ): void;
+  /** Counts a request toward the retry budget. */
+  deposit(nowMs: number): void;
+  retryDecision(input: { attempt: number; method: string; failure: Failure; nowMs: number }): RetryDecision;
   view(nowMs: number): EndpointView[];
 }
 
 export function createRoutingPolicy(
-  spec: UpstreamSpec,
+  upstream: CompiledUpstream,
   hooks: PolicyHooks,
   random: () => number = Math.random,
-): LiveRoutingPolicy {
-  const balancer = createBalancer(spec.loadBalancer.strategy, random);
-  const breakerSettings = spec.circuitBreaker
-    ? {
-        consecutiveFailures: spec.circuitBreaker.consecutiveFailures,
-        openForMs: durationMs(spec.circuitBreaker.openFor),
-        halfOpenRequests: spec.circuitBreaker.halfOpenRequests,
-      }
-    : undefined;
-  const outlier = new OutlierDetector(
-    spec.outlierDetection
-      ? {
-          ...DEFAULT_OUTLIER,
-          consecutive5xx: spec.outlierDetection.consecutive5xx,
-          intervalMs: durationMs(spec.outlierDetection.interval),
-          baseEjectionMs: durationMs(spec.outlierDetection.baseEjectionTime),
-          maxEjectionPercent: spec.outlierDetection.maxEjectionPercent,
-        }
-      : // Without outlierDetection, nothing is ejected (Envoy: outlier detection is opt-in).
-        { ...DEFAULT_OUTLIER, consecutive5xx: Number.MAX_SAFE_INTEGER },
-    hooks.onEjection,
-  );
-  const retry: RetrySettings | undefined = spec.retries
-    ? {
-        attempts: spec.retries.attempts,
-        retryOn: spec.retries.retryOn,
-        retriableStatusCodes: spec.retries.retriableStatusCodes,
-        backoffInitialMs: durationMs(spec.retries.backoff.initial),
-        backoffMaxMs: durationMs(spec.retries.backoff.max),
-        retryNonIdempotent: spec.retries.retryNonIdempotent,
-      }
-    : undefined;
-  const budget = new RetryBudget(spec.retries?.budget ?? { percent: 20, minPerSecond: 10 });
+): RoutingPolicy {
+  const balancer = createBalancer(upstream.strategy, random);
+  const outlier = new OutlierDetector(upstream.outlier, hooks.onEjection);
+  const retry = upstream.retry;
+  const budget = new RetryBudget(upstream.budget);
+  const breakerSettings = upstream.breaker;
 
-  let endpoints: RoutedEndpoint[] = [];
+  let endpoints: StackEndpoint[] = [];
   const loads = new Map<string, EndpointLoad>();
   const breakers = new Map<string, CircuitBreaker>();
   const loadOf = (id: string): EndpointLoad => {
@@ -102,34 +88,39 @@ export function createRoutingPolicy(
     if (!breakerSettings) return undefined;
     let breaker = breakers.get(id);
     if (!breaker) {
-      breaker = new CircuitBreaker(breakerSettings ?? DEFAULT_BREAKER, (state) =>
-        hooks.onBreakerChange(id, state),
-      );
+      breaker = new CircuitBreaker(breakerSettings, (state) => hooks.onBreakerChange(id, state));
       breakers.set(id, breaker);
     }
     return breaker;
   };
+  const usableNow = (nowMs: number) =>
+    endpoints.filter((e) => !outlier.isEjected(e.id, nowMs) && (breakerOf(e.id)?.allows(nowMs) ?? true));
 
   return {
-    setEndpoints(discovered) {
-      endpoints = discovered.map(toRoutedEndpoint);
+    setEndpoints(discovered, scheme = 'http') {
+      endpoints = discovered.map((e) => ({
+        ...toRoutedEndpoint(e),
+        origin: originOf(e.address, e.port, scheme),
+      }));
       const ids = new Set(endpoints.map((e) => e.id));
       outlier.retain(ids);
       for (const id of [...loads.keys()]) if (!ids.has(id)) loads.delete(id);
       for (const id of [...breakers.keys()]) if (!ids.has(id)) breakers.delete(id);
     },
 
+    endpoints: () => endpoints,
+
     pick(hashKey, exclude, nowMs) {
-      const usable = endpoints.filter(
-        (e) => !outlier.isEjected(e.id, nowMs) && (breakerOf(e.id)?.allows(nowMs) ?? true),
-      );
+      const usable = usableNow(nowMs);
       // Prefer endpoints not tried yet for this request; fall back to any usable one.
-      const fresh = usable.filter((e) => !exclude.has(e.id));
+      const fresh = exclude.size === 0 ? usable : usable.filter((e) => !exclude.has(e.id));
       const chosen = balancer.pick(fresh.length > 0 ? fresh : usable, { hashKey, nowMs, load: loadOf });
       if (!chosen) return undefined;
       if (breakerOf(chosen.id)?.acquire(nowMs) === false) return undefined;
-      return chosen;
+      return chosen as StackEndpoint;
     },
+
+    usable: (nowMs) => usableNow(nowMs).length > 0,
 
     started(id) {
       loadOf(id).inFlight++;
@@ -140,17 +131,15 @@ export function createRoutingPolicy(
       load.inFlight = Math.max(0, load.inFlight - 1);
       observeLatency(load, outcome.latencyMs, nowMs);
       breakerOf(id)?.record(outcome.ok, nowMs);
-      const serverError = outcome.status === undefined || outcome.status >= 500;
-      outlier.record(id, serverError, endpoints.length, nowMs);
+      outlier.record(id, !outcome.ok, endpoints.length, nowMs);
     },
 
     deposit(nowMs) {
       budget.deposit(nowMs);
     },
 
-    retryDecision({ attempt, method, status, error, nowMs }) {
+    retryDecision({ attempt, method, failure, nowMs }) {
       if (!retry) return { retry: false, reason: 'no retry policy' };
-      const failure = status !== undefined ? { status } : { error: error ?? 'reset' };
       if (!retryable(retry, attempt, method, failure)) return { retry: false, reason: 'not retryable' };
       if (!budget.tryWithdraw(nowMs)) {
         hooks.onRetryDenied();
@@ -161,7 +150,11 @@ export function createRoutingPolicy(
 
     view(nowMs) {
       return endpoints.map((e) => ({
-        ...e,
+        id: e.id,
+        address: e.address,
+        port: e.port,
+        weight: e.weight,
+        priority: e.priority,
         inFlight: loadOf(e.id).inFlight,
         ewmaMs: Math.round(loadOf(e.id).ewmaMs * 10) / 10,
         breaker: breakerOf(e.id)?.state(nowMs) ?? 'closed',

@@ -1,15 +1,22 @@
 /**
- * The last good response to each GET, kept per upstream to answer when the upstream
- * cannot (fallback staleCache). Bounded by entries and by body size. Pure (time passed in).
+ * The one response cache: the last good answer per key, bounded by entries and by body
+ * size, served while younger than the age the reader allows. The proxy keeps one per
+ * upstream for the stale-cache fallback (GETs, read only when the upstream fails); the AI
+ * route keeps one for identical non-streamed completions (read first, with its TTL). Pure:
+ * time is passed in.
  */
+import type { Headers } from './types.js';
+
 export interface CachedResponse {
   status: number;
-  headers: Record<string, string | string[]>;
+  headers: Headers;
   body: Buffer;
   storedAt: number;
+  /** Who answered (an endpoint or a provider channel). */
+  source?: string;
 }
 
-export class StaleCache {
+export class ResponseCache {
   private readonly entries = new Map<string, CachedResponse>();
 
   constructor(
@@ -28,9 +35,5 @@ export class StaleCache {
   get(key: string, maxAgeMs: number, nowMs: number): CachedResponse | undefined {
     const entry = this.entries.get(key);
     return entry && nowMs - entry.storedAt <= maxAgeMs ? entry : undefined;
-  }
-
-  get size(): number {
-    return this.entries.size;
   }
 }

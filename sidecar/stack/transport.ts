@@ -1,0 +1,162 @@
+/**
+ * The stack's I/O edge: connections to endpoints. HTTP/1.1 goes through an undici
+ * keep-alive Pool per origin, gRPC through one HTTP/2 (h2c) session per origin; both are
+ * reused across requests and closed when their endpoint leaves discovery.
+ */
+import { connect, constants, type ClientHttp2Session, type ClientHttp2Stream } from 'node:http2';
+import { Pool } from 'undici';
+import { AimeshError } from '../../lib/errors/index.js';
+import type { Logger } from '../../lib/log/index.js';
+import type { Headers, StackEndpoint, Transport, TransportResponse, TryRequest } from './types.js';
+
+export interface PoolOptions {
+  connectionsPerEndpoint?: number;
+  connectTimeoutMs?: number;
+  /** Where failures to close a departed endpoint's connections are reported. */
+  log?: Logger;
+}
+
+export class HttpTransport implements Transport {
+  private readonly pools = new Map<string, Pool>();
+
+  constructor(private readonly options: PoolOptions = {}) {}
+
+  async send(endpoint: StackEndpoint, request: TryRequest): Promise<TransportResponse> {
+    const response = await this.pool(endpoint.origin).request({
+      method: request.method as 'GET',
+      path: request.path,
+      headers: request.headers,
+      body: request.body,
+      signal: request.signal,
+      // undici's own timer, not an AbortSignal per try: it is much cheaper on the hot path.
+      ...(request.headersTimeoutMs === undefined
+        ? {}
+        : { headersTimeout: Math.max(1, request.headersTimeoutMs) }),
+    });
+    return { status: response.statusCode, headers: response.headers, body: response.body };
+  }
+
+  retain(keep: ReadonlySet<string>): void {
+    for (const [origin, pool] of this.pools) {
+      if (keep.has(origin)) continue;
+      this.pools.delete(origin);
+      // close() lets requests in flight finish.
+      pool
+        .close()
+        .catch((error: unknown) =>
+          this.options.log?.warn('closing connections to a departed endpoint failed', { origin, error }),
+        );
+    }
+  }
+
+  async close(): Promise<void> {
+    const pools = [...this.pools.values()];
+    this.pools.clear();
+    await Promise.all(pools.map((p) => p.close()));
+  }
+
+  private pool(origin: string): Pool {
+    let pool = this.pools.get(origin);
+    if (!pool) {
+      pool = new Pool(origin, {
+        connections: this.options.connectionsPerEndpoint ?? 64,
+        connect: { timeout: this.options.connectTimeoutMs ?? 2000 },
+        keepAliveTimeout: 30_000,
+        // The stack's deadline bounds the exchange; a stream without one (SSE) may run long.
+        bodyTimeout: 0,
+        headersTimeout: 0,
+      });
+      this.pools.set(origin, pool);
+    }
+    return pool;
+  }
+}
+
+/** UNAVAILABLE and DEADLINE_EXCEEDED count against the endpoint; other codes are the app's answer. */
+const FAILED_GRPC_STATUSES = new Set(['4', '14']);
+
+/**
+ * gRPC over h2c: the request streams up, the response streams down, and its status comes
+ * in trailers, so the exchange is `settled` only at its end.
+ */
+export class H2Transport implements Transport {
+  private readonly sessions = new Map<string, ClientHttp2Session>();
+
+  send(endpoint: StackEndpoint, request: TryRequest): Promise<TransportResponse> {
+    return new Promise((resolve, reject) => {
+      const { host, ...headers } = request.headers;
+      const stream = this.session(endpoint.origin).request({
+        ...headers,
+        ':method': request.method,
+        ':path': request.path,
+        ':authority': String(host ?? endpoint.id),
+      } as Headers);
+      let failed = false;
+      let answered = false;
+      let settle: (ok: boolean) => void = () => undefined;
+      const settled = new Promise<boolean>((done) => (settle = done));
+      const onAbort = () => {
+        const reason = request.signal.reason ?? new AimeshError('upstream.failed', 'call cancelled');
+        stream.close(constants.NGHTTP2_CANCEL);
+        if (answered) stream.destroy(reason);
+        else reject(reason);
+      };
+      if (request.signal.isAborted) return onAbort();
+      request.signal.once('abort', onAbort);
+      stream.once('close', () => {
+        request.signal.off('abort', onAbort);
+        settle(!failed && stream.rstCode === constants.NGHTTP2_NO_ERROR);
+      });
+      stream.once('response', (headers) => {
+        answered = true;
+        const status = Number(headers[constants.HTTP2_HEADER_STATUS]);
+        if (status >= 500 || FAILED_GRPC_STATUSES.has(String(headers['grpc-status']))) failed = true;
+        resolve({ status, headers, body: stream, settled });
+      });
+      stream.on('trailers', (trailers) => {
+        if (FAILED_GRPC_STATUSES.has(String(trailers['grpc-status']))) failed = true;
+      });
+      stream.once('error', (error) => {
+        failed = true;
+        if (!answered) reject(error);
+      });
+      sendBody(stream, request.body);
+    });
+  }
+
+  retain(keep: ReadonlySet<string>): void {
+    for (const [origin, session] of this.sessions) {
+      if (keep.has(origin)) continue;
+      this.sessions.delete(origin);
+      session.close();
+    }
+  }
+
+  async close(): Promise<void> {
+    for (const session of this.sessions.values()) session.close();
+    this.sessions.clear();
+  }
+
+  private session(origin: string): ClientHttp2Session {
+    const existing = this.sessions.get(origin);
+    if (existing && !existing.closed && !existing.destroyed) return existing;
+    const session = connect(origin);
+    // A session error also fails its streams, which report it to their callers.
+    session.on('error', () => this.sessions.delete(origin));
+    session.on('close', () => this.sessions.delete(origin));
+    session.unref();
+    this.sessions.set(origin, session);
+    return session;
+  }
+}
+
+function sendBody(stream: ClientHttp2Stream, body: TryRequest['body']): void {
+  if (body === null) stream.end();
+  else if (Buffer.isBuffer(body)) stream.end(body);
+  else body.pipe(stream);
+}
+
+/** scheme://host:port, with IPv6 addresses bracketed. */
+export function originOf(address: string, port: number, scheme = 'http'): string {
+  return `${scheme}://${address.includes(':') ? `[${address}]` : address}:${port}`;
+}

@@ -1,0 +1,89 @@
+/** The shapes that travel through the stack's layers, and the I/O edge it calls. */
+import { EventEmitter } from 'node:events';
+import type { IncomingHttpHeaders } from 'node:http';
+import type { Readable } from 'node:stream';
+import type { AimeshError } from '../../lib/errors/index.js';
+import type { RoutedEndpoint } from '../routing/index.js';
+
+/** An endpoint as the transport reaches it. */
+export interface StackEndpoint extends RoutedEndpoint {
+  /** scheme://host:port, the key of its connection pool. */
+  origin: string;
+}
+
+export type Headers = Record<string, string | string[]>;
+
+export interface StackRequest {
+  method: string;
+  /** Path and query, already encoded. */
+  path: string;
+  /** End-to-end headers only: the caller removed hop-by-hop ones. */
+  headers: Headers;
+  /** A Buffer can be resent on retries; a stream is buffered up to the upstream's limit. */
+  body?: Readable | Buffer;
+  /** Consistent-hash key. */
+  hashKey?: string;
+  /** Aborted when the caller leaves: the upstream call is cancelled. */
+  signal?: CallSignal;
+  /** The caller's own deadline (gRPC's grpc-timeout, a saga step's timeout); the shorter one wins. */
+  timeoutMs?: number;
+}
+
+export interface StackResponse {
+  status: number;
+  /** End-to-end headers only. */
+  headers: Headers;
+  body: Readable;
+  endpoint: string;
+  attempts: number;
+  /** The request id the upstream saw (the caller's, or a new one). */
+  requestId: string;
+}
+
+/** One try against one endpoint. */
+export interface TryRequest {
+  method: string;
+  path: string;
+  headers: Headers;
+  body: Readable | Buffer | null;
+  signal: CallSignal;
+  /** Bounds the wait for response headers of this try. */
+  headersTimeoutMs?: number;
+}
+
+export interface TransportResponse {
+  status: number;
+  headers: IncomingHttpHeaders;
+  body: Readable;
+  /**
+   * For exchanges whose outcome is known only at their end (gRPC status in trailers):
+   * resolves to whether it succeeded. Otherwise the status decides.
+   */
+  settled?: Promise<boolean>;
+}
+
+/** The I/O edge of the stack: connections to endpoints. Tests pass a fake. */
+export interface Transport {
+  send(endpoint: StackEndpoint, request: TryRequest): Promise<TransportResponse>;
+  /** Closes connections to origins not in `keep`. */
+  retain(keep: ReadonlySet<string>): void;
+  close(): Promise<void>;
+}
+
+/**
+ * Cancels one call: the deadline and the caller leaving both abort it. An EventEmitter
+ * that emits `abort` and carries `reason`, a signal shape undici accepts, because an
+ * AbortController per request costs a DOMException and is measurable on the hot path.
+ * (No `aborted` property: undici takes anything with one for a native AbortSignal.)
+ */
+export class CallSignal extends EventEmitter {
+  isAborted = false;
+  reason: AimeshError | undefined;
+
+  abort(reason: AimeshError): void {
+    if (this.isAborted) return;
+    this.isAborted = true;
+    this.reason = reason;
+    this.emit('abort');
+  }
+}
