@@ -27,8 +27,10 @@ export async function runApp(argv: string[]): Promise<number> {
   const loaded = loadSidecarConfig(values.config);
   if (!loaded.ok) throw new Error(`invalid sidecar config:\n  ${loaded.errors.join('\n  ')}`);
   if (loaded.config.discovery.mode !== 'local') {
-    throw new Error(
+    // A config for a cluster given to the one-machine command: a usage error (exit 2).
+    throw new UsageError(
       `${values.config}: aimesh run works on one machine; set discovery.mode to local (it is ${loaded.config.discovery.mode})`,
+      'run',
     );
   }
   const { runSidecar } = await import('../sidecar/index.js');

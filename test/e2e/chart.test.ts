@@ -1,4 +1,4 @@
-import { describe, expect, it } from '@jest/globals';
+import { afterAll, describe, expect, it } from '@jest/globals';
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -94,6 +94,7 @@ describe('Helm chart charts/aimesh-operator', () => {
       'Service',
       'Service',
       'ServiceAccount',
+      'ValidatingWebhookConfiguration',
     ]);
     const deployment = manifests.find((m) => m.kind === 'Deployment') as Manifest;
     expect(deployment.spec?.replicas).toBe(2);
@@ -149,7 +150,7 @@ describe('Helm chart charts/aimesh-operator', () => {
     const names = async (release: string, ...set: string[]) => [
       ...new Set(
         (await templateRelease(release, ...set)).map((m) =>
-          m.metadata.name.replace(/-(leader-election|metrics)$/, ''),
+          m.metadata.name.replace(/-(leader-election|metrics|webhook|webhook-tls)$/, ''),
         ),
       ),
     ];
@@ -218,6 +219,7 @@ describe('Helm chart charts/aimesh-operator', () => {
       ['apply', '--server-side', '-f', '-'],
       JSON.stringify({ apiVersion: 'v1', kind: 'List', items: manifests }),
     );
+    await removeWebhookConfigurations();
     expect(applied.stderr).toBe('');
     const account = `system:serviceaccount:${namespace}:scoped-aimesh-operator`;
     expect(await canI('patch', 'deployments.apps', watched, account)).toBe(true);
@@ -246,6 +248,22 @@ describe('CRD upgrades', () => {
   });
 });
 
+// No operator runs here to serve them: webhook configurations the chart's objects leave
+// behind (the validating one has failurePolicy Fail) would refuse every AiService and Saga
+// that later suites apply to this shared control plane.
+async function removeWebhookConfigurations(): Promise<void> {
+  const removed = await kubectl([
+    'delete',
+    'mutatingwebhookconfiguration,validatingwebhookconfiguration',
+    '-l',
+    'app.kubernetes.io/name=aimesh-operator',
+    '--ignore-not-found',
+  ]);
+  expect(removed.code).toBe(0);
+}
+
+afterAll(removeWebhookConfigurations);
+
 describe('the one-file install (deploy/install.yaml)', () => {
   it('is what the chart renders now (npm run install-manifest)', async () => {
     const rendered = await runHelm(installManifestHelmArgs(REPO_DIR));
@@ -256,6 +274,7 @@ describe('the one-file install (deploy/install.yaml)', () => {
   it('creates everything with kubectl apply --server-side -f', async () => {
     const file = join(REPO_DIR, INSTALL_MANIFEST);
     const applied = await kubectl(['apply', '--server-side', '-f', file]);
+    await removeWebhookConfigurations();
     expect(applied.stderr).toBe('');
     expect(applied.code).toBe(0);
     const objects = parseAllDocuments(readFileSync(file, 'utf8'))
@@ -268,12 +287,16 @@ describe('the one-file install (deploy/install.yaml)', () => {
         'CustomResourceDefinition',
         'CustomResourceDefinition',
         'Deployment',
+        'MutatingWebhookConfiguration',
         'Namespace',
         'PodDisruptionBudget',
         'Role',
         'RoleBinding',
+        'Secret',
+        'Service',
         'Service',
         'ServiceAccount',
+        'ValidatingWebhookConfiguration',
       ].sort(),
     );
     for (const object of objects) {

@@ -145,7 +145,8 @@ describe('the npm package', () => {
         f === 'dist/tools/generate.js',
     );
     expect(unwanted).toEqual([]);
-    expect(files.length).toBeLessThan(250);
+    // A bound that catches a folder shipped by mistake; the product itself is about 270 files.
+    expect(files.length).toBeLessThan(320);
 
     const manifest = JSON.parse(readFileSync(join(REPO_DIR, 'package.json'), 'utf8')) as Record<
       string,

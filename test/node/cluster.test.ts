@@ -221,7 +221,7 @@ describeNode('aimesh on a one-node cluster', () => {
       'lease',
       '-n',
       'aimesh-system',
-      'aimesh-aimesh-operator',
+      'aimesh-operator',
       '-o',
       'jsonpath={.spec.holderIdentity}',
     ]);
