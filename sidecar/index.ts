@@ -3,8 +3,9 @@
  * upstream, and serves the outbound proxy and the admin port. On SIGTERM it reports not
  * ready, deregisters (so peers stop sending), drains in-flight requests, then exits.
  */
+import { connect } from 'node:net';
 import { hostname } from 'node:os';
-import type { SidecarConfig } from '../api/index.js';
+import { durationMs, type SidecarConfig } from '../api/index.js';
 import { AimeshError } from '../lib/errors/index.js';
 import { createLogger, type Logger } from '../lib/log/index.js';
 import { startProbeServer } from '../lib/probe/index.js';
@@ -189,7 +190,7 @@ async function startSagas(
   const log = parentLog.child({ part: 'sagas' });
   const config = compiled.source;
   const owner = options.instanceId ?? `${config.service.name}-${hostname()}`;
-  const consul = new ConsulClient(options.consulAddress ?? config.discovery.consul.address);
+  const consul = consulClient(config, options);
   const store =
     config.sagaStore.kind === 'file'
       ? new FileSagaStore(config.sagaStore.path)
@@ -231,7 +232,7 @@ function createDiscovery(config: SidecarConfig, options: SidecarOptions, log: Lo
   switch (config.discovery.mode) {
     case 'consul':
       return new ConsulDiscovery({
-        client: new ConsulClient(options.consulAddress ?? config.discovery.consul.address),
+        client: consulClient(config, options),
         // Each failed query; the stale state (logged by the discovery) says it once.
         onError: (service, error) => log.debug('Consul query failed', { service, error }),
         log,
@@ -267,7 +268,7 @@ async function register(
     return async () => remove();
   }
   if (discovery.mode !== 'consul' || !discovery.consul.register) return async () => undefined;
-  const client = new ConsulClient(options.consulAddress ?? discovery.consul.address);
+  const client = consulClient(config, options);
   const target = `${options.advertiseAddress}:${service.port}`;
   const registration = new ConsulRegistration(client, {
     serviceName: name,
@@ -277,19 +278,27 @@ async function register(
     tags: discovery.consul.tags,
     meta: discovery.consul.meta,
     check:
-      service.protocol === 'grpc'
+      discovery.consul.check === 'ttl'
         ? {
-            kind: 'grpc',
-            target,
-            interval: service.healthCheck.interval,
-            timeout: service.healthCheck.timeout,
+            // The sidecar checks the app on loopback and tells Consul: Consul never calls the
+            // pod, which STRICT mTLS, an AuthorizationPolicy or a server-only Consul would stop.
+            kind: 'ttl',
+            ttl: ttlFor(service.healthCheck.interval),
+            isHealthy: () => appIsHealthy(service),
           }
-        : {
-            kind: 'http',
-            url: `http://${target}${service.healthCheck.path}`,
-            interval: service.healthCheck.interval,
-            timeout: service.healthCheck.timeout,
-          },
+        : service.protocol === 'grpc'
+          ? {
+              kind: 'grpc',
+              target,
+              interval: service.healthCheck.interval,
+              timeout: service.healthCheck.timeout,
+            }
+          : {
+              kind: 'http',
+              url: `http://${target}${service.healthCheck.path}`,
+              interval: service.healthCheck.interval,
+              timeout: service.healthCheck.timeout,
+            },
     deregisterCriticalAfter: discovery.consul.deregisterCriticalAfter,
     log,
   });
@@ -301,4 +310,53 @@ async function register(
     await registration.deregister();
     await client.close();
   };
+}
+
+/**
+ * The one way the sidecar builds a Consul client (discovery, registration, the saga store):
+ * the address from the flag or the config, and the token, CA, server name and datacenter
+ * from the config.
+ */
+function consulClient(config: SidecarConfig, options: SidecarOptions): ConsulClient {
+  const consul = config.discovery.consul;
+  return new ConsulClient(options.consulAddress ?? consul.address, {
+    ...(consul.tokenFile ? { tokenFile: consul.tokenFile } : {}),
+    ...(consul.caFile ? { caFile: consul.caFile } : {}),
+    ...(consul.tlsServerName ? { tlsServerName: consul.tlsServerName } : {}),
+    ...(consul.datacenter ? { datacenter: consul.datacenter } : {}),
+  });
+}
+
+/** Three beats of the app's check interval, so one late beat does not fail the check. */
+function ttlFor(interval: string): string {
+  return `${Math.max(3, Math.ceil((3 * durationMs(interval)) / 1000))}s`;
+}
+
+/** The app's own health check, on loopback: its HTTP path, or for gRPC an open port. */
+async function appIsHealthy(service: SidecarConfig['service']): Promise<boolean> {
+  const timeoutMs = durationMs(service.healthCheck.timeout);
+  if (service.protocol === 'grpc') {
+    return new Promise<boolean>((resolve) => {
+      const socket = connect({ host: '127.0.0.1', port: service.port, timeout: timeoutMs });
+      socket.once('connect', () => {
+        socket.destroy();
+        resolve(true);
+      });
+      socket.once('timeout', () => {
+        socket.destroy();
+        resolve(false);
+      });
+      socket.once('error', () => resolve(false));
+    });
+  }
+  try {
+    const response = await fetch(`http://127.0.0.1:${service.port}${service.healthCheck.path}`, {
+      signal: AbortSignal.timeout(timeoutMs),
+    });
+    await response.body?.cancel();
+    return response.ok;
+  } catch {
+    // Unreachable or too slow is exactly "not healthy": Consul gets critical, nothing is lost.
+    return false;
+  }
 }

@@ -2,8 +2,10 @@
  * The few Consul agent HTTP API calls the sidecar makes, over undici with keep-alive.
  * Blocking queries return the X-Consul-Index so callers can wait for the next change.
  */
+import { readFileSync } from 'node:fs';
 import { Agent, request } from 'undici';
 import { durationMs } from '../../api/index.js';
+import { headerValue, queryValue } from '../../lib/encode/index.js';
 import { AimeshError, describe } from '../../lib/errors/index.js';
 
 export interface ConsulServiceRegistration {
@@ -51,16 +53,71 @@ export type ConsulTxnResult =
   | { ok: true; results: { key: string; modifyIndex: number }[] }
   | { ok: false; errors: { opIndex: number; what: string }[] };
 
+/** How to reach Consul besides its address: the sidecar config's discovery.consul fields. */
+export interface ConsulConnectionSettings {
+  /** An ACL token given directly (tests, `aimesh run`). */
+  token?: string;
+  /** A file holding the ACL token, mounted from a Secret; re-read so a rotated token is used. */
+  tokenFile?: string;
+  /** PEM CA to verify an https:// address with. */
+  caFile?: string;
+  /** Name to verify in the server certificate. */
+  tlsServerName?: string;
+  /** Datacenter for catalog, health, KV, session and transaction calls. */
+  datacenter?: string;
+}
+
+/** Calls that take a datacenter (the agent's own endpoints do not). */
+const DATACENTER_SCOPED = /^\/v1\/(health|catalog|kv|txn|session)\//;
+/** A rotated token file is picked up within this long. */
+const TOKEN_FILE_REFRESH_MS = 10_000;
+
 export class ConsulClient {
   private readonly base: string;
-  private readonly dispatcher = new Agent({ keepAliveTimeout: 30_000, connections: 8 });
+  private readonly dispatcher: Agent;
+  private tokenRead?: { value: string | undefined; at: number };
 
-  /** `address` is host:port of the agent's HTTP API; `token` is an ACL token, if any. */
+  /** `address` is host:port or http(s)://host:port of a Consul agent's or server's HTTP API. */
   constructor(
     address: string,
-    private readonly token?: string,
+    private readonly settings: ConsulConnectionSettings = {},
   ) {
     this.base = address.startsWith('http') ? address : `http://${address}`;
+    this.dispatcher = new Agent({
+      keepAliveTimeout: 30_000,
+      connections: 8,
+      ...(settings.caFile || settings.tlsServerName
+        ? {
+            connect: {
+              ...(settings.caFile ? { ca: readFileSync(settings.caFile) } : {}),
+              ...(settings.tlsServerName ? { servername: settings.tlsServerName } : {}),
+            },
+          }
+        : {}),
+    });
+  }
+
+  /** The ACL token: given, or read from its file (missing file: an error, never no token). */
+  private token(): string | undefined {
+    if (this.settings.token) return this.settings.token;
+    const file = this.settings.tokenFile;
+    if (!file) return undefined;
+    const now = Date.now();
+    if (this.tokenRead && now - this.tokenRead.at < TOKEN_FILE_REFRESH_MS) return this.tokenRead.value;
+    let value: string;
+    try {
+      value = readFileSync(file, 'utf8').trim();
+    } catch (error) {
+      throw new AimeshError(
+        'dependency.failed',
+        `cannot read the Consul ACL token from ${file}: ${describe(error)}`,
+        {
+          cause: error,
+        },
+      );
+    }
+    this.tokenRead = { value, at: now };
+    return value;
   }
 
   /** Passing instances of a service; waits up to `wait` for a change after `index`. */
@@ -216,13 +273,19 @@ export class ConsulClient {
       rolledBackStatus?: number;
     },
   ): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: unknown }> {
+    const token = this.token();
+    const datacenter = this.settings.datacenter;
+    const url =
+      datacenter && DATACENTER_SCOPED.test(path)
+        ? `${this.base}${path}${path.includes('?') ? '&' : '?'}dc=${queryValue(datacenter)}`
+        : `${this.base}${path}`;
     let response;
     try {
-      response = await request(`${this.base}${path}`, {
+      response = await request(url, {
         method,
         dispatcher: this.dispatcher,
         headers: {
-          ...(this.token ? { 'x-consul-token': this.token } : {}),
+          ...(token ? { 'x-consul-token': headerValue(token, 'Consul ACL token') } : {}),
           ...(options.body === undefined ? {} : { 'content-type': 'application/json' }),
         },
         body: options.rawBody ?? (options.body === undefined ? undefined : JSON.stringify(options.body)),

@@ -328,6 +328,12 @@ function createNodeNetwork(): void {
   run('ip', ['link', 'add', NODE.bridge, 'type', 'bridge']);
   run('ip', ['addr', 'add', `${NODE.ip}/32`, 'dev', NODE.bridge]);
   run('ip', ['link', 'set', NODE.bridge, 'up']);
+  // Host processes (the API server calling a webhook Service, kubectl port-forward) reach
+  // Service IPs from the node address, the one address pods route back to: without this
+  // route the source is the machine's default address, the pod's answer has no way back,
+  // and the API server's webhook calls time out. It also keeps Service traffic that no
+  // kube-proxy rule catches on this bridge, off the machine. Deleted with the bridge.
+  run('ip', ['route', 'add', NODE.serviceRange, 'dev', NODE.bridge, 'src', NODE.ip]);
   // The CNI bridge plugin turns ip_forward on (pod -> Service -> pod needs it): only pod to
   // pod is forwarded; anything else to or from pods is dropped, and when forwarding was
   // off before, everything else forwarded is dropped too, as it was.
