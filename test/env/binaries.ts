@@ -15,6 +15,7 @@ export type BinaryName =
   | 'kubectl'
   | 'consul'
   | 'helm'
+  | 'istioctl'
   | 'crane'
   | 'kubelet'
   | 'kube-scheduler'

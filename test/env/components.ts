@@ -65,6 +65,13 @@ export const COMPONENTS: Component[] = [
     fits: (out) => /v3\.\d+\./.test(out),
   },
   {
+    // `istioctl analyze` checks that Istio accepts the policies aimesh renders as a whole.
+    name: 'istioctl',
+    module: 'istio.io/istio',
+    binaries: [{ name: 'istioctl', package: 'istio.io/istio/istioctl/cmd/istioctl' }],
+    versionFlags: () => [],
+  },
+  {
     name: 'crane',
     module: 'github.com/google/go-containerregistry',
     binaries: [{ name: 'crane', package: 'github.com/google/go-containerregistry/cmd/crane' }],
