@@ -20,6 +20,13 @@ export interface ConsulDiscoveryOptions {
   onError?: (service: string, error: Error) => void;
   /** Told when an upstream goes stale (Consul unreachable) and when it is fresh again. */
   log?: Logger;
+  /**
+   * After an outage or a restarted agent (its index went back), an empty answer is believed
+   * only once the index has moved past that first answer, or after this long: a freshly
+   * started agent answers before its services re-register, and dropping the good
+   * endpoints for that answer would turn every call into a 503.
+   */
+  resyncGraceMs?: number;
 }
 
 interface Watched {
@@ -61,24 +68,41 @@ export class ConsulDiscovery implements Discovery {
 
   private async run(entry: Watched, signal: AbortSignal): Promise<void> {
     const { wait = '30s', minIntervalMs = 100, backoffInitialMs = 250, backoffMaxMs = 10_000 } = this.options;
+    const resyncGraceMs = this.options.resyncGraceMs ?? 30_000;
     let index = 0;
     let failures = 0;
+    // Set after an outage or an index that went back: the registry may not have resynced.
+    let resync: { firstIndex?: number; since: number } | undefined;
     while (!signal.aborted) {
       const started = Date.now();
       try {
         const answer = await this.options.client.passingInstances(entry.state.service, index, wait, signal);
         failures = 0;
+        if (answer.index < index) resync ??= { since: Date.now() };
         const changed = answer.index !== index || entry.state.stale || entry.state.updatedAt === 0;
         // Consul's rules: an index that went backwards means start over with 0; never block on 0.
         index = answer.index < index ? 0 : Math.max(answer.index, 1);
+        const endpoints = answer.entries.map(toEndpoint);
+        if (resync && endpoints.length === 0 && entry.state.endpoints.length > 0) {
+          resync.firstIndex ??= answer.index;
+          const synced = answer.index > resync.firstIndex || Date.now() - resync.since >= resyncGraceMs;
+          if (!synced) {
+            if (!entry.state.stale || entry.state.error !== RESYNCING)
+              this.publish(entry, { endpoints: entry.state.endpoints, stale: true, error: RESYNCING });
+            await sleep(Math.max(minIntervalMs, backoffInitialMs), signal);
+            continue;
+          }
+        }
+        resync = undefined;
         if (entry.state.stale)
           this.options.log?.info('Consul answers again', { service: entry.state.service });
-        if (changed) this.publish(entry, { endpoints: answer.entries.map(toEndpoint), stale: false });
+        if (changed) this.publish(entry, { endpoints, stale: false });
         await sleep(Math.max(0, minIntervalMs - (Date.now() - started)), signal);
       } catch (error) {
         if (signal.aborted) return;
         failures++;
         index = 0;
+        resync ??= { since: Date.now() };
         this.options.onError?.(entry.state.service, error as Error);
         if (!entry.state.stale) {
           this.options.log?.warn('Consul query failed; serving the last known endpoints', {
@@ -108,6 +132,9 @@ export class ConsulDiscovery implements Discovery {
     for (const listener of entry.listeners) listener(entry.state);
   }
 }
+
+const RESYNCING =
+  'Consul answered with no instance right after an outage or a restart; keeping the last known endpoints until it resyncs';
 
 function toEndpoint(entry: HealthEntry): DiscoveredEndpoint {
   return {
