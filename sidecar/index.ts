@@ -118,6 +118,7 @@ export async function runSidecar(options: SidecarOptions): Promise<RunningSideca
         ? { ready: false, reason: `waiting for discovery of ${waiting.join(', ')}` }
         : { ready: true, reason: 'ok' };
     },
+    routesFromLoopbackOnly: true,
     routes: {
       '/admin/endpoints': () =>
         routes.all().map((u) => {

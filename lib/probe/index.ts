@@ -18,6 +18,11 @@ export interface ProbeServerOptions {
   ready: () => Readiness;
   /** Extra read-only JSON routes by exact path, e.g. `/admin/endpoints`. */
   routes?: Record<string, () => unknown>;
+  /**
+   * Serve `routes` only to callers on this machine (loopback): the probes must be reachable
+   * from the kubelet on the pod network, the admin dumps only from inside the pod.
+   */
+  routesFromLoopbackOnly?: boolean;
 }
 
 export interface ProbeServer {
@@ -66,6 +71,10 @@ function serve(options: ProbeServerOptions, req: IncomingMessage, res: ServerRes
     return;
   }
   const route = options.routes?.[path];
+  if (route && options.routesFromLoopbackOnly && !isLoopback(req.socket.remoteAddress))
+    return json(res, 403, {
+      error: `${path} is served only from inside the pod (127.0.0.1); use kubectl exec or kubectl port-forward`,
+    });
   if (route) return json(res, 200, route());
   const known = ['/healthz', '/readyz', '/metrics', ...Object.keys(options.routes ?? {})];
   json(res, 404, { error: `no such path ${path}; try ${known.join(', ')}` });
@@ -74,4 +83,11 @@ function serve(options: ProbeServerOptions, req: IncomingMessage, res: ServerRes
 function json(res: ServerResponse, status: number, body: unknown): void {
   res.writeHead(status, { 'content-type': 'application/json' });
   res.end(`${JSON.stringify(body, null, 2)}\n`);
+}
+
+/** Whether a connection comes from this machine (so, for a pod, from inside the pod). */
+export function isLoopback(address: string | undefined): boolean {
+  return (
+    address === '::1' || address?.startsWith('127.') === true || address?.startsWith('::ffff:127.') === true
+  );
 }

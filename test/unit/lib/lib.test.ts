@@ -138,3 +138,32 @@ describe('canonical JSON', () => {
     expect(canonicalJson(a, 0)).toBe('{"a":{"c":null,"d":[3,{"y":2,"z":1}]},"b":1}');
   });
 });
+
+describe('probe server', () => {
+  it('serves probes and, to loopback callers, the admin routes', async () => {
+    const { Registry } = await import('prom-client');
+    const { startProbeServer } = await import('../../../lib/probe/index.js');
+    const probes = await startProbeServer({
+      host: '127.0.0.1',
+      port: 0,
+      registry: new Registry(),
+      ready: () => ({ ready: true, reason: 'ok' }),
+      routes: { '/admin/config': () => ({ upstreams: [] }) },
+      routesFromLoopbackOnly: true,
+    });
+    try {
+      expect((await fetch(`http://127.0.0.1:${probes.port}/admin/config`)).status).toBe(200);
+      expect((await fetch(`http://127.0.0.1:${probes.port}/healthz`)).status).toBe(200);
+    } finally {
+      await probes.close();
+    }
+  });
+
+  it('tells loopback callers from callers on the pod network', async () => {
+    const { isLoopback } = await import('../../../lib/probe/index.js');
+    for (const address of ['127.0.0.1', '127.0.0.53', '::1', '::ffff:127.0.0.1'])
+      expect(isLoopback(address)).toBe(true);
+    for (const address of ['10.244.0.7', '::ffff:10.244.0.7', 'fd00::1', undefined])
+      expect(isLoopback(address)).toBe(false);
+  });
+});
