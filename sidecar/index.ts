@@ -11,7 +11,7 @@ import { createLogger, type Logger } from '../lib/log/index.js';
 import { startProbeServer } from '../lib/probe/index.js';
 import { redact, sidecarMetrics, type SidecarMetrics } from './admin/index.js';
 import { loadSidecarConfig, watchSidecarConfig } from './config/index.js';
-import { compileConfig, type CompiledConfig } from './config/compile.js';
+import { compileConfig, type CompiledConfig, type CompiledSaga } from './config/compile.js';
 import {
   ConsulClient,
   ConsulDiscovery,
@@ -136,16 +136,38 @@ export async function runSidecar(options: SidecarOptions): Promise<RunningSideca
     },
   });
 
-  const sagas =
+  let sagas =
     loaded.config.sagas.length > 0
       ? await startSagas(compiled, options, () => routes, metrics.registry, tracing.tracer, log)
       : undefined;
+  // A Saga applied after the orchestrator started reaches it by a config reload: start the
+  // engine then, or give the running one the new definitions. One reload at a time.
+  let sagasReloading = Promise.resolve();
+  const reloadSagas = (next: SidecarConfig) => {
+    sagasReloading = sagasReloading
+      .then(async () => {
+        if (next.sagas.length === 0 || draining) return;
+        const nextCompiled = compileConfig(next);
+        if (sagas) sagas.addDefinitions(nextCompiled.sagas);
+        else
+          sagas = await startSagas(
+            nextCompiled,
+            options,
+            () => routes,
+            metrics.registry,
+            tracing.tracer,
+            log,
+          );
+      })
+      .catch((error: unknown) => log.error('could not start the sagas of the new config', { error }));
+  };
   const deregister = await register(loaded.config, options, log.child({ part: 'registration' }));
   const stopWatchingConfig = watchSidecarConfig(
     options.configFile,
     loaded.hash,
     (next) => {
       applyConfig(next);
+      reloadSagas(next);
       log.info('config reloaded', { upstreams: next.upstreams.map((u) => u.name) });
     },
     (errors) => log.error('new config is invalid; keeping the last good one', { errors }),
@@ -164,6 +186,7 @@ export async function runSidecar(options: SidecarOptions): Promise<RunningSideca
       draining = true;
       log.info('draining', { inFlight: inFlight.count });
       stopWatchingConfig();
+      await sagasReloading;
       await sagas?.stop();
       await deregister().catch((error: unknown) => log.warn('deregistration failed', { error }));
       await outbound.close(options.drainMs);
@@ -187,7 +210,10 @@ async function startSagas(
   registry: SidecarMetrics['registry'],
   tracer: Tracing['tracer'],
   parentLog: Logger,
-): Promise<{ stop: () => Promise<void> }> {
+): Promise<{
+  addDefinitions: (sagas: ReadonlyMap<string, CompiledSaga>) => void;
+  stop: () => Promise<void>;
+}> {
   const log = parentLog.child({ part: 'sagas' });
   const config = compiled.source;
   const owner = options.instanceId ?? `${config.service.name}-${hostname()}`;
@@ -201,7 +227,8 @@ async function startSagas(
           owner,
         });
   const engine = new SagaEngine({
-    // Saga definitions are not hot-reloaded: executions in flight keep the steps they started with.
+    // New sagas are added on reload (addDefinitions); a running saga's steps do not change
+    // under its executions in flight.
     definitions: compiled.sagas,
     store,
     call: stackStepCaller(routes),
@@ -218,6 +245,20 @@ async function startSagas(
     control: api.port,
   });
   return {
+    addDefinitions: (next) => {
+      // New sagas start at once; a changed definition of a running saga would change the
+      // steps of executions in flight, so it waits for the next restart, said in the log.
+      const added: string[] = [];
+      for (const [name, saga] of next) {
+        if (!compiled.sagas.has(name)) {
+          compiled.sagas.set(name, saga);
+          added.push(name);
+        } else if (JSON.stringify(compiled.sagas.get(name)?.spec) !== JSON.stringify(saga.spec)) {
+          log.warn('a saga definition changed; it applies when the sidecar restarts', { saga: name });
+        }
+      }
+      if (added.length > 0) log.info('sagas added', { sagas: added });
+    },
     stop: async () => {
       await engine.stop();
       await new Promise((resolve) => api.server.close(resolve));

@@ -194,6 +194,29 @@ describe('saga engine, file store', () => {
     });
   });
 
+  it('starts the saga engine when a reload brings the first Saga, and runs it', async () => {
+    // An orchestrator whose Saga was applied after it started gets it by a config reload.
+    const store = { kind: 'file' as const, path: mkdtempSync(join(tmpdir(), 'aimesh-saga-late-')) };
+    const withoutSagas = { ...orchestratorConfig(store), sagas: [] };
+    const late = await startSidecar('orchestrator-late', withoutSagas, consulAddress);
+    orchestrators.push(late);
+    const before = await fetch(`${late.control}/v1/executions`).catch(() => undefined);
+    expect(before).toBeUndefined();
+    await late.reload({ ...withoutSagas, sagas: [SAGAS[0] as (typeof SAGAS)[number]] });
+    await waitFor(
+      'the saga control API after the reload',
+      async () => (await fetch(`${late.control}/v1/executions`).catch(() => undefined))?.ok === true,
+    );
+    const { status, execution } = await startExecution(
+      late,
+      'health-data',
+      { userId: 'u-late', type: 'bp', measurements: [1, 2] },
+      'late-1',
+    );
+    expect(status).toBe(201);
+    expect((await finished(late, execution.id)).state).toBe('completed');
+  });
+
   it('a repeated start with the same key returns the same execution and runs nothing twice', async () => {
     const first = await startExecution(
       orchestrator,
