@@ -180,6 +180,9 @@ describeNode('aimesh on a one-node cluster', () => {
     it('drains and deregisters a deleted pod from Consul before the pod is gone', async () => {
       const pod = podOf('message-bus');
       let deregisteredWhilePodExisted = false;
+      // Follow the sidecar's log from before the delete: once the container is gone its log
+      // can no longer be read, and the follow ends when the sidecar exits.
+      const sidecarLog = node().kubectl(['logs', '-f', '-n', SUOKE, pod.name, '-c', 'aimesh-sidecar']);
       const deleted = await node().kubectl(['delete', 'pod', '-n', SUOKE, pod.name, '--wait=false']);
       expect(deleted.code).toBe(0);
       await waitFor(
@@ -194,10 +197,7 @@ describeNode('aimesh on a one-node cluster', () => {
         60_000,
       );
       expect(deregisteredWhilePodExisted).toBe(true);
-      const logs = await node()
-        .kubectl(['logs', '-n', SUOKE, pod.name, '-c', 'aimesh-sidecar'])
-        .catch(() => undefined);
-      if (logs?.code === 0) expect(logs.stdout).toContain('draining');
+      expect((await sidecarLog).stdout).toContain('draining');
     });
 
     function podOf(service: string): PodInfo {
