@@ -7,8 +7,7 @@
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { buildAimeshImage, imageCacheDir } from '../image/build.js';
-import { REPO_DIR } from '../test/env/components.js';
-import { runHelm } from '../test/env/helm.js';
+import { installOperatorChart } from '../test/env/helm.js';
 import { testAppImage } from '../test/env/images.js';
 import { nodeUnavailableReason, startCluster } from '../test/env/node.js';
 import { SUOKE, WAVE, applyInWaves, suokeLifeForOneNode } from '../test/node/helpers.js';
@@ -38,22 +37,7 @@ try {
   await cluster.importImage(image.tarball, image.name);
   await cluster.importImage(app.tarball, app.name, example.images);
   const helmBegan = Date.now();
-  const installed = await runHelm(
-    [
-      'install',
-      'aimesh',
-      join(REPO_DIR, 'charts', 'aimesh-operator'),
-      '-n',
-      'aimesh-system',
-      '--create-namespace',
-      '--set',
-      'image.pullPolicy=Never',
-      '--wait',
-      '--timeout',
-      '3m',
-    ],
-    cluster.kubeconfig,
-  );
+  const installed = await installOperatorChart(cluster.kubeconfig);
   if (installed.code !== 0) throw new Error(`helm install: ${installed.stderr}`);
   const helmMs = Date.now() - helmBegan;
 

@@ -28,7 +28,7 @@ export {
   type PodLike,
 } from './inject.js';
 export { SIDECAR_CONTAINER } from './workload.js';
-export { namespaceOf, renderInputFor, renderInputs, servicesOfSaga, type RenderInput } from './inputs.js';
+export { namespaceOf, renderInputFor, renderInputs, type RenderInput } from './inputs.js';
 export { asksForIstio } from './istio.js';
 export { sagasOrchestratedBy, stepServices, grantsFor, istioPath } from './saga.js';
 export {

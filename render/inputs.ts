@@ -51,11 +51,6 @@ export function renderInputs(
     .map((resource) => renderInputFor(resource, sagas, defaultNamespace));
 }
 
-/** The AiServices a Saga concerns: its orchestrator and every service its steps call. */
-export function servicesOfSaga(saga: Saga): string[] {
-  return [...new Set([saga.spec.orchestrator, ...stepServices(saga)])].sort();
-}
-
 function mentions(saga: Saga, service: string): boolean {
   return saga.spec.orchestrator === service || stepServices(saga).includes(service);
 }

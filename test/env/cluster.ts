@@ -11,8 +11,7 @@ import { join } from 'node:path';
 import { buildAimeshImage } from '../../image/build.js';
 import { SUOKE, applyInWaves, suokeLifeForOneNode } from '../node/helpers.js';
 import { requireBinary } from './binaries.js';
-import { REPO_DIR } from './components.js';
-import { runHelm } from './helm.js';
+import { installOperatorChart } from './helm.js';
 import { testAppImage } from './images.js';
 import { NODE, nodeUnavailableReason, startCluster, type Cluster } from './node.js';
 
@@ -79,20 +78,7 @@ async function runSuokeLife(cluster: Cluster): Promise<void> {
   const app = await testAppImage(example.ports);
   await cluster.importImage(app.tarball, app.name, example.images);
   log('helm install of the operator...');
-  const installed = await runHelm(
-    [
-      'install',
-      'aimesh',
-      join(REPO_DIR, 'charts', 'aimesh-operator'),
-      '--namespace',
-      'aimesh-system',
-      '--create-namespace',
-      '--set',
-      'image.pullPolicy=Never',
-      '--wait',
-    ],
-    cluster.kubeconfig,
-  );
+  const installed = await installOperatorChart(cluster.kubeconfig);
   if (installed.code !== 0) throw new Error(`helm install: ${installed.stderr}`);
   log(`applying ${SUOKE} a few services at a time...`);
   await cluster.kubectl(['create', 'namespace', SUOKE]);

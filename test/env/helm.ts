@@ -1,5 +1,6 @@
+import { join } from 'node:path';
 import { requireBinary } from './binaries.js';
-import { COMPONENTS, pinnedVersion } from './components.js';
+import { COMPONENTS, REPO_DIR, pinnedVersion } from './components.js';
 import { runCommand, type CommandResult } from './processes.js';
 
 /** Runs the helm binary built by test/env (no cluster access unless a kubeconfig is given). */
@@ -16,4 +17,27 @@ export function kubeVersionFlag(): string {
   const kubernetes = COMPONENTS.find((c) => c.name === 'kubernetes');
   if (!kubernetes) throw new Error('test/env has no kubernetes component');
   return `--kube-version=${pinnedVersion(kubernetes)}`;
+}
+
+/**
+ * `helm install` of the operator chart on the one-node cluster, from the image imported
+ * into the node (never pulled), waiting until its pods are Ready.
+ */
+export function installOperatorChart(kubeconfig: string): Promise<CommandResult> {
+  return runHelm(
+    [
+      'install',
+      'aimesh',
+      join(REPO_DIR, 'charts', 'aimesh-operator'),
+      '--namespace',
+      'aimesh-system',
+      '--create-namespace',
+      '--set',
+      'image.pullPolicy=Never',
+      '--wait',
+      '--timeout',
+      '3m',
+    ],
+    kubeconfig,
+  );
 }

@@ -5,10 +5,8 @@
  * of it is this one file, run in order.
  */
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { join } from 'node:path';
 import { buildAimeshImage } from '../../image/build.js';
-import { REPO_DIR } from '../env/components.js';
-import { runHelm } from '../env/helm.js';
+import { installOperatorChart } from '../env/helm.js';
 import { testAppImage } from '../env/images.js';
 import { machineState, nodeUnavailableReason, startCluster, type Cluster } from '../env/node.js';
 import { waitFor } from '../env/processes.js';
@@ -52,22 +50,7 @@ describeNode('aimesh on a one-node cluster', () => {
 
   describe('the operator, installed by Helm from the local image', () => {
     it('runs Ready in pods, talks to the API server from inside, and one replica holds the Lease', async () => {
-      const installed = await runHelm(
-        [
-          'install',
-          'aimesh',
-          join(REPO_DIR, 'charts', 'aimesh-operator'),
-          '--namespace',
-          'aimesh-system',
-          '--create-namespace',
-          '--set',
-          'image.pullPolicy=Never',
-          '--wait',
-          '--timeout',
-          '3m',
-        ],
-        node().kubeconfig,
-      );
+      const installed = await installOperatorChart(node().kubeconfig);
       expect(installed.stderr).toBe('');
       expect(installed.code).toBe(0);
       const operators = await waitForReadyPods(node(), 'aimesh-system', 2);
