@@ -31,7 +31,7 @@ import {
   SagaEngine,
   stackStepCaller,
   startSagaApi,
-  startSagaGrpcApi,
+  loadSagaGrpc,
 } from './saga/index.js';
 import { startTracing, type Tracing } from './telemetry.js';
 
@@ -237,6 +237,7 @@ async function startSagas(
     tracer,
   });
   const api = await startSagaApi(engine, config.listen.address, config.listen.control, log);
+  const { startSagaGrpcApi } = await loadSagaGrpc();
   const grpcApi = await startSagaGrpcApi(engine, config.listen.address, config.listen.controlGrpc);
   await engine.startRecovery();
   log.info('saga engine started', {
