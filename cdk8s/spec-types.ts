@@ -294,7 +294,7 @@ export type AiServiceSpecProps = {
     enabled?: boolean;
     /** Sidecar image; defaults to the operator’s own version. */
     image?: string;
-    /** Compute resources, as in a Kubernetes container. */
+    /** The sidecar container's compute resources; default requests 50m CPU and 64Mi, limit 256Mi (from bench/sidecar-latency.ts). The sidecar's V8 heap is capped at three quarters of the memory limit. */
     resources?: {
       /** Resources the scheduler reserves for the container. */
       requests?: {
