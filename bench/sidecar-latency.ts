@@ -35,6 +35,7 @@ const SIDECAR_FLAGS = (
   .split(' ')
   .filter(Boolean);
 const SECONDS = Number(process.env.AIMESH_BENCH_SECONDS ?? 10);
+const UPSTREAM_COUNTS = (process.env.AIMESH_BENCH_UPSTREAMS ?? '1,10,64').split(',').map(Number);
 const CONNECTIONS = Number(process.env.AIMESH_BENCH_CONNECTIONS ?? 32);
 const BODY = JSON.stringify({ ok: true, service: 'echo', padding: 'x'.repeat(200) });
 
@@ -42,6 +43,8 @@ interface Target {
   name: string;
   origin: string;
   path: string;
+  /** Requests go round these paths in turn instead of `path` (one per upstream). */
+  paths?: string[];
   pid?: number;
 }
 
@@ -104,7 +107,10 @@ async function fixedRate(
     const origin = Math.min(scheduled, performance.now());
     pending.push(
       pool
-        .request({ method: 'GET', path: target.path })
+        .request({
+          method: 'GET',
+          path: target.paths ? (target.paths[i % target.paths.length] as string) : target.path,
+        })
         .then(async (response) => {
           await response.body.text();
           if (response.statusCode !== 200) errors++;
@@ -172,6 +178,78 @@ async function stopProcess(child: ChildProcess): Promise<void> {
   const exited = new Promise((resolve) => child.once('exit', resolve));
   child.kill('SIGTERM');
   await exited;
+}
+
+/**
+ * How the sidecar grows with its configuration: the same sidecar with 1, 10 and 64
+ * upstreams (64 is the API's upper bound), one endpoint each, requests spread over all.
+ */
+async function upstreamGrowth(): Promise<(string | number)[][]> {
+  const rows: (string | number)[][] = [];
+  for (const count of UPSTREAM_COUNTS) {
+    const [outbound, admin, control] = (await freePorts(3)) as [number, number, number];
+    const registry = join(dir, `registry-${count}`);
+    const names = Array.from({ length: count }, (_, i) => `echo-${i}`);
+    for (const name of names)
+      registerLocally(registry, {
+        service: name,
+        id: `${name}-1`,
+        address: '127.0.0.1',
+        port: upstreamPort,
+        meta: {},
+        tags: [],
+        pid: process.pid,
+      });
+    const config = join(dir, `sidecar-${count}.json`);
+    writeFileSync(
+      config,
+      JSON.stringify({
+        service: { name: 'bench', port: 1 },
+        listen: { outbound, admin, control },
+        discovery: { mode: 'local' },
+        upstreams: names.map((name) => ({ name, retries: { attempts: 2 }, timeout: '5s' })),
+      }),
+    );
+    const sidecar = startSidecar(config, registry, admin);
+    try {
+      await ready(`http://127.0.0.1:${admin}/readyz`);
+      const paths = names.map((name) => `/v1/invoke/${name}/`);
+      for (const path of paths)
+        await waitFor(
+          `${path} answers`,
+          async () => (await fetch(`http://127.0.0.1:${outbound}${path}`)).ok,
+          30_000,
+        );
+      const target: Target = {
+        name: `${count}`,
+        origin: `http://127.0.0.1:${outbound}`,
+        path: '/',
+        paths,
+        pid: sidecar.pid,
+      };
+      await throughput({ ...target, path: paths[0] as string });
+      const idle = rssMiB(sidecar.pid as number, 'VmRSS');
+      const idleAnon = rssMiB(sidecar.pid as number, 'RssAnon');
+      resetPeak(sidecar.pid as number);
+      const cpuBefore = cpuMs(sidecar.pid as number);
+      const rate = await fixedRate(target, RATE);
+      const perRequest = ((cpuMs(sidecar.pid as number) - cpuBefore) * 1000) / rate.sent;
+      rows.push([
+        count,
+        `${idle} MiB`,
+        `${idleAnon} MiB`,
+        `${rssMiB(sidecar.pid as number, 'VmHWM')} MiB`,
+        rate.p50.toFixed(2),
+        rate.p99.toFixed(2),
+        perRequest.toFixed(0),
+        rate.errors,
+      ]);
+      console.log(rows.at(-1)?.join(' | '));
+    } finally {
+      await stopProcess(sidecar);
+    }
+  }
+  return rows;
 }
 
 try {
@@ -311,6 +389,7 @@ try {
   await fixedRate(profileTarget, RATE);
   await stopProcess(profiled);
   const profile = summarizeCpuProfile(profileDir);
+  const growth = await upstreamGrowth();
 
   const haproxyCpu = [...cpuPerRequest].find(([name]) => name.startsWith('HAProxy'))?.[1];
   const sidecarCpu = cpuPerRequest.get('aimesh sidecar');
@@ -356,6 +435,24 @@ try {
       ),
       '',
       `The sidecar runs with the V8 flags the render puts in its container's NODE_OPTIONS for the default memory limit (${DEFAULT_SIDECAR_RESOURCES.limits.memory}): \`${SIDECAR_FLAGS.join(' ')}\`. File-backed RSS is mostly pages of the node binary: shared by every process of the same image on a node and reclaimable, but counted in RSS.`,
+      '',
+      '### Growth with the number of upstreams',
+      '',
+      table(
+        [
+          'upstreams',
+          'RSS after warm-up',
+          'private after warm-up',
+          `peak RSS @ ${RATE}/s`,
+          'p50 ms',
+          'p99 ms',
+          'CPU µs per request',
+          'errors',
+        ],
+        growth,
+      ),
+      '',
+      `A fresh sidecar per row with that many upstreams (one endpoint each, retries and a timeout; 64 is the most an AiService may list), every upstream called once, then ${RATE} req/s for ${SECONDS} s spread over all of them.`,
       '',
       `### Where the sidecar's CPU goes (--cpu-prof, ${RATE} req/s for ${SECONDS} s)`,
       '',
