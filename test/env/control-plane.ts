@@ -173,6 +173,11 @@ function startApiServer(
       `--service-account-key-file=${join(dir, 'sa.pub')}`,
       `--service-account-signing-key-file=${join(dir, 'sa.key')}`,
       '--service-cluster-ip-range=10.96.0.0/16',
+      // Webhook (and aggregated API) calls go to a Service's endpoints, not its ClusterIP: no
+      // kube-proxy runs on this host for the e2e control plane, so a ClusterIP would be sent
+      // out by the default route, off the machine, where tests must not send traffic. With
+      // the node, endpoints are pod IPs on its local bridge.
+      '--enable-aggregator-routing=true',
       '--allow-privileged=true',
       // The test node's name resolves nowhere; its InternalIP is where its kubelet listens.
       '--kubelet-preferred-address-types=InternalIP,Hostname',
