@@ -59,7 +59,7 @@ export async function startOperator(
   identity: string,
   logDir: string,
   extraArgs: string[] = [],
-  run: { compiled?: boolean; nodeArgs?: string[] } = {},
+  run: { compiled?: boolean; nodeArgs?: string[]; leaseNamespace?: string } = {},
 ): Promise<OperatorProcess> {
   const probePort = await freePort();
   // Benchmarks run the built JavaScript (`npm run build`), as the image does; tests run the
@@ -78,7 +78,7 @@ export async function startOperator(
       `--kubeconfig=${kubeconfig}`,
       `--probe-address=127.0.0.1:${probePort}`,
       `--identity=${identity}`,
-      `--lease-namespace=${OPERATOR_NAMESPACE}`,
+      `--lease-namespace=${run.leaseNamespace ?? OPERATOR_NAMESPACE}`,
       ...extraArgs,
     ],
     logDir,

@@ -103,12 +103,8 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
       dir,
       pids: Object.fromEntries(running.map((p) => [p.name, p.pid])),
       kubectl,
-      serviceAccountKubeconfig: async (namespace, name) => {
-        const created = await kubectl(['create', 'token', name, '-n', namespace, '--duration=24h']);
-        if (created.code !== 0) throw new Error(`token for ${namespace}/${name}: ${created.stderr}`);
-        const path = join(dir, `kubeconfig-${namespace}-${name}`);
-        return writeKubeconfig(path, server, caFile, `${namespace}:${name}`, created.stdout.trim());
-      },
+      serviceAccountKubeconfig: (namespace, name) =>
+        serviceAccountKubeconfig({ server, kubeconfig, caFile, dir }, namespace, name),
       restartApiServer: async () => {
         await api.stop();
         running.splice(running.indexOf(api), 1);
@@ -213,6 +209,28 @@ function startControllerManager(
     ],
     logs,
   );
+}
+
+/**
+ * A kubeconfig that acts as a ServiceAccount of a running control plane (the shared e2e
+ * one included), with a token from the TokenRequest API.
+ */
+export async function serviceAccountKubeconfig(
+  plane: Pick<ControlPlaneInfo, 'server' | 'kubeconfig' | 'caFile' | 'dir'>,
+  namespace: string,
+  name: string,
+): Promise<string> {
+  const created = await runKubectl(plane.kubeconfig, [
+    'create',
+    'token',
+    name,
+    '-n',
+    namespace,
+    '--duration=24h',
+  ]);
+  if (created.code !== 0) throw new Error(`token for ${namespace}/${name}: ${created.stderr}`);
+  const path = join(plane.dir, `kubeconfig-${namespace}-${name}`);
+  return writeKubeconfig(path, plane.server, plane.caFile, `${namespace}:${name}`, created.stdout.trim());
 }
 
 function writeKubeconfig(path: string, server: string, caFile: string, user: string, token: string): string {

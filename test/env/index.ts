@@ -1,6 +1,7 @@
 export {
   startControlPlane,
   runKubectl,
+  serviceAccountKubeconfig,
   type ControlPlane,
   type ControlPlaneInfo,
   type CommandResult,
