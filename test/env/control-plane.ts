@@ -103,12 +103,8 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
       dir,
       pids: Object.fromEntries(running.map((p) => [p.name, p.pid])),
       kubectl,
-      serviceAccountKubeconfig: async (namespace, name) => {
-        const created = await kubectl(['create', 'token', name, '-n', namespace, '--duration=24h']);
-        if (created.code !== 0) throw new Error(`token for ${namespace}/${name}: ${created.stderr}`);
-        const path = join(dir, `kubeconfig-${namespace}-${name}`);
-        return writeKubeconfig(path, server, caFile, `${namespace}:${name}`, created.stdout.trim());
-      },
+      serviceAccountKubeconfig: (namespace, name) =>
+        serviceAccountKubeconfig({ kubeconfig, server, caFile, dir }, namespace, name),
       restartApiServer: async () => {
         await api.stop();
         running.splice(running.indexOf(api), 1);
@@ -123,6 +119,34 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
     await stopAll();
     throw new Error(`control plane did not start (logs in ${logs}): ${String(error)}`, { cause: error });
   }
+}
+
+/** The ControlPlane API over a control plane another process started (the e2e shared one). */
+export function attachControlPlane(
+  info: ControlPlaneInfo,
+): Pick<ControlPlane, 'kubectl' | 'serviceAccountKubeconfig'> {
+  return {
+    kubectl: (args, input) => runKubectl(info.kubeconfig, args, input),
+    serviceAccountKubeconfig: (namespace, name) => serviceAccountKubeconfig(info, namespace, name),
+  };
+}
+
+async function serviceAccountKubeconfig(
+  info: Pick<ControlPlaneInfo, 'kubeconfig' | 'server' | 'caFile' | 'dir'>,
+  namespace: string,
+  name: string,
+): Promise<string> {
+  const created = await runKubectl(info.kubeconfig, [
+    'create',
+    'token',
+    name,
+    '-n',
+    namespace,
+    '--duration=24h',
+  ]);
+  if (created.code !== 0) throw new Error(`token for ${namespace}/${name}: ${created.stderr}`);
+  const path = join(info.dir, `kubeconfig-${namespace}-${name}`);
+  return writeKubeconfig(path, info.server, info.caFile, `${namespace}:${name}`, created.stdout.trim());
 }
 
 function startEtcd(dir: string, logs: string, client: number, peer: number): ManagedProcess {
