@@ -168,6 +168,11 @@ export async function runSidecar(options: SidecarOptions): Promise<RunningSideca
     (next) => {
       applyConfig(next);
       reloadSagas(next);
+      tracing
+        .apply(next)
+        .catch((error: unknown) =>
+          log.warn('flushing the last spans to the old tracing endpoint failed; they are lost', { error }),
+        );
       log.info('config reloaded', { upstreams: next.upstreams.map((u) => u.name) });
     },
     (errors) => log.error('new config is invalid; keeping the last good one', { errors }),

@@ -14,7 +14,7 @@ import { context, propagation, SpanKind, SpanStatusCode, type Tracer } from '@op
 import { Readable } from 'node:stream';
 import { AimeshError, asAimeshError, classifyNetworkError, describe } from '../../lib/errors/index.js';
 import type { Logger } from '../../lib/log/index.js';
-import type { SidecarMetrics } from '../admin/index.js';
+import { NO_ENDPOINT, type SidecarMetrics } from '../admin/index.js';
 import type { CompiledUpstream } from '../config/compile.js';
 import type { DiscoveredEndpoint } from '../discovery/index.js';
 import type { Failure } from '../routing/index.js';
@@ -73,11 +73,8 @@ export class Upstream {
       config,
       {
         onBreakerChange: (endpoint, state) =>
-          metrics.breakerState.set(
-            { upstream: name, endpoint },
-            { closed: 0, 'half-open': 1, open: 2 }[state],
-          ),
-        onEjection: (endpoint) => metrics.ejections.inc({ upstream: name, endpoint }),
+          metrics.perEndpoint.breakerChanged(name, endpoint, { closed: 0, 'half-open': 1, open: 2 }[state]),
+        onEjection: (endpoint) => metrics.perEndpoint.ejected(name, endpoint),
         onRetryDenied: () => metrics.retriesDenied.inc({ upstream: name }),
       },
       deps.random,
@@ -92,6 +89,10 @@ export class Upstream {
       this.firstAnswer.resolve();
     }
     this.deps.transport.retain(new Set(this.policy.endpoints().map((e) => e.origin)));
+    this.metrics.perEndpoint.setEndpoints(
+      this.config.name,
+      this.policy.endpoints().map((e) => e.id),
+    );
     this.metrics.endpoints.set({ upstream: this.config.name }, endpoints.length);
     this.metrics.discoveryStale.set({ upstream: this.config.name }, stale ? 1 : 0);
   }
@@ -105,11 +106,7 @@ export class Upstream {
     const deadline = this.deadlineLayer(signal, request.timeoutMs);
     try {
       const response = await this.retryLayer(request, trace.headers, signal, deadline.at);
-      this.metrics.requests.inc({
-        upstream: this.config.name,
-        endpoint: response.endpoint,
-        code: String(response.status),
-      });
+      this.metrics.perEndpoint.countRequest(this.config.name, response.endpoint, String(response.status));
       response.body.once('close', () => {
         deadline.clear();
         trace.end(response.status);
@@ -121,7 +118,7 @@ export class Upstream {
       deadline.clear();
       trace.end(0);
       this.done();
-      this.metrics.requests.inc({ upstream: this.config.name, endpoint: 'none', code: '0' });
+      this.metrics.perEndpoint.countRequest(this.config.name, NO_ENDPOINT, '0');
       throw asAimeshError(error);
     } finally {
       this.metrics.duration.observe({ upstream: this.config.name }, (Date.now() - startedAt) / 1000);
@@ -136,6 +133,14 @@ export class Upstream {
   retire(): void {
     this.retired = true;
     if (this.active === 0) this.closeInBackground();
+  }
+
+  /** The upstream left the config: its per-endpoint series and gauges go with it. */
+  forgetSeries(): void {
+    const upstream = this.config.name;
+    this.metrics.perEndpoint.forgetUpstream(upstream);
+    this.metrics.endpoints.remove({ upstream });
+    this.metrics.discoveryStale.remove({ upstream });
   }
 
   private done(): void {

@@ -31,7 +31,9 @@ const RBAC_KINDS = ['ServiceAccount', 'ClusterRole', 'ClusterRoleBinding', 'Role
  * returns a kubeconfig acting as that ServiceAccount: the operator under test has exactly
  * the permissions the chart grants, no more.
  */
-export async function installOperatorIdentity(cluster: ControlPlane): Promise<string> {
+export async function installOperatorIdentity(
+  cluster: Pick<ControlPlane, 'kubectl' | 'serviceAccountKubeconfig'>,
+): Promise<string> {
   const rendered = await runHelm([
     'template',
     RELEASE,

@@ -121,6 +121,16 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
   }
 }
 
+/** The ControlPlane API over a control plane another process started (the e2e shared one). */
+export function attachControlPlane(
+  info: ControlPlaneInfo,
+): Pick<ControlPlane, 'kubectl' | 'serviceAccountKubeconfig'> {
+  return {
+    kubectl: (args, input) => runKubectl(info.kubeconfig, args, input),
+    serviceAccountKubeconfig: (namespace, name) => serviceAccountKubeconfig(info, namespace, name),
+  };
+}
+
 function startEtcd(dir: string, logs: string, client: number, peer: number): ManagedProcess {
   return startProcess(
     'etcd',

@@ -1,5 +1,6 @@
 export {
   startControlPlane,
+  attachControlPlane,
   runKubectl,
   serviceAccountKubeconfig,
   type ControlPlane,
