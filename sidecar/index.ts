@@ -60,7 +60,7 @@ export async function runSidecar(options: SidecarOptions): Promise<RunningSideca
   if (!loaded.ok)
     throw new AimeshError('input.invalid', `invalid sidecar config:\n  ${loaded.errors.join('\n  ')}`);
   const metrics = sidecarMetrics();
-  const tracing = startTracing(loaded.config);
+  const tracing = await startTracing(loaded.config);
   const discovery = createDiscovery(loaded.config, options, log.child({ part: 'discovery' }));
   const deps = { metrics, log: log.child({ part: 'stack' }), tracing };
   const compiled = compileConfig(loaded.config);

@@ -5,9 +5,6 @@
  * request. A config reload that changes the settings replaces the exporter.
  */
 import { context, propagation, trace, type Tracer } from '@opentelemetry/api';
-import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
-import { NodeSDK } from '@opentelemetry/sdk-node';
-import { BatchSpanProcessor, ParentBasedSampler, TraceIdRatioBasedSampler } from '@opentelemetry/sdk-trace';
 import type { SidecarConfig } from '../api/index.js';
 
 export interface Tracing {
@@ -66,12 +63,12 @@ export function tracingSettings(
   };
 }
 
-export function startTracing(
+export async function startTracing(
   config: SidecarConfig,
   env: Record<string, string | undefined> = process.env,
-): Tracing {
+): Promise<Tracing> {
   let settings = tracingSettings(config, env);
-  let sdk = settings ? startSdk(settings) : undefined;
+  let sdk = settings ? await startSdk(settings, env) : undefined;
   let current = trace.getTracer(TRACER_NAME);
   // Reloads are applied one at a time, in order.
   let applying = Promise.resolve();
@@ -94,7 +91,7 @@ export function startTracing(
     context.disable();
     propagation.disable();
     settings = nextSettings;
-    sdk = settings ? startSdk(settings) : undefined;
+    sdk = settings ? await startSdk(settings, env) : undefined;
     current = trace.getTracer(TRACER_NAME);
     if (flushError) throw flushError;
   };
@@ -111,14 +108,61 @@ export function startTracing(
   };
 }
 
-function startSdk(settings: TracingSettings): NodeSDK {
-  const exporter = new OTLPTraceExporter({ url: settings.tracesUrl });
-  const sdk = new NodeSDK({
-    serviceName: settings.serviceName,
+/**
+ * The trace SDK alone: a tracer provider with the OTLP/HTTP exporter, async-hooks context and
+ * W3C propagation. Loaded only when tracing is on: the SDK is a few MiB of code every sidecar
+ * would otherwise carry, and the all-in-one NodeSDK also starts metrics and logs pipelines
+ * (from OTEL_* defaults) that the sidecar does not use.
+ */
+async function startSdk(
+  settings: TracingSettings,
+  env: Record<string, string | undefined>,
+): Promise<{ shutdown: () => Promise<void> }> {
+  const [exporterModule, sdkTrace, hooks, core, resources] = await Promise.all([
+    import('@opentelemetry/exporter-trace-otlp-http'),
+    import('@opentelemetry/sdk-trace'),
+    import('@opentelemetry/context-async-hooks'),
+    import('@opentelemetry/core'),
+    import('@opentelemetry/resources'),
+  ]);
+  const exporter = new exporterModule.OTLPTraceExporter({ url: settings.tracesUrl });
+  // OTEL_RESOURCE_ATTRIBUTES as the standard says; the service name from the settings wins.
+  const resource = resources
+    .defaultResource()
+    .merge(resourceFromEnv(resources, env))
+    .merge(resources.resourceFromAttributes({ 'service.name': settings.serviceName }));
+  const provider = new sdkTrace.TracerProvider({
+    resource,
     // A caller's sampling decision wins; new traces are sampled at sampleRatio.
-    sampler: new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(settings.sampleRatio) }),
-    spanProcessors: [new BatchSpanProcessor({ exporter, scheduledDelayMillis: 1000 })],
+    sampler: new sdkTrace.ParentBasedSampler({
+      root: new sdkTrace.TraceIdRatioBasedSampler(settings.sampleRatio),
+    }),
+    spanProcessors: [new sdkTrace.BatchSpanProcessor({ exporter, scheduledDelayMillis: 1000 })],
   });
-  sdk.start();
-  return sdk;
+  context.setGlobalContextManager(new hooks.AsyncLocalStorageContextManager().enable());
+  propagation.setGlobalPropagator(
+    new core.CompositePropagator({
+      propagators: [new core.W3CTraceContextPropagator(), new core.W3CBaggagePropagator()],
+    }),
+  );
+  trace.setGlobalTracerProvider(provider);
+  return { shutdown: () => provider.shutdown() };
+}
+
+/** OTEL_RESOURCE_ATTRIBUTES (key=value,key=value, percent-encoded values) as a resource. */
+function resourceFromEnv(
+  resources: typeof import('@opentelemetry/resources'),
+  env: Record<string, string | undefined>,
+) {
+  const attributes: Record<string, string> = {};
+  for (const pair of (env.OTEL_RESOURCE_ATTRIBUTES ?? '').split(',')) {
+    const at = pair.indexOf('=');
+    if (at <= 0) continue;
+    try {
+      attributes[pair.slice(0, at).trim()] = decodeURIComponent(pair.slice(at + 1).trim());
+    } catch {
+      // A malformed value is skipped, as the SDK's own detector does.
+    }
+  }
+  return resources.resourceFromAttributes(attributes);
 }
