@@ -108,8 +108,10 @@ function route(req: IncomingMessage): { service: string; path: string } {
 /** The caller leaving before its answer is complete cancels the upstream call. */
 function cancelWhenCallerLeaves(res: ServerResponse): CallSignal {
   const signal = new CallSignal();
+  // writableEnded, not writableFinished: HTTP/2's compatibility response reports itself
+  // finished once its stream has closed, however it closed (a client's RST_STREAM too).
   res.once('close', () => {
-    if (!res.writableFinished)
+    if (!res.writableEnded)
       signal.abort(
         new AimeshError('upstream.failed', 'the caller left before the answer was complete', {
           details: { cancelled: true },
@@ -224,7 +226,7 @@ function pipeBody(body: Readable, res: ServerResponse): Promise<boolean> {
     });
     res.once('close', () => {
       if (!body.readableEnded) body.destroy();
-      resolve(res.writableFinished);
+      resolve(res.writableEnded);
     });
     body.pipe(res);
   });
