@@ -47,6 +47,7 @@ async function serve(
   req: IncomingMessage,
   res: ServerResponse,
 ): Promise<void> {
+  refuseUpgrade(req, res);
   const signal = cancelWhenCallerLeaves(res);
   const url = req.url ?? '/';
   if (url.startsWith(AI_PREFIX)) {
@@ -103,6 +104,25 @@ function route(req: IncomingMessage): { service: string; path: string } {
   const resolved = resolveTarget(req.url ?? '/', host);
   if (!resolved.ok) throw new AimeshError('input.invalid', resolved.message);
   return resolved.target;
+}
+
+/**
+ * An HTTP/1.1 `Upgrade` (websocket) is refused rather than answered as a plain request
+ * with the upgrade dropped: the stack carries requests and responses, not the two-way byte
+ * stream an upgraded connection becomes. The connection is closed after the answer, since
+ * the client may already treat it as upgraded. `Upgrade: h2c` is an offer a server may
+ * ignore (RFC 9113 dropped it; gRPC clients use prior knowledge), so that request is served
+ * as HTTP/1.1.
+ */
+function refuseUpgrade(req: IncomingMessage, res: ServerResponse): void {
+  const upgrade = req.headers.upgrade;
+  if (req.httpVersionMajor !== 1 || upgrade === undefined || /^\s*h2c\s*$/i.test(upgrade)) return;
+  res.shouldKeepAlive = false;
+  throw new AimeshError(
+    'input.unsupported',
+    `upgrade to ${JSON.stringify(upgrade.slice(0, 64))} (websocket) is not supported through the sidecar: connect to the service directly, or use HTTP streaming (server-sent events) or gRPC`,
+    { details: { upgrade: upgrade.slice(0, 64) } },
+  );
 }
 
 /** The caller leaving before its answer is complete cancels the upstream call. */
