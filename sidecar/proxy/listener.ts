@@ -166,6 +166,8 @@ function sniff(socket: Socket, timeoutMs: number, decide: (isHttp2: boolean) => 
   let head: Buffer = Buffer.alloc(0);
   const timer = setTimeout(() => socket.destroy(), timeoutMs);
   const onEnd = () => socket.destroy();
+  // Until a server has the socket, nothing else handles its errors (a reset while sniffing).
+  const onError = () => socket.destroy();
   const onReadable = () => {
     let chunk: Buffer | null;
     while ((chunk = socket.read() as Buffer | null) !== null)
@@ -177,11 +179,13 @@ function sniff(socket: Socket, timeoutMs: number, decide: (isHttp2: boolean) => 
     clearTimeout(timer);
     socket.off('readable', onReadable);
     socket.off('end', onEnd);
+    socket.off('error', onError);
     socket.unshift(head);
     decide(prefaceSoFar);
   };
   socket.on('readable', onReadable);
   socket.once('end', onEnd);
+  socket.on('error', onError);
   socket.once('close', () => clearTimeout(timer));
 }
 

@@ -137,6 +137,29 @@ describe('the edge closes connections that hold it', () => {
     await withGuard(upstreamClosed, 'the upstream request was not closed');
   });
 
+  it('does not cut a streamed answer that lasts longer than the request timeout', async () => {
+    const { socket, data, closed } = rawClient(listener.port);
+    socket.write('GET /v1/invoke/web/slow-stream HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n');
+    await closed;
+    expect(data()).toMatch(/^HTTP\/1\.1 200 /);
+    expect(bodyOf(data())).toBe('0123456789');
+  });
+
+  it('a connection reset while its first bytes are read does not take the sidecar down', async () => {
+    const { socket, closed } = rawClient(listener.port);
+    socket.write('PRI');
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    socket.resetAndDestroy();
+    await closed;
+    const session = await h2Session(listener.port);
+    try {
+      const { headers } = await h2Get(session, '/v1/invoke/web/echo');
+      expect(headers[':status']).toBe(200);
+    } finally {
+      session.close();
+    }
+  });
+
   it('closes a keep-alive connection after the idle timeout, once its answer is complete', async () => {
     const { socket, data, closed } = rawClient(listener.port);
     socket.write('GET /v1/invoke/web/echo HTTP/1.1\r\nHost: web\r\n\r\n');
@@ -426,6 +449,19 @@ function webHandler(req: import('node:http').IncomingMessage, res: import('node:
   if (path === '/stall') {
     res.writeHead(200, { 'content-type': 'text/plain' });
     res.write('first');
+    return;
+  }
+  if (path === '/slow-stream') {
+    // Ten chunks over about twice the edge's request timeout.
+    res.writeHead(200, { 'content-type': 'text/plain' });
+    let n = 0;
+    const tick = setInterval(() => {
+      res.write(String(n++));
+      if (n < 10) return;
+      clearInterval(tick);
+      res.end();
+    }, 200);
+    res.once('close', () => clearInterval(tick));
     return;
   }
   if (path === '/hop') {
