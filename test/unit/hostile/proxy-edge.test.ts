@@ -62,6 +62,7 @@ beforeAll(async () => {
       { name: 'web', timeout: '1m' },
       { name: 'hasty', timeout: '300ms' },
       { name: 'greeter', protocol: 'grpc', timeout: '1m' },
+      { name: 'hasty-greeter', protocol: 'grpc', timeout: '300ms' },
     ],
     providers: [{ name: 'llm', baseUrl: `http://127.0.0.1:${portOf(llm)}/v1`, priority: 1 }],
   };
@@ -74,6 +75,7 @@ beforeAll(async () => {
     ['web', web],
     ['hasty', web],
     ['greeter', grpc],
+    ['hasty-greeter', grpc],
   ] as const)
     routes
       .upstream(name)
@@ -421,6 +423,30 @@ describe('a client that leaves, and the upstream timeout, end the upstream excha
     }
   });
 
+  it('gRPC: a call whose answer stalls after its first message ends with DEADLINE_EXCEEDED at the upstream timeout', async () => {
+    const upstreamClosed = once(seen, 'closed:/greeter.Greeter/Stall');
+    const session = await h2Session(listener.port);
+    try {
+      const stream = session.request({
+        ':method': 'POST',
+        ':path': '/greeter.Greeter/Stall',
+        ':authority': 'hasty-greeter',
+        'content-type': 'application/grpc',
+        te: 'trailers',
+      });
+      stream.on('error', () => undefined);
+      const trailers = new Promise<Http2Headers>((resolve) => stream.once('trailers', resolve));
+      let received = 0;
+      stream.on('data', (chunk: Buffer) => (received += chunk.length));
+      stream.end(Buffer.from([0, 0, 0, 0, 0]));
+      expect((await withGuard(trailers, 'no trailers'))['grpc-status']).toBe('4');
+      expect(received).toBe(5);
+      await withGuard(upstreamClosed, 'the upstream stream was not closed');
+    } finally {
+      session.close();
+    }
+  });
+
   it('AI streams: the provider stream is closed when the app leaves mid-stream', async () => {
     const upstreamClosed = once(seen, 'closed:/v1/chat/completions');
     const { socket, data, closed } = rawClient(listener.port);
@@ -482,7 +508,7 @@ function webHandler(req: import('node:http').IncomingMessage, res: import('node:
   });
 }
 
-/** The gRPC upstream: accepts a call and never answers it. */
+/** The gRPC upstream: accepts a call and never answers it, or answers one message and stalls. */
 function grpcHandler(server: Http2Server): void {
   server.on('stream', (stream, headers) => {
     const path = String(headers[':path']);
@@ -490,6 +516,10 @@ function grpcHandler(server: Http2Server): void {
     stream.on('error', () => undefined);
     stream.once('close', () => seen.emit(`closed:${path}`));
     stream.resume();
+    if (path.endsWith('/Stall')) {
+      stream.respond({ ':status': 200, 'content-type': 'application/grpc' });
+      stream.write(Buffer.from([0, 0, 0, 0, 0]));
+    }
   });
 }
 
