@@ -38,7 +38,7 @@ export const edgeSchema = withRules(
         { min: '1s', max: '1h' },
       ).default(EDGE_DEFAULTS.requestTimeout),
       idleTimeout: duration(
-        'A keep-alive HTTP/1.1 connection with no request, or an HTTP/2 connection with no open stream, is closed after this long.',
+        'A keep-alive HTTP/1.1 connection with no request, an HTTP/2 connection with no open stream, or an upgraded (websocket) connection with no bytes either way is closed after this long.',
         { min: '1s', max: '1h' },
       ).default(EDGE_DEFAULTS.idleTimeout),
       maxHeaderBytes: z

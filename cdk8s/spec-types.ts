@@ -321,7 +321,7 @@ export type AiServiceSpecProps = {
       headersTimeout?: string;
       /** An HTTP/1.1 request (headers and body) not all received this long after its first byte is answered 408 and its connection closed. HTTP/2 streams are bounded by the upstream timeout instead, since a gRPC call may stream its request for long. From 1s to 1h. */
       requestTimeout?: string;
-      /** A keep-alive HTTP/1.1 connection with no request, or an HTTP/2 connection with no open stream, is closed after this long. From 1s to 1h. */
+      /** A keep-alive HTTP/1.1 connection with no request, an HTTP/2 connection with no open stream, or an upgraded (websocket) connection with no bytes either way is closed after this long. From 1s to 1h. */
       idleTimeout?: string;
       /** Largest request header block in bytes: HTTP/1.1 requests over it are answered 431, HTTP/2 ones are refused (SETTINGS_MAX_HEADER_LIST_SIZE). */
       maxHeaderBytes?: number;

@@ -23,7 +23,7 @@ import {
   type Discovery,
   type UpstreamState,
 } from './discovery/index.js';
-import { listenHttp1AndH2c, outboundHandler } from './proxy/index.js';
+import { listenHttp1AndH2c, outboundHandler, outboundUpgradeHandler } from './proxy/index.js';
 import { Routes } from './routes.js';
 import {
   ConsulSagaStore,
@@ -109,6 +109,7 @@ export async function runSidecar(options: SidecarOptions): Promise<RunningSideca
       handler(req, res);
     },
     compileEdge(loaded.config.edge),
+    outboundUpgradeHandler(() => routes, log.child({ part: 'proxy' })),
   );
   const admin = await startProbeServer({
     host: options.adminAddress,

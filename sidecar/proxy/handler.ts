@@ -9,13 +9,13 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Http2ServerRequest } from 'node:http2';
-import { PassThrough, type Readable } from 'node:stream';
+import { PassThrough, type Duplex, type Readable } from 'node:stream';
 import { AimeshError, asAimeshError, describe } from '../../lib/errors/index.js';
 import type { Logger } from '../../lib/log/index.js';
 import type { SidecarMetrics } from '../admin/index.js';
 import { AI_PREFIX } from '../ai/index.js';
 import type { CompiledUpstream } from '../config/compile.js';
-import { isGrpc, sendError } from '../error-response.js';
+import { isGrpc, sendError, sendErrorOnSocket } from '../error-response.js';
 import type { Routes } from '../routes.js';
 import {
   CallSignal,
@@ -25,6 +25,7 @@ import {
   type Upstream,
 } from '../stack/index.js';
 import { forwardGrpc } from './grpc.js';
+import type { UpgradeHandler } from './listener.js';
 import { resolveTarget } from './target.js';
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => void;
@@ -41,13 +42,80 @@ export function outboundHandler(routes: () => Routes, metrics: SidecarMetrics, l
   };
 }
 
+/**
+ * An HTTP/1.1 upgrade (websocket) from the app: through the upstream's stack to one
+ * endpoint; once it switches protocols, bytes flow both ways until either side closes (or
+ * the edge's idle timeout, which the listener set on the app's socket, passes). An upgrade
+ * to the AI route or a gRPC upstream is refused with 501.
+ */
+export function outboundUpgradeHandler(routes: () => Routes, log: Logger): UpgradeHandler {
+  return (req, socket, head) => {
+    socket.on('error', () => socket.destroy());
+    proxyUpgrade(routes(), req, socket, head).catch((error: unknown) => {
+      const failure = asAimeshError(error);
+      if (failure.code === 'internal')
+        log.error('proxy error', { url: req.url, error: failure, cause: failure.cause });
+      else log.debug('upgrade failed', { url: req.url, code: failure.code, error: failure.message });
+      sendErrorOnSocket(socket, failure);
+    });
+  };
+}
+
+async function proxyUpgrade(
+  routes: Routes,
+  req: IncomingMessage,
+  socket: Duplex,
+  head: Buffer,
+): Promise<void> {
+  const protocol = String(req.headers.upgrade);
+  if ((req.url ?? '/').startsWith(AI_PREFIX))
+    throw new AimeshError('input.unsupported', 'the AI route takes no HTTP/1.1 upgrade (websocket)');
+  const target = route(req);
+  const upstream = routes.upstream(target.service);
+  const signal = new CallSignal();
+  const onLeave = () =>
+    signal.abort(
+      new AimeshError('upstream.failed', 'the caller left before the upgrade was answered', {
+        details: { cancelled: true },
+      }),
+    );
+  socket.once('close', onLeave);
+  const headers = endToEnd(req.headers);
+  headers.host = target.service;
+  const upgraded = await upstream.upgrade({
+    method: req.method ?? 'GET',
+    path: target.path,
+    headers,
+    protocol,
+    ...hashKey(upstream.config, req),
+    signal,
+  });
+  socket.off('close', onLeave);
+  const answer = endToEnd(upgraded.headers);
+  let head101 = 'HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\n';
+  head101 += `upgrade: ${String(upgraded.headers.upgrade ?? protocol)}\r\n`;
+  for (const [name, value] of Object.entries(answer))
+    for (const one of Array.isArray(value) ? value : [value]) head101 += `${name}: ${one}\r\n`;
+  const peer = upgraded.socket;
+  if (socket.destroyed) {
+    peer.destroy();
+    return;
+  }
+  peer.on('error', () => socket.destroy());
+  socket.on('close', () => peer.destroy());
+  peer.on('close', () => socket.destroy());
+  socket.write(`${head101}\r\n`);
+  if (head.length > 0) peer.write(head);
+  socket.pipe(peer);
+  peer.pipe(socket);
+}
+
 async function serve(
   routes: Routes,
   metrics: SidecarMetrics,
   req: IncomingMessage,
   res: ServerResponse,
 ): Promise<void> {
-  refuseUpgrade(req, res);
   const signal = cancelWhenCallerLeaves(res);
   const url = req.url ?? '/';
   if (url.startsWith(AI_PREFIX)) {
@@ -104,25 +172,6 @@ function route(req: IncomingMessage): { service: string; path: string } {
   const resolved = resolveTarget(req.url ?? '/', host);
   if (!resolved.ok) throw new AimeshError('input.invalid', resolved.message);
   return resolved.target;
-}
-
-/**
- * An HTTP/1.1 `Upgrade` (websocket) is refused rather than answered as a plain request
- * with the upgrade dropped: the stack carries requests and responses, not the two-way byte
- * stream an upgraded connection becomes. The connection is closed after the answer, since
- * the client may already treat it as upgraded. `Upgrade: h2c` is an offer a server may
- * ignore (RFC 9113 dropped it; gRPC clients use prior knowledge), so that request is served
- * as HTTP/1.1.
- */
-function refuseUpgrade(req: IncomingMessage, res: ServerResponse): void {
-  const upgrade = req.headers.upgrade;
-  if (req.httpVersionMajor !== 1 || upgrade === undefined || /^\s*h2c\s*$/i.test(upgrade)) return;
-  res.shouldKeepAlive = false;
-  throw new AimeshError(
-    'input.unsupported',
-    `upgrade to ${JSON.stringify(upgrade.slice(0, 64))} (websocket) is not supported through the sidecar: connect to the service directly, or use HTTP streaming (server-sent events) or gRPC`,
-    { details: { upgrade: upgrade.slice(0, 64) } },
-  );
 }
 
 /** The caller leaving before its answer is complete cancels the upstream call. */

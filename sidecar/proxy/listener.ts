@@ -16,7 +16,10 @@ import {
   type ServerHttp2Session,
 } from 'node:http2';
 import { createServer as createNetServer, type Server, type Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { AimeshError } from '../../lib/errors/index.js';
 import { compileEdge, type CompiledEdge } from '../config/compile.js';
+import { sendErrorOnSocket } from '../error-response.js';
 
 const HTTP2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
 
@@ -25,6 +28,19 @@ const HTTP2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
  * HTTP/1 objects; `httpVersionMajor === 2` tells them apart.
  */
 export type Handler = (request: IncomingMessage, response: ServerResponse) => void;
+
+/** An HTTP/1.1 upgrade request (websocket): the socket is the handler's from then on. */
+export type UpgradeHandler = (request: IncomingMessage, socket: Duplex, head: Buffer) => void;
+
+/** Without a handler for them, upgrades are refused rather than served as plain requests. */
+const refuseUpgrades: UpgradeHandler = (request, socket) =>
+  sendErrorOnSocket(
+    socket,
+    new AimeshError(
+      'input.unsupported',
+      `upgrade to ${JSON.stringify(request.headers.upgrade)} is not supported here`,
+    ),
+  );
 
 export interface DualListener {
   server: Server;
@@ -51,11 +67,12 @@ export async function listenHttp1AndH2c(
   port: number,
   handler: Handler,
   edge: CompiledEdge = compileEdge(),
+  upgrade: UpgradeHandler = refuseUpgrades,
 ): Promise<DualListener> {
   const sessions = new Set<ServerHttp2Session>();
   const pairs = new Set<ServerPair>();
   const serversFor = (limits: CompiledEdge): ServerPair => {
-    const pair = { ...createServers(limits, handler, sessions), sockets: 0 };
+    const pair = { ...createServers(limits, handler, upgrade, sessions), sockets: 0 };
     pairs.add(pair);
     return pair;
   };
@@ -123,6 +140,7 @@ export async function listenHttp1AndH2c(
 function createServers(
   edge: CompiledEdge,
   handler: Handler,
+  upgrade: UpgradeHandler,
   sessions: Set<ServerHttp2Session>,
 ): Omit<ServerPair, 'sockets'> {
   const http1 = createHttp1Server(
@@ -133,9 +151,17 @@ function createServers(
       maxHeaderSize: edge.maxHeaderBytes,
       // How often the header and request timeouts are checked: their granularity.
       connectionsCheckingInterval: Math.max(50, Math.min(1000, Math.floor(edge.headersTimeoutMs / 2))),
+      // `Upgrade: h2c` is an offer a server may ignore (RFC 9113 dropped it; gRPC clients use
+      // prior knowledge): that request is served as HTTP/1.1. Every other upgrade is one.
+      shouldUpgradeCallback: (req: IncomingMessage) => !/^\s*h2c\s*$/i.test(req.headers.upgrade ?? ''),
     },
     handler,
   );
+  http1.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    // An upgraded connection is a byte stream both ways: idle for too long, it is closed.
+    (socket as Socket).setTimeout(edge.idleTimeoutMs, () => socket.destroy());
+    upgrade(req, socket, head);
+  });
   // Node checks headersTimeout and requestTimeout only for servers that listened: it starts
   // tracking connections on 'listening'. This server is handed its sockets through
   // 'connection' and never listens, so it is told it does (test/unit/hostile/proxy-edge

@@ -17,12 +17,17 @@ import {
   type IncomingHttpHeaders as Http2Headers,
 } from 'node:http2';
 import { connect, createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
-import { Writable } from 'node:stream';
+import { Writable, type Duplex } from 'node:stream';
 import { edgeSchema, sidecarConfig, type SidecarConfigInput } from '../../../api/index.js';
 import { createLogger } from '../../../lib/log/index.js';
 import { sidecarMetrics } from '../../../sidecar/admin/index.js';
 import { compileConfig, compileEdge } from '../../../sidecar/config/compile.js';
-import { listenHttp1AndH2c, outboundHandler, type DualListener } from '../../../sidecar/proxy/index.js';
+import {
+  listenHttp1AndH2c,
+  outboundHandler,
+  outboundUpgradeHandler,
+  type DualListener,
+} from '../../../sidecar/proxy/index.js';
 import { Routes } from '../../../sidecar/routes.js';
 
 const quiet = createLogger('test', {
@@ -53,7 +58,7 @@ let listener: DualListener;
 const cleanup: (() => Promise<void> | void)[] = [];
 
 beforeAll(async () => {
-  web = await listen(createHttpServer(webHandler));
+  web = await listen(createHttpServer(webHandler), (server) => server.on('upgrade', webUpgrade));
   grpc = await listen(createHttp2Server(), grpcHandler);
   llm = await listen(createHttpServer(llmHandler));
   const config: SidecarConfigInput = {
@@ -85,6 +90,7 @@ beforeAll(async () => {
     0,
     outboundHandler(() => routes, sidecarMetrics(), quiet),
     edge,
+    outboundUpgradeHandler(() => routes, quiet),
   );
 });
 
@@ -173,7 +179,7 @@ describe('the edge closes connections that hold it', () => {
   it('closes an HTTP/2 connection with no open stream after the idle timeout', async () => {
     const session = connectHttp2(`http://127.0.0.1:${listener.port}`);
     session.on('error', () => undefined);
-    await withGuard(once(session, 'close'), 'the idle session was not closed');
+    await withGuard(closeOf(session), 'the idle session was not closed');
     expect(session.closed).toBe(true);
   });
 });
@@ -309,17 +315,64 @@ describe('sniffing HTTP/1 from h2c', () => {
 });
 
 describe('websocket upgrades', () => {
-  it('are refused with 501 input.unsupported and the connection closed', async () => {
+  it('are proxied to the upstream: 101 with its headers, then bytes both ways, and closed together', async () => {
+    const upstreamClosed = once(seen, 'closed:/ws');
+    const { socket, data, closed } = rawClient(listener.port);
+    socket.write(
+      'GET /v1/invoke/web/ws HTTP/1.1\r\nHost: web\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n' +
+        'Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n' +
+        'hello',
+    );
+    while (!data().includes('HELLO')) await withGuard(once(socket, 'data'), 'no upgraded answer');
+    const head = (data().split('\r\n\r\n')[0] as string).toLowerCase();
+    expect(head).toMatch(/^http\/1\.1 101 /);
+    expect(head).toContain('\r\nupgrade: websocket');
+    expect(head).toContain('\r\nsec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo=');
+    expect(head).not.toContain('x-upstream-hop');
+    socket.write(' world');
+    while (!data().includes('WORLD')) await withGuard(once(socket, 'data'), 'no echo after the upgrade');
+    socket.end();
+    await closed;
+    await withGuard(upstreamClosed, 'the upstream side was not closed');
+  });
+
+  it('an upgraded connection left idle is closed after the idle timeout, on both sides', async () => {
+    const upstreamClosed = once(seen, 'closed:/ws');
     const { socket, data, closed } = rawClient(listener.port);
     socket.write(
       'GET /v1/invoke/web/ws HTTP/1.1\r\nHost: web\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n' +
         'Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n',
     );
     await closed;
-    const head = data().split('\r\n\r\n')[0] as string;
-    expect(head).toMatch(/^HTTP\/1\.1 501 /);
-    expect(head).toMatch(/\r\nconnection: close/i);
-    expect(JSON.parse(bodyOf(data()))).toMatchObject({ code: 'input.unsupported' });
+    expect(data()).toMatch(/^HTTP\/1\.1 101 /);
+    await withGuard(upstreamClosed, 'the upstream side was not closed');
+  });
+
+  it('an upstream that does not switch protocols gets the app a 502 and the connection closed', async () => {
+    const { socket, data, closed } = rawClient(listener.port);
+    socket.write(
+      'GET /v1/invoke/web/ws-refused HTTP/1.1\r\nHost: web\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n' +
+        'Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n',
+    );
+    await closed;
+    expect(data()).toMatch(/^HTTP\/1\.1 502 /);
+    expect(JSON.parse(bodyOf(data()))).toMatchObject({ code: 'upstream.failed' });
+  });
+
+  it('are refused with 501 input.unsupported by gRPC upstreams and the AI route', async () => {
+    for (const [path, host] of [
+      ['/v1/invoke/greeter/ws', 'greeter'],
+      ['/v1/ai/realtime', 'x'],
+    ]) {
+      const { socket, data, closed } = rawClient(listener.port);
+      socket.write(
+        `GET ${path} HTTP/1.1\r\nHost: ${host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n`,
+      );
+      await closed;
+      expect(data()).toMatch(/^HTTP\/1\.1 501 /);
+      expect(data()).toMatch(/\r\nconnection: close/i);
+      expect(JSON.parse(bodyOf(data()))).toMatchObject({ code: 'input.unsupported' });
+    }
   });
 
   it('an h2c upgrade offer is ignored and the request served as HTTP/1.1', async () => {
@@ -454,7 +507,7 @@ describe('a client that leaves, and the upstream timeout, end the upstream excha
     socket.write(
       `POST /v1/ai/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`,
     );
-    while (!data().includes('"n":1')) await once(socket, 'data');
+    while (!data().includes('"n":1')) await withGuard(once(socket, 'data'), 'no first event');
     socket.destroy();
     await closed;
     await withGuard(upstreamClosed, 'the provider stream was not closed');
@@ -506,6 +559,28 @@ function webHandler(req: import('node:http').IncomingMessage, res: import('node:
     res.writeHead(200, { 'content-type': 'application/json' });
     res.end(JSON.stringify({ url: path, headers: req.headers }));
   });
+}
+
+/**
+ * The upstream's websocket side: switches protocols (with the RFC 6455 example's accept
+ * value and a hop-by-hop header it names) and echoes upper-cased; or refuses to switch.
+ */
+function webUpgrade(req: import('node:http').IncomingMessage, socket: Duplex, head: Buffer): void {
+  const path = req.url ?? '/';
+  socket.on('error', () => undefined);
+  socket.once('close', () => seen.emit(`closed:${path}`));
+  if (path !== '/ws') {
+    socket.end('HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\nconnection: close\r\n\r\n');
+    return;
+  }
+  socket.write(
+    'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade, X-Upstream-Hop\r\n' +
+      'X-Upstream-Hop: secret\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n',
+  );
+  const echo = (chunk: Buffer) => socket.write(chunk.toString().toUpperCase());
+  if (head.length > 0) echo(head);
+  socket.on('data', echo);
+  socket.on('end', () => socket.end());
 }
 
 /** The gRPC upstream: accepts a call and never answers it, or answers one message and stalls. */
@@ -562,10 +637,8 @@ function rawClient(port: number): { socket: Socket; data: () => string; closed: 
   return {
     socket,
     data: () => received,
-    closed: withGuard(
-      once(socket, 'close').then(() => undefined),
-      'the connection was not closed',
-    ),
+    // A reset (the server closing while the client still writes) is a close too.
+    closed: withGuard(closeOf(socket), 'the connection was not closed'),
   };
 }
 
