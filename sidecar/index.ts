@@ -108,8 +108,11 @@ export async function runSidecar(options: SidecarOptions): Promise<RunningSideca
       res.once('close', () => inFlight.count--);
       handler(req, res);
     },
-    compileEdge(loaded.config.edge),
-    outboundUpgradeHandler(() => routes, log.child({ part: 'proxy' })),
+    {
+      edge: compileEdge(loaded.config.edge),
+      upgrade: outboundUpgradeHandler(() => routes, log.child({ part: 'proxy' })),
+      onEdgeClose: (reason) => metrics.edgeClosed.inc({ reason }),
+    },
   );
   const admin = await startProbeServer({
     host: options.adminAddress,

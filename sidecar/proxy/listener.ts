@@ -42,6 +42,18 @@ const refuseUpgrades: UpgradeHandler = (request, socket) =>
     ),
   );
 
+/** Why the edge closed a connection on its own (Node's 408 and 431 are not counted here). */
+export type EdgeCloseReason = 'connection-limit' | 'first-byte-timeout';
+
+export interface ListenerOptions {
+  /** Timeouts and limits of client connections; the schema's defaults when unset. */
+  edge?: CompiledEdge;
+  /** HTTP/1.1 upgrades (websocket); refused with 501 when unset. */
+  upgrade?: UpgradeHandler;
+  /** Told each time the edge closes a connection itself, for a metric. */
+  onEdgeClose?: (reason: EdgeCloseReason) => void;
+}
+
 export interface DualListener {
   server: Server;
   port: number;
@@ -66,9 +78,9 @@ export async function listenHttp1AndH2c(
   host: string,
   port: number,
   handler: Handler,
-  edge: CompiledEdge = compileEdge(),
-  upgrade: UpgradeHandler = refuseUpgrades,
+  options: ListenerOptions = {},
 ): Promise<DualListener> {
+  const { edge = compileEdge(), upgrade = refuseUpgrades, onEdgeClose = () => undefined } = options;
   const sessions = new Set<ServerHttp2Session>();
   const pairs = new Set<ServerPair>();
   const serversFor = (limits: CompiledEdge): ServerPair => {
@@ -95,12 +107,13 @@ export async function listenHttp1AndH2c(
       pair.sockets--;
       release(pair);
     });
-    sniff(socket, pair.edge.firstByteTimeoutMs, (isHttp2) =>
+    sniff(socket, pair.edge.firstByteTimeoutMs, onEdgeClose, (isHttp2) =>
       (isHttp2 ? pair.http2 : pair.http1).emit('connection', socket),
     );
   });
   // Over the limit, Node closes a new connection as soon as it is accepted.
   server.maxConnections = edge.maxConnections;
+  server.on('drop', () => onEdgeClose('connection-limit'));
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, host, () => resolve());
@@ -188,9 +201,17 @@ function createServers(
  * first TCP segment cut short) waits for more. A connection that has not decided within
  * the first-byte timeout, or ends first, is closed.
  */
-function sniff(socket: Socket, timeoutMs: number, decide: (isHttp2: boolean) => void): void {
+function sniff(
+  socket: Socket,
+  timeoutMs: number,
+  onEdgeClose: (reason: EdgeCloseReason) => void,
+  decide: (isHttp2: boolean) => void,
+): void {
   let head: Buffer = Buffer.alloc(0);
-  const timer = setTimeout(() => socket.destroy(), timeoutMs);
+  const timer = setTimeout(() => {
+    onEdgeClose('first-byte-timeout');
+    socket.destroy();
+  }, timeoutMs);
   const onEnd = () => socket.destroy();
   // Until a server has the socket, nothing else handles its errors (a reset while sniffing).
   const onError = () => socket.destroy();

@@ -55,6 +55,8 @@ let grpc: Http2Server;
 let llm: HttpServer;
 let routes: Routes;
 let listener: DualListener;
+/** What the main listener reported closing on its own. */
+const edgeClosed: string[] = [];
 const cleanup: (() => Promise<void> | void)[] = [];
 
 beforeAll(async () => {
@@ -89,8 +91,11 @@ beforeAll(async () => {
     '127.0.0.1',
     0,
     outboundHandler(() => routes, sidecarMetrics(), quiet),
-    edge,
-    outboundUpgradeHandler(() => routes, quiet),
+    {
+      edge,
+      upgrade: outboundUpgradeHandler(() => routes, quiet),
+      onEdgeClose: (reason) => edgeClosed.push(reason),
+    },
   );
 });
 
@@ -107,9 +112,11 @@ afterAll(async () => {
 
 describe('the edge closes connections that hold it', () => {
   it('closes a connection that sends nothing after the first-byte timeout', async () => {
+    const before = edgeClosed.length;
     const { data, closed } = rawClient(listener.port);
     await closed;
     expect(data()).toBe('');
+    expect(edgeClosed.slice(before)).toEqual(['first-byte-timeout']);
   });
 
   it('closes a connection that sends part of the h2c preface and then nothing', async () => {
@@ -242,8 +249,12 @@ describe('the edge refuses what is too big or too many', () => {
       '127.0.0.1',
       0,
       outboundHandler(() => routes, sidecarMetrics(), quiet),
-      compileEdge(edgeSchema.parse({ maxConnections: 2 })),
+      {
+        edge: compileEdge(edgeSchema.parse({ maxConnections: 2 })),
+        onEdgeClose: (reason) => limitedClosed.push(reason),
+      },
     );
+    const limitedClosed: string[] = [];
     cleanup.push(() => limited.close(0));
     const first = rawClient(limited.port);
     const second = rawClient(limited.port);
@@ -253,6 +264,7 @@ describe('the edge refuses what is too big or too many', () => {
     const third = rawClient(limited.port);
     await third.closed;
     expect(third.data()).toBe('');
+    expect(limitedClosed).toEqual(['connection-limit']);
     expect(first.socket.destroyed || second.socket.destroyed).toBe(false);
     first.socket.destroy();
     await first.closed;
@@ -271,7 +283,7 @@ describe('a reload of the edge limits', () => {
       '127.0.0.1',
       0,
       outboundHandler(() => routes, sidecarMetrics(), quiet),
-      compileEdge(edgeSchema.parse({ maxHeaderBytes: 8192 })),
+      { edge: compileEdge(edgeSchema.parse({ maxHeaderBytes: 8192 })) },
     );
     cleanup.push(() => reloaded.close(0));
     const bigRequest = `GET /v1/invoke/web/echo HTTP/1.1\r\nHost: web\r\nConnection: close\r\nX-Big: ${'b'.repeat(4096)}\r\n\r\n`;
