@@ -245,6 +245,7 @@ describe('the edge refuses what is too big or too many', () => {
   });
 
   it('closes connections over maxConnections at once and serves again when one leaves', async () => {
+    const limitedClosed: string[] = [];
     const limited = await listenHttp1AndH2c(
       '127.0.0.1',
       0,
@@ -254,13 +255,10 @@ describe('the edge refuses what is too big or too many', () => {
         onEdgeClose: (reason) => limitedClosed.push(reason),
       },
     );
-    const limitedClosed: string[] = [];
     cleanup.push(() => limited.close(0));
     const first = rawClient(limited.port);
     const second = rawClient(limited.port);
-    await Promise.all([once(first.socket, 'connect'), once(second.socket, 'connect')]);
-    // Accepted connections are counted once the server has seen them.
-    await new Promise((resolve) => setTimeout(resolve, 100));
+    await untilConnections(limited, 2);
     const third = rawClient(limited.port);
     await third.closed;
     expect(third.data()).toBe('');
@@ -268,7 +266,7 @@ describe('the edge refuses what is too big or too many', () => {
     expect(first.socket.destroyed || second.socket.destroyed).toBe(false);
     first.socket.destroy();
     await first.closed;
-    await new Promise((resolve) => setTimeout(resolve, 100));
+    await untilConnections(limited, 1);
     const fourth = rawClient(limited.port);
     fourth.socket.write('GET /v1/invoke/web/echo HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n');
     await fourth.closed;
@@ -289,7 +287,8 @@ describe('a reload of the edge limits', () => {
     const bigRequest = `GET /v1/invoke/web/echo HTTP/1.1\r\nHost: web\r\nConnection: close\r\nX-Big: ${'b'.repeat(4096)}\r\n\r\n`;
     const before = rawClient(reloaded.port);
     before.socket.write('G');
-    await new Promise((resolve) => setTimeout(resolve, 100));
+    // The limits a connection gets are those current when it is accepted.
+    await untilConnections(reloaded, 1);
     reloaded.setEdge(compileEdge(edgeSchema.parse({ maxHeaderBytes: 2048 })));
     const after = rawClient(reloaded.port);
     before.socket.write(bigRequest.slice(1));
@@ -652,6 +651,20 @@ function rawClient(port: number): { socket: Socket; data: () => string; closed: 
     // A reset (the server closing while the client still writes) is a close too.
     closed: withGuard(closeOf(socket), 'the connection was not closed'),
   };
+}
+
+/** Waits until the listener holds `count` connections: accepting is asynchronous. */
+async function untilConnections(target: DualListener, count: number): Promise<void> {
+  const held = () =>
+    new Promise<number>((resolve, reject) =>
+      target.server.getConnections((error, n) => (error ? reject(error) : resolve(n))),
+    );
+  await withGuard(
+    (async () => {
+      while ((await held()) !== count) await new Promise((resolve) => setTimeout(resolve, 10));
+    })(),
+    `the listener did not come to hold ${count} connections`,
+  );
 }
 
 /** Resolves at 'close' whatever came before it; events.once would reject on an 'error'. */
