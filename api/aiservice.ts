@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { podOverrides } from './pod.js';
+import { edgeSchema } from './edge.js';
 import {
   GROUP_VERSION,
   HTTP_METHODS,
@@ -521,6 +522,8 @@ const sidecar = z
       .boolean()
       .default(false)
       .describe('Run as a native sidecar (init container with restartPolicy Always, Kubernetes 1.29+).'),
+    // The proxy's client-side edge (api/edge.ts), kept in its own block.
+    edge: edgeSchema.prefault({}),
   })
   .describe('The aimesh sidecar.');
 

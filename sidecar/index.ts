@@ -11,7 +11,7 @@ import { createLogger, type Logger } from '../lib/log/index.js';
 import { startProbeServer } from '../lib/probe/index.js';
 import { redact, sidecarMetrics, type SidecarMetrics } from './admin/index.js';
 import { loadSidecarConfig, watchSidecarConfig } from './config/index.js';
-import { compileConfig, type CompiledConfig, type CompiledSaga } from './config/compile.js';
+import { compileConfig, compileEdge, type CompiledConfig, type CompiledSaga } from './config/compile.js';
 import {
   ConsulClient,
   ConsulDiscovery,
@@ -23,7 +23,7 @@ import {
   type Discovery,
   type UpstreamState,
 } from './discovery/index.js';
-import { listenHttp1AndH2c, outboundHandler } from './proxy/index.js';
+import { listenHttp1AndH2c, outboundHandler, outboundUpgradeHandler } from './proxy/index.js';
 import { Routes } from './routes.js';
 import {
   ConsulSagaStore,
@@ -91,6 +91,7 @@ export async function runSidecar(options: SidecarOptions): Promise<RunningSideca
   const applyConfig = (next: SidecarConfig) => {
     const previous = routes;
     routes = Routes.build(compileConfig(next), deps, previous);
+    outbound.setEdge(compileEdge(next.edge));
     watchUpstreams();
     previous.retireUnusedBy(routes);
   };
@@ -99,11 +100,20 @@ export async function runSidecar(options: SidecarOptions): Promise<RunningSideca
   const inFlight = { count: 0 };
   const handler = outboundHandler(() => routes, metrics, log.child({ part: 'proxy' }));
   const listen = loaded.config.listen;
-  const outbound = await listenHttp1AndH2c(listen.address, listen.outbound, (req, res) => {
-    inFlight.count++;
-    res.once('close', () => inFlight.count--);
-    handler(req, res);
-  });
+  const outbound = await listenHttp1AndH2c(
+    listen.address,
+    listen.outbound,
+    (req, res) => {
+      inFlight.count++;
+      res.once('close', () => inFlight.count--);
+      handler(req, res);
+    },
+    {
+      edge: compileEdge(loaded.config.edge),
+      upgrade: outboundUpgradeHandler(() => routes, log.child({ part: 'proxy' })),
+      onEdgeClose: (reason) => metrics.edgeClosed.inc({ reason }),
+    },
+  );
   const admin = await startProbeServer({
     host: options.adminAddress,
     port: listen.admin,

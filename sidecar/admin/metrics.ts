@@ -26,6 +26,12 @@ function registeredMetrics() {
       buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
       registers: [registry],
     }),
+    edgeClosed: new Counter({
+      name: 'aimesh_sidecar_edge_closed_total',
+      help: 'App connections the outbound proxy closed on its own: connection-limit, first-byte-timeout.',
+      labelNames: ['reason'] as const,
+      registers: [registry],
+    }),
     retries: new Counter({
       name: 'aimesh_sidecar_retries_total',
       help: 'Retries by upstream.',

@@ -4,7 +4,13 @@
  * once per load; a reload compiles a new one and swaps it in whole, so no request ever
  * parses a duration or sees half of an old config and half of a new one. Pure.
  */
-import { durationMs, type SagaSpec, type SidecarConfig } from '../../api/index.js';
+import {
+  durationMs,
+  edgeSchema,
+  type EdgeLimits,
+  type SagaSpec,
+  type SidecarConfig,
+} from '../../api/index.js';
 import {
   DEFAULT_OUTLIER,
   type BreakerSettings,
@@ -199,5 +205,28 @@ function compileBreaker(spec: NonNullable<UpstreamSpec['circuitBreaker']>): Brea
     consecutiveFailures: spec.consecutiveFailures,
     openForMs: durationMs(spec.openFor),
     halfOpenRequests: spec.halfOpenRequests,
+  };
+}
+
+/** The proxy's client-side edge in milliseconds and counts, as the listener takes it. */
+export interface CompiledEdge {
+  firstByteTimeoutMs: number;
+  headersTimeoutMs: number;
+  requestTimeoutMs: number;
+  idleTimeoutMs: number;
+  maxHeaderBytes: number;
+  maxConnections: number;
+  maxConcurrentStreams: number;
+}
+
+export function compileEdge(edge: EdgeLimits = edgeSchema.parse({})): CompiledEdge {
+  return {
+    firstByteTimeoutMs: durationMs(edge.firstByteTimeout),
+    headersTimeoutMs: durationMs(edge.headersTimeout),
+    requestTimeoutMs: durationMs(edge.requestTimeout),
+    idleTimeoutMs: durationMs(edge.idleTimeout),
+    maxHeaderBytes: edge.maxHeaderBytes,
+    maxConnections: edge.maxConnections,
+    maxConcurrentStreams: edge.maxConcurrentStreams,
   };
 }

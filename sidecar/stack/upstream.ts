@@ -30,6 +30,8 @@ import {
   type StackResponse,
   type Transport,
   type TransportResponse,
+  type Upgraded,
+  type UpgradeRequest,
 } from './types.js';
 
 /** Spans are made only when tracing is configured: the hot path stays free of them otherwise. */
@@ -122,6 +124,69 @@ export class Upstream {
       throw asAimeshError(error);
     } finally {
       this.metrics.duration.observe({ upstream: this.config.name }, (Date.now() - startedAt) / 1000);
+    }
+  }
+
+  /**
+   * An HTTP/1.1 upgrade (websocket): discovery, balancer, breaker and trace context as for
+   * a call, to one endpoint and never retried (the endpoint may have started a session).
+   * The deadline bounds the handshake only; what the upgraded connection carries is
+   * bounded by the edge's idle timeout, as with any long-lived stream.
+   */
+  async upgrade(request: UpgradeRequest): Promise<Upgraded> {
+    const name = this.config.name;
+    const transport = this.deps.transport;
+    if (!transport.upgrade)
+      throw new AimeshError('input.unsupported', `${name} speaks gRPC: it takes no HTTP/1.1 upgrade`, {
+        details: { upstream: name },
+      });
+    this.active++;
+    const trace = this.traceLayer({ ...request, headers: request.headers });
+    const signal = request.signal ?? new CallSignal();
+    const deadline = this.deadlineLayer(signal);
+    try {
+      if (!this.discovered) await this.discoveryLayer(signal, deadline.at);
+      if (signal.isAborted) throw signal.reason as AimeshError;
+      const endpoint = this.policy.pick(request.hashKey, new Set(), Date.now());
+      if (!endpoint)
+        throw new AimeshError(
+          'upstream.no-endpoint',
+          `${name}: no healthy endpoint (none known, or all ejected or open)`,
+          {
+            details: { upstream: name },
+          },
+        );
+      const started = Date.now();
+      this.policy.started(endpoint.id);
+      let upgraded: Omit<Upgraded, 'endpoint'>;
+      try {
+        upgraded = await transport.upgrade(endpoint, { ...request, headers: trace.headers, signal });
+      } catch (error) {
+        const latencyMs = Date.now() - started;
+        this.policy.finished(endpoint.id, { ok: cancelledByCaller(signal), latencyMs }, Date.now());
+        if (signal.isAborted) throw signal.reason as AimeshError;
+        throw new AimeshError(
+          'upstream.failed',
+          `${name}: ${endpoint.id} did not switch protocols: ${describe(error)}`,
+          { cause: error, details: { upstream: name, endpoint: endpoint.id } },
+        );
+      }
+      this.policy.finished(
+        endpoint.id,
+        { ok: true, status: 101, latencyMs: Date.now() - started },
+        Date.now(),
+      );
+      this.metrics.requests.inc({ upstream: name, endpoint: endpoint.id, code: '101' });
+      trace.end(101);
+      upgraded.socket.once('close', () => this.done());
+      return { ...upgraded, endpoint: endpoint.id };
+    } catch (error) {
+      trace.end(0);
+      this.done();
+      this.metrics.requests.inc({ upstream: name, endpoint: 'none', code: '0' });
+      throw asAimeshError(error);
+    } finally {
+      deadline.clear();
     }
   }
 
