@@ -111,4 +111,11 @@ describe('sidecar config', () => {
     const notYaml = parseSidecarConfig('service: [');
     expect(!notYaml.ok && notYaml.errors[0]).toMatch(/^not valid YAML or JSON/);
   });
+
+  it('reads YAML, block and flow style, as well as JSON', () => {
+    const block = parseSidecarConfig('service:\n  name: rag\n  port: 8080\n');
+    expect(block.ok && block.config.service).toMatchObject({ name: 'rag', port: 8080 });
+    const flow = parseSidecarConfig('{service: {name: rag, port: 8080}}');
+    expect(flow.ok && flow.config.service).toMatchObject({ name: 'rag', port: 8080 });
+  });
 });
