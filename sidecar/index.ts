@@ -27,7 +27,9 @@ import { listenHttp1AndH2c, outboundHandler } from './proxy/index.js';
 import { Routes } from './routes.js';
 import {
   ConsulSagaStore,
+  controlAuth,
   FileSagaStore,
+  type ControlAuth,
   SagaEngine,
   stackStepCaller,
   startSagaApi,
@@ -59,6 +61,8 @@ export async function runSidecar(options: SidecarOptions): Promise<RunningSideca
   const loaded = loadSidecarConfig(options.configFile);
   if (!loaded.ok)
     throw new AimeshError('input.invalid', `invalid sidecar config:\n  ${loaded.errors.join('\n  ')}`);
+  // Before any listener: a configured token that cannot be had stops the start here.
+  const auth = controlAuth(loaded.config.controlAuth, log.child({ part: 'sagas' }));
   const metrics = sidecarMetrics();
   const tracing = startTracing(loaded.config);
   const discovery = createDiscovery(loaded.config, options, log.child({ part: 'discovery' }));
@@ -138,7 +142,7 @@ export async function runSidecar(options: SidecarOptions): Promise<RunningSideca
 
   let sagas =
     loaded.config.sagas.length > 0
-      ? await startSagas(compiled, options, () => routes, metrics.registry, tracing.tracer, log)
+      ? await startSagas(compiled, options, () => routes, metrics.registry, tracing.tracer, log, auth)
       : undefined;
   // A Saga applied after the orchestrator started reaches it by a config reload: start the
   // engine then, or give the running one the new definitions. One reload at a time.
@@ -157,6 +161,7 @@ export async function runSidecar(options: SidecarOptions): Promise<RunningSideca
             metrics.registry,
             tracing.tracer,
             log,
+            auth,
           );
       })
       .catch((error: unknown) => log.error('could not start the sagas of the new config', { error }));
@@ -210,6 +215,7 @@ async function startSagas(
   registry: SidecarMetrics['registry'],
   tracer: Tracing['tracer'],
   parentLog: Logger,
+  auth: ControlAuth | undefined,
 ): Promise<{
   addDefinitions: (sagas: ReadonlyMap<string, CompiledSaga>) => void;
   stop: () => Promise<void>;
@@ -236,13 +242,14 @@ async function startSagas(
     registry,
     tracer,
   });
-  const api = await startSagaApi(engine, config.listen.address, config.listen.control, log);
-  const grpcApi = await startSagaGrpcApi(engine, config.listen.address, config.listen.controlGrpc);
+  const api = await startSagaApi(engine, config.listen.address, config.listen.control, log, auth);
+  const grpcApi = await startSagaGrpcApi(engine, config.listen.address, config.listen.controlGrpc, auth);
   await engine.startRecovery();
   log.info('saga engine started', {
     sagas: config.sagas.map((s) => s.name),
     store: config.sagaStore.kind,
     control: api.port,
+    authenticated: auth !== undefined,
   });
   return {
     addDefinitions: (next) => {
