@@ -76,7 +76,7 @@ export function sidecarMetrics() {
     }),
     aiTokens: new Counter({
       name: 'aimesh_ai_tokens_total',
-      help: 'Tokens reported by providers, by channel.',
+      help: 'Tokens charged to channels: reported by providers, or estimated for streams without usage.',
       labelNames: ['provider'] as const,
       registers: [registry],
     }),
