@@ -15,12 +15,12 @@ import { createHash } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Readable } from 'node:stream';
+import { DEFAULT_RETRY_BUFFER_BYTES } from '../../api/index.js';
 import { AimeshError, asAimeshError } from '../../lib/errors/index.js';
 import { decodePath, headerValue, pathUnder } from '../../lib/encode/index.js';
 import type { Logger } from '../../lib/log/index.js';
 import type { SidecarMetrics } from '../admin/index.js';
 import type { CompiledAiRouting, CompiledChannel, CompiledUpstream } from '../config/compile.js';
-import { DEFAULT_RETRY_BUFFER_BYTES } from '../config/compile.js';
 import { DEFAULT_OUTLIER } from '../routing/index.js';
 import {
   HttpTransport,
