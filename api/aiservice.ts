@@ -455,7 +455,15 @@ const provider = z
           .describe('Most tokens per minute sent to this channel.'),
       })
       .optional()
-      .describe('Per-channel rate quota; a channel over quota is skipped until the minute rolls over.'),
+      .describe(
+        'Per-channel rate quota; a channel over quota is skipped until the minute rolls over. Streamed answers count their tokens when they end.',
+      ),
+    streamUsage: z
+      .boolean()
+      .default(true)
+      .describe(
+        'Ask this channel for the token usage of streamed completions (stream_options.include_usage, as OpenAI takes it). Turn off for a provider that refuses the field: its streams are then charged an estimate of four characters a token.',
+      ),
     timeout: duration('Timeout of one call to this channel (a streamed answer included).', {
       max: '1h',
     }).default('60s'),

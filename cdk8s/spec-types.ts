@@ -237,13 +237,15 @@ export type AiServiceSpecProps = {
     enabled?: boolean;
     /** Models this channel serves; empty means any. */
     models?: string[];
-    /** Per-channel rate quota; a channel over quota is skipped until the minute rolls over. */
+    /** Per-channel rate quota; a channel over quota is skipped until the minute rolls over. Streamed answers count their tokens when they end. */
     quota?: {
       /** Most requests per minute sent to this channel. */
       requestsPerMinute?: number;
       /** Most tokens per minute sent to this channel. */
       tokensPerMinute?: number;
     };
+    /** Ask this channel for the token usage of streamed completions (stream_options.include_usage, as OpenAI takes it). Turn off for a provider that refuses the field: its streams are then charged an estimate of four characters a token. */
+    streamUsage?: boolean;
     /** Timeout of one call to this channel (a streamed answer included). From more than 0s to 1h. */
     timeout?: string;
   })[];

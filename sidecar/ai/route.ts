@@ -97,7 +97,6 @@ export class AiRoute {
     const streamed = parsed?.stream === true;
     // A streamed answer counts against the tokens quota too: ask the provider for its usage.
     const usageRequest = requestingUsage(parsed, segments);
-    const forwarded = usageRequest.body ?? body;
     const cacheKey =
       this.cache && !streamed && method === 'POST'
         ? hash(`${segments.join('/')}?${query}\n${body}`)
@@ -122,6 +121,8 @@ export class AiRoute {
         continue;
       }
       const url = pathUnder(channel.baseUrl, segments, new URLSearchParams(query));
+      const askedUsage = usageRequest.added && channel.streamUsage;
+      const forwarded = askedUsage ? (usageRequest.body as Buffer) : body;
       let response;
       try {
         response = await upstream.call({
@@ -151,7 +152,7 @@ export class AiRoute {
       if (streamed || contentType.startsWith('text/event-stream')) {
         res.flushHeaders();
         // From the first byte on the answer is this channel's: stream it as it comes.
-        const usage = new StreamUsage(usageRequest.added);
+        const usage = new StreamUsage(askedUsage);
         await stream(response.body, usage, res);
         // Charged when the stream ends, however it ends: an app that left gets what it read.
         this.charge(name, usage.tokens(estimatePromptTokens(parsed)));

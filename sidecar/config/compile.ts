@@ -58,6 +58,8 @@ export interface CompiledChannel {
   requestsPerMinute?: number;
   tokensPerMinute?: number;
   timeoutMs: number;
+  /** Whether streamed completions sent to it ask for their usage. */
+  streamUsage: boolean;
   apiKeyFile?: string;
   signature: string;
 }
@@ -170,6 +172,7 @@ function compileChannel(provider: ProviderSpec): CompiledChannel {
     ...(provider.quota?.requestsPerMinute ? { requestsPerMinute: provider.quota.requestsPerMinute } : {}),
     ...(provider.quota?.tokensPerMinute ? { tokensPerMinute: provider.quota.tokensPerMinute } : {}),
     timeoutMs: durationMs(provider.timeout),
+    streamUsage: provider.streamUsage,
     ...(provider.apiKeyFile ? { apiKeyFile: provider.apiKeyFile } : {}),
     signature: '',
   };

@@ -72,8 +72,8 @@ function config(url: string): Omit<SidecarConfigInput, 'listen'> {
     providers: [
       metered('reported', 'm-reported', 50),
       metered('asked', 'm-asked', 50),
-      // 120 streamed characters ≈ 30 tokens, plus the prompt's.
-      metered('quiet', 'm-quiet', 30),
+      // 120 streamed characters ≈ 30 tokens, plus the prompt's; a provider that refuses stream_options.
+      { ...metered('quiet', 'm-quiet', 30), streamUsage: false },
       metered('endless', 'm-endless', 20),
       { name: 'spare', baseUrl: `${url}/spare`, priority: 1, models: [] },
     ],
@@ -147,12 +147,16 @@ describe('streamed AI answers and the tokens quota', () => {
     expect(received).toContain('"total_tokens":60');
   });
 
-  it('charges an estimate from the streamed text when the provider reports no usage', async () => {
+  it('charges an estimate from the streamed text when the provider reports no usage, or is not asked', async () => {
     const providers = await twoInOneMinute(
       async () => (await stream('m-quiet')).provider,
       async () => (await stream('m-quiet')).provider,
     );
     expect(providers).toEqual(['quiet', 'spare']);
+    // streamUsage: false, so the channel never sees a field it may refuse.
+    const quiet = calls.filter((c) => c.model === 'm-quiet');
+    expect(quiet.length).toBeGreaterThan(0);
+    expect(quiet.filter((c) => c.streamOptions !== undefined)).toEqual([]);
   });
 
   it('charges what was streamed when the app leaves mid-stream, and ends the provider’s stream', async () => {
