@@ -62,7 +62,20 @@ export async function runSidecar(options: SidecarOptions): Promise<RunningSideca
   if (!loaded.ok)
     throw new AimeshError('input.invalid', `invalid sidecar config:\n  ${loaded.errors.join('\n  ')}`);
   // Before any listener: a configured token that cannot be had stops the start here.
-  const auth = controlAuth(loaded.config.controlAuth, log.child({ part: 'sagas' }));
+  const authLog = log.child({ part: 'sagas' });
+  let authSettings = loaded.config.controlAuth;
+  let currentAuth = controlAuth(authSettings, authLog);
+  /** The control APIs check through this, so a reload that names another token file applies at once. */
+  const auth: ControlAuth = (authorization) => currentAuth?.(authorization);
+  const reloadAuth = (next: SidecarConfig) => {
+    if (JSON.stringify(next.controlAuth) === JSON.stringify(authSettings)) return;
+    try {
+      currentAuth = controlAuth(next.controlAuth, authLog);
+      authSettings = next.controlAuth;
+    } catch (error) {
+      authLog.error('the new control API token file cannot be had; keeping the last token', { error });
+    }
+  };
   const metrics = sidecarMetrics();
   const tracing = startTracing(loaded.config);
   const discovery = createDiscovery(loaded.config, options, log.child({ part: 'discovery' }));
@@ -172,6 +185,7 @@ export async function runSidecar(options: SidecarOptions): Promise<RunningSideca
     loaded.hash,
     (next) => {
       applyConfig(next);
+      reloadAuth(next);
       reloadSagas(next);
       log.info('config reloaded', { upstreams: next.upstreams.map((u) => u.name) });
     },
@@ -215,7 +229,7 @@ async function startSagas(
   registry: SidecarMetrics['registry'],
   tracer: Tracing['tracer'],
   parentLog: Logger,
-  auth: ControlAuth | undefined,
+  auth: ControlAuth,
 ): Promise<{
   addDefinitions: (sagas: ReadonlyMap<string, CompiledSaga>) => void;
   stop: () => Promise<void>;
@@ -249,7 +263,7 @@ async function startSagas(
     sagas: config.sagas.map((s) => s.name),
     store: config.sagaStore.kind,
     control: api.port,
-    authenticated: auth !== undefined,
+    tokenFile: config.controlAuth.tokenFile ?? 'none: the control API is open to the pod',
   });
   return {
     addDefinitions: (next) => {

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -452,6 +452,21 @@ describe('saga control API authentication', () => {
     expect((await finished(orchestrator, execution.id)).state).toBe('completed');
     // The probes on the admin port stay open to the kubelet.
     expect((await fetch(`${orchestrator.admin}/healthz`)).status).toBe(200);
+
+    // A reload that names another token file applies at once, and the old token stops working.
+    const rotated = join(storeDir, 'auth-rotated-token');
+    writeFileSync(rotated, 'rotated-token-0123456789\n');
+    await orchestrator.reload({
+      ...orchestratorConfig({ kind: 'file', path: join(storeDir, 'auth') }),
+      controlAuth: { tokenFile: rotated },
+    });
+    const withToken = (authorization?: string) =>
+      fetch(`${orchestrator.control}/v1/executions`, { headers: authorization ? { authorization } : {} });
+    await waitFor(
+      'the reloaded token file applies',
+      async () => (await withToken('Bearer rotated-token-0123456789')).status === 200,
+    );
+    expect((await withToken(orchestrator.controlAuth.authorization)).status).toBe(401);
   });
 
   it('refuses to start when the configured token file is missing, naming the file', async () => {
