@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { podOverrides } from './pod.js';
+import { edgeSchema } from './edge.js';
 import {
   GROUP_VERSION,
   HTTP_METHODS,
@@ -540,11 +541,17 @@ const sidecar = z
       .max(512)
       .optional()
       .describe('Sidecar image; defaults to the operator’s own version.'),
-    resources: resourceRequirements.optional(),
+    resources: resourceRequirements
+      .optional()
+      .describe(
+        "The sidecar container's compute resources; default requests 50m CPU and 64Mi, limit 256Mi (from bench/sidecar-latency.ts). The sidecar's V8 heap is capped at three quarters of the memory limit.",
+      ),
     native: z
       .boolean()
       .default(false)
       .describe('Run as a native sidecar (init container with restartPolicy Always, Kubernetes 1.29+).'),
+    // The proxy's client-side edge (api/edge.ts), kept in its own block.
+    edge: edgeSchema.prefault({}),
   })
   .describe('The aimesh sidecar.');
 

@@ -5,5 +5,6 @@ export * from './saga.js';
 export * from './template.js';
 export * from './validate.js';
 export * from './sidecar-config.js';
+export * from './edge.js';
 export * from './version.js';
 export * from './pod.js';

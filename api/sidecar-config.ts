@@ -8,6 +8,7 @@ import {
   upstreamSchema,
 } from './aiservice.js';
 import { SIDECAR_PORTS, dnsLabel, duration, subdomainName } from './common.js';
+import { edgeSchema } from './edge.js';
 import { sagaSpec } from './saga.js';
 
 /**
@@ -76,6 +77,7 @@ export const sidecarConfig = z
       })
       .prefault({})
       .describe('Authentication of the saga control API.'),
+    edge: edgeSchema.prefault({}),
     discovery: z
       .strictObject({
         mode: z.enum(['consul', 'kubernetes', 'local']).default('consul'),

@@ -5,7 +5,10 @@
  *
  * Fixed rate: requests are scheduled at a constant rate and latency counts from the
  * scheduled time, so queueing shows (no coordinated omission). Throughput: a closed loop
- * with a fixed number of connections for a fixed time.
+ * with a fixed number of connections for a fixed time. CPU per request comes from each
+ * proxy's own CPU counters (/proc/<pid>/stat) over a fixed-rate run, and the sidecar runs
+ * with the V8 flags the render gives its container. A last pass profiles the sidecar's CPU
+ * (--cpu-prof) and sums where the time goes.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -14,13 +17,25 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Pool } from 'undici';
+import { DEFAULT_SIDECAR_RESOURCES, sidecarNodeOptions } from '../render/index.js';
 import { registerLocally } from '../sidecar/discovery/index.js';
 import { REPO_DIR } from '../test/env/components.js';
 import { freePorts, waitFor } from '../test/env/index.js';
+import { installDebianPackages } from '../test/env/node.js';
+import { summarizeCpuProfile } from './cpu-profile.js';
 import { table, writeSection } from './report.js';
 
 const RATE = Number(process.env.AIMESH_BENCH_RATE ?? 500);
+/** The rate at which memory and CPU per request are measured. */
+const LOAD_RATE = Number(process.env.AIMESH_BENCH_LOAD_RATE ?? 1000);
+/** To compare other V8 flags with the render's: AIMESH_BENCH_SIDECAR_NODE_OPTIONS="...". */
+const SIDECAR_FLAGS = (
+  process.env.AIMESH_BENCH_SIDECAR_NODE_OPTIONS ?? sidecarNodeOptions(DEFAULT_SIDECAR_RESOURCES.limits.memory)
+)
+  .split(' ')
+  .filter(Boolean);
 const SECONDS = Number(process.env.AIMESH_BENCH_SECONDS ?? 10);
+const UPSTREAM_COUNTS = (process.env.AIMESH_BENCH_UPSTREAMS ?? '1,10,64').split(',').map(Number);
 const CONNECTIONS = Number(process.env.AIMESH_BENCH_CONNECTIONS ?? 32);
 const BODY = JSON.stringify({ ok: true, service: 'echo', padding: 'x'.repeat(200) });
 
@@ -28,6 +43,8 @@ interface Target {
   name: string;
   origin: string;
   path: string;
+  /** Requests go round these paths in turn instead of `path` (one per upstream). */
+  paths?: string[];
   pid?: number;
 }
 
@@ -50,31 +67,50 @@ async function ready(url: string): Promise<void> {
   await waitFor(url, async () => (await fetch(url)).ok, 30_000);
 }
 
-function rssMiB(pid: number, field: 'VmRSS' | 'VmHWM'): number {
+function rssMiB(pid: number, field: 'VmRSS' | 'VmHWM' | 'RssAnon' | 'RssFile'): number {
   const match = new RegExp(`${field}:\\s+(\\d+) kB`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   return Math.round(Number(match?.[1] ?? 0) / 1024);
+}
+
+/** Forgets the process's peak RSS, so VmHWM afterwards is the peak of what follows. */
+function resetPeak(pid: number): void {
+  writeFileSync(`/proc/${pid}/clear_refs`, '5');
+}
+
+/** User + system CPU time of a process (all its threads), in milliseconds. */
+function cpuMs(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  // Fields after the command name (which may hold spaces): utime and stime are 14 and 15.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100; // USER_HZ is 100 on Linux
 }
 
 function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
 }
 
-async function fixedRate(target: Target): Promise<{ p50: number; p99: number; errors: number }> {
+async function fixedRate(
+  target: Target,
+  rate: number,
+): Promise<{ p50: number; p99: number; errors: number; sent: number }> {
   const pool = new Pool(target.origin, { connections: 64 });
   const latencies: number[] = [];
   let errors = 0;
-  const total = RATE * SECONDS;
+  const total = rate * SECONDS;
   const start = performance.now();
   const pending: Promise<void>[] = [];
   for (let i = 0; i < total; i++) {
-    const scheduled = start + (i * 1000) / RATE;
+    const scheduled = start + (i * 1000) / rate;
     const wait = scheduled - performance.now();
     if (wait > 1) await new Promise((r) => setTimeout(r, wait));
     // From the scheduled time when running late (queueing counts), else from the send.
     const origin = Math.min(scheduled, performance.now());
     pending.push(
       pool
-        .request({ method: 'GET', path: target.path })
+        .request({
+          method: 'GET',
+          path: target.paths ? (target.paths[i % target.paths.length] as string) : target.path,
+        })
         .then(async (response) => {
           await response.body.text();
           if (response.statusCode !== 200) errors++;
@@ -88,7 +124,7 @@ async function fixedRate(target: Target): Promise<{ p50: number; p99: number; er
   await Promise.all(pending);
   await pool.close();
   latencies.sort((a, b) => a - b);
-  return { p50: percentile(latencies, 50), p99: percentile(latencies, 99), errors };
+  return { p50: percentile(latencies, 50), p99: percentile(latencies, 99), errors, sent: total };
 }
 
 async function throughput(target: Target): Promise<number> {
@@ -115,9 +151,110 @@ const upstream = createServer((_req, res) => {
 await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve));
 const upstreamPort = (upstream.address() as AddressInfo).port;
 
+function startSidecar(
+  config: string,
+  registry: string,
+  admin: number,
+  extraFlags: string[] = [],
+): ChildProcess {
+  return start(
+    process.execPath,
+    [
+      ...SIDECAR_FLAGS,
+      ...extraFlags,
+      // The compiled CLI, as the container image runs it (npm run build first).
+      join(REPO_DIR, 'dist', 'cli', 'main.js'),
+      'sidecar',
+      `--config=${config}`,
+      '--admin-address=127.0.0.1',
+      `--local-registry=${registry}`,
+    ],
+    'sidecar',
+  );
+}
+
+async function stopProcess(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null) return;
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  child.kill('SIGTERM');
+  await exited;
+}
+
+/**
+ * How the sidecar grows with its configuration: the same sidecar with 1, 10 and 64
+ * upstreams (64 is the API's upper bound), one endpoint each, requests spread over all.
+ */
+async function upstreamGrowth(): Promise<(string | number)[][]> {
+  const rows: (string | number)[][] = [];
+  for (const count of UPSTREAM_COUNTS) {
+    const [outbound, admin, control] = (await freePorts(3)) as [number, number, number];
+    const registry = join(dir, `registry-${count}`);
+    const names = Array.from({ length: count }, (_, i) => `echo-${i}`);
+    for (const name of names)
+      registerLocally(registry, {
+        service: name,
+        id: `${name}-1`,
+        address: '127.0.0.1',
+        port: upstreamPort,
+        meta: {},
+        tags: [],
+        pid: process.pid,
+      });
+    const config = join(dir, `sidecar-${count}.json`);
+    writeFileSync(
+      config,
+      JSON.stringify({
+        service: { name: 'bench', port: 1 },
+        listen: { outbound, admin, control },
+        discovery: { mode: 'local' },
+        upstreams: names.map((name) => ({ name, retries: { attempts: 2 }, timeout: '5s' })),
+      }),
+    );
+    const sidecar = startSidecar(config, registry, admin);
+    try {
+      await ready(`http://127.0.0.1:${admin}/readyz`);
+      const paths = names.map((name) => `/v1/invoke/${name}/`);
+      for (const path of paths)
+        await waitFor(
+          `${path} answers`,
+          async () => (await fetch(`http://127.0.0.1:${outbound}${path}`)).ok,
+          30_000,
+        );
+      const target: Target = {
+        name: `${count}`,
+        origin: `http://127.0.0.1:${outbound}`,
+        path: '/',
+        paths,
+        pid: sidecar.pid,
+      };
+      await throughput({ ...target, path: paths[0] as string });
+      const idle = rssMiB(sidecar.pid as number, 'VmRSS');
+      const idleAnon = rssMiB(sidecar.pid as number, 'RssAnon');
+      resetPeak(sidecar.pid as number);
+      const cpuBefore = cpuMs(sidecar.pid as number);
+      const rate = await fixedRate(target, RATE);
+      const perRequest = ((cpuMs(sidecar.pid as number) - cpuBefore) * 1000) / rate.sent;
+      rows.push([
+        count,
+        `${idle} MiB`,
+        `${idleAnon} MiB`,
+        `${rssMiB(sidecar.pid as number, 'VmHWM')} MiB`,
+        rate.p50.toFixed(2),
+        rate.p99.toFixed(2),
+        perRequest.toFixed(0),
+        rate.errors,
+      ]);
+      console.log(rows.at(-1)?.join(' | '));
+    } finally {
+      await stopProcess(sidecar);
+    }
+  }
+  return rows;
+}
+
 try {
-  const [sidecarOut, sidecarAdmin, sidecarControl, nodeProxyPort, haproxyPort] = (await freePorts(
-    5,
+  const [sidecarOut, sidecarAdmin, sidecarControl, nodeProxyPort, haproxyPort, barePort] = (await freePorts(
+    6,
   )) as number[];
   const registry = join(dir, 'registry');
   registerLocally(registry, {
@@ -139,18 +276,7 @@ try {
       upstreams: [{ name: 'echo', retries: { attempts: 2 }, timeout: '5s' }],
     }),
   );
-  const sidecar = start(
-    process.execPath,
-    [
-      // The compiled CLI, as the container image runs it (npm run build first).
-      join(REPO_DIR, 'dist', 'cli', 'main.js'),
-      'sidecar',
-      `--config=${config}`,
-      '--admin-address=127.0.0.1',
-      `--local-registry=${registry}`,
-    ],
-    'sidecar',
-  );
+  const sidecar = startSidecar(config, registry, sidecarAdmin as number);
   await ready(`http://127.0.0.1:${sidecarAdmin}/readyz`);
 
   const nodeProxy = start(
@@ -163,6 +289,17 @@ try {
     'node-proxy',
   );
   await ready(`http://127.0.0.1:${nodeProxyPort}/`);
+  // The floor for any Node sidecar: an idle Node process with node:http listening.
+  const bareNode = start(
+    process.execPath,
+    [
+      ...SIDECAR_FLAGS,
+      '-e',
+      `require('node:http').createServer((q,s)=>s.end()).listen(${barePort},'127.0.0.1');`,
+    ],
+    'bare-node',
+  );
+  await ready(`http://127.0.0.1:${barePort}/`);
 
   const targets: Target[] = [
     { name: 'direct', origin: `http://127.0.0.1:${upstreamPort}`, path: '/' },
@@ -174,52 +311,153 @@ try {
     },
     { name: 'plain Node proxy', origin: `http://127.0.0.1:${nodeProxyPort}`, path: '/', pid: nodeProxy.pid },
   ];
+  // HAProxy from Debian's archive, installed with apt-get when missing (as the test node's runc).
+  installDebianPackages([{ binary: 'haproxy', debianPackage: 'haproxy' }], (m) => console.log(m));
   const haproxyBinary = spawnSync('sh', ['-c', 'command -v haproxy'], { encoding: 'utf8' }).stdout.trim();
+  const haproxyVersion = haproxyBinary
+    ? (/version (\S+)/.exec(spawnSync(haproxyBinary, ['-v'], { encoding: 'utf8' }).stdout)?.[1] ?? '')
+    : '';
   if (haproxyBinary) {
     const cfg = join(dir, 'haproxy.cfg');
     writeFileSync(
       cfg,
-      `global\n  maxconn 4096\ndefaults\n  mode http\n  timeout connect 2s\n  timeout client 30s\n  timeout server 30s\n  option http-keep-alive\nfrontend f\n  bind 127.0.0.1:${haproxyPort}\n  default_backend b\nbackend b\n  http-reuse always\n  server s1 127.0.0.1:${upstreamPort}\n`,
+      `global\n  maxconn 4096\n  nbthread 1\ndefaults\n  mode http\n  timeout connect 2s\n  timeout client 30s\n  timeout server 30s\n  option http-keep-alive\nfrontend f\n  bind 127.0.0.1:${haproxyPort}\n  default_backend b\nbackend b\n  http-reuse always\n  server s1 127.0.0.1:${upstreamPort}\n`,
     );
     const haproxy = start(haproxyBinary, ['-f', cfg, '-db'], 'haproxy');
     await ready(`http://127.0.0.1:${haproxyPort}/`);
     targets.push({
-      name: 'HAProxy 2.6 (Debian)',
+      name: `HAProxy ${haproxyVersion} (Debian, 1 thread)`,
       origin: `http://127.0.0.1:${haproxyPort}`,
       path: '/',
       pid: haproxy.pid,
     });
   }
 
-  const sidecarIdle = rssMiB(sidecar.pid as number, 'VmRSS');
-  const rows: (string | number)[][] = [];
+  const idle = {
+    rss: rssMiB(sidecar.pid as number, 'VmRSS'),
+    anon: rssMiB(sidecar.pid as number, 'RssAnon'),
+    file: rssMiB(sidecar.pid as number, 'RssFile'),
+    bareRss: rssMiB(bareNode.pid as number, 'VmRSS'),
+    bareAnon: rssMiB(bareNode.pid as number, 'RssAnon'),
+  };
+  await stopProcess(bareNode);
+
+  const latencyRows: (string | number)[][] = [];
+  const loadRows: (string | number)[][] = [];
+  const cpuPerRequest = new Map<string, number>();
+  const direct = { p50: 0, p99: 0 };
   for (const target of targets) {
     await throughput({ ...target }); // warm-up: JIT, connection pools
-    const rate = await fixedRate(target);
+    const rate = await fixedRate(target, RATE);
+    if (target.name === 'direct') Object.assign(direct, rate);
+    const added =
+      target.name === 'direct'
+        ? '-'
+        : `+${(rate.p50 - direct.p50).toFixed(2)} / +${(rate.p99 - direct.p99).toFixed(2)}`;
+    latencyRows.push([target.name, rate.p50.toFixed(2), rate.p99.toFixed(2), added, rate.errors]);
+    console.log(latencyRows[latencyRows.length - 1]?.join(' | '));
+    if (!target.pid) continue;
+    // Memory and CPU at the higher fixed rate; the peak counts from here.
+    resetPeak(target.pid);
+    const cpuBefore = cpuMs(target.pid);
+    const load = await fixedRate(target, LOAD_RATE);
+    const perRequest = ((cpuMs(target.pid) - cpuBefore) * 1000) / load.sent;
+    cpuPerRequest.set(target.name, perRequest);
+    const peakAtLoad = rssMiB(target.pid, 'VmHWM');
     const max = await throughput(target);
-    rows.push([
+    loadRows.push([
       target.name,
-      rate.p50.toFixed(2),
-      rate.p99.toFixed(2),
-      rate.errors,
+      perRequest.toFixed(0),
+      load.p99.toFixed(2),
+      `${peakAtLoad} MiB`,
       max,
-      target.pid ? `${rssMiB(target.pid, 'VmHWM')} MiB` : '-',
+      `${rssMiB(target.pid, 'VmHWM')} MiB`,
     ]);
-    console.log(rows[rows.length - 1]?.join(' | '));
+    console.log(loadRows[loadRows.length - 1]?.join(' | '));
   }
-  const header = [
-    'path',
-    `p50 ms @ ${RATE}/s`,
-    `p99 ms @ ${RATE}/s`,
-    'errors',
-    `max req/s (${CONNECTIONS} conns)`,
-    'proxy peak RSS',
-  ];
+
+  // Where the sidecar's CPU goes: a fresh sidecar with --cpu-prof at the fixed rate.
+  await stopProcess(sidecar);
+  const profileDir = join(dir, 'profile');
+  const profiled = startSidecar(config, registry, sidecarAdmin as number, [
+    '--cpu-prof',
+    `--cpu-prof-dir=${profileDir}`,
+  ]);
+  await ready(`http://127.0.0.1:${sidecarAdmin}/readyz`);
+  const profileTarget = { ...targets[1], pid: profiled.pid } as Target;
+  await throughput(profileTarget);
+  await fixedRate(profileTarget, RATE);
+  await stopProcess(profiled);
+  const profile = summarizeCpuProfile(profileDir);
+  const growth = await upstreamGrowth();
+
+  const haproxyCpu = [...cpuPerRequest].find(([name]) => name.startsWith('HAProxy'))?.[1];
+  const sidecarCpu = cpuPerRequest.get('aimesh sidecar');
+  const cpuRatio =
+    haproxyCpu && sidecarCpu
+      ? `${(sidecarCpu / haproxyCpu).toFixed(1)}× HAProxy's`
+      : 'no HAProxy in this run';
   writeSection(
     'sidecar-latency',
-    'Sidecar: added latency and throughput',
+    'Sidecar: added latency, CPU per request, memory',
     'npm run bench:sidecar',
-    `${table(header, rows)}\n\nSidecar RSS idle: ${sidecarIdle} MiB. One upstream (Node HTTP server, ${BODY.length}-byte JSON body) and the load generator (undici) run on the same 2 cores as the proxy, so throughput is shared with them. Fixed rate: ${RATE} req/s for ${SECONDS} s, latency from the scheduled send time. The sidecar route has retries and a timeout configured, as in production.\n`,
+    [
+      `### Latency at ${RATE} req/s`,
+      '',
+      table(['path', 'p50 ms', 'p99 ms', 'added p50 / p99 ms (vs direct)', 'errors'], latencyRows),
+      '',
+      `Fixed rate: ${RATE} req/s for ${SECONDS} s, latency from the scheduled send time (queueing counts). One upstream (Node HTTP server, ${BODY.length}-byte JSON body); the load generator (undici) and the upstream run on the same 2 cores as the proxy. The sidecar route has retries and a timeout configured, as in production.`,
+      '',
+      `### CPU and memory at ${LOAD_RATE} req/s, then throughput`,
+      '',
+      table(
+        [
+          'proxy',
+          `CPU µs per request @ ${LOAD_RATE}/s`,
+          `p99 ms @ ${LOAD_RATE}/s`,
+          `peak RSS @ ${LOAD_RATE}/s`,
+          `max req/s (${CONNECTIONS} conns)`,
+          'peak RSS after max',
+        ],
+        loadRows,
+      ),
+      '',
+      `CPU per request: user + system time from the proxy's own /proc/<pid>/stat over ${LOAD_RATE * SECONDS} requests, all threads. The sidecar's is ${cpuRatio}. Max req/s is a closed loop of ${CONNECTIONS} connections for ${SECONDS} s, shared with the load generator, so it is the machine's limit more than the proxy's.`,
+      '',
+      '### Sidecar memory idle',
+      '',
+      table(
+        ['process', 'RSS', 'private (RssAnon)', 'file-backed (RssFile)'],
+        [
+          ['aimesh sidecar, idle after start', `${idle.rss} MiB`, `${idle.anon} MiB`, `${idle.file} MiB`],
+          ['bare Node 24, node:http listening', `${idle.bareRss} MiB`, `${idle.bareAnon} MiB`, '-'],
+        ],
+      ),
+      '',
+      `The sidecar runs with the V8 flags the render puts in its container's NODE_OPTIONS for the default memory limit (${DEFAULT_SIDECAR_RESOURCES.limits.memory}): \`${SIDECAR_FLAGS.join(' ')}\`. File-backed RSS is mostly pages of the node binary: shared by every process of the same image on a node and reclaimable, but counted in RSS.`,
+      '',
+      '### Growth with the number of upstreams',
+      '',
+      table(
+        [
+          'upstreams',
+          'RSS after warm-up',
+          'private after warm-up',
+          `peak RSS @ ${RATE}/s`,
+          'p50 ms',
+          'p99 ms',
+          'CPU µs per request',
+          'errors',
+        ],
+        growth,
+      ),
+      '',
+      `A fresh sidecar per row with that many upstreams (one endpoint each, retries and a timeout; 64 is the most an AiService may list), every upstream called once, then ${RATE} req/s for ${SECONDS} s spread over all of them.`,
+      '',
+      `### Where the sidecar's CPU goes (--cpu-prof, ${RATE} req/s for ${SECONDS} s)`,
+      '',
+      profile,
+    ].join('\n'),
   );
 } finally {
   stopping = true;

@@ -298,7 +298,7 @@ export type AiServiceSpecProps = {
     enabled?: boolean;
     /** Sidecar image; defaults to the operator’s own version. */
     image?: string;
-    /** Compute resources, as in a Kubernetes container. */
+    /** The sidecar container's compute resources; default requests 50m CPU and 64Mi, limit 256Mi (from bench/sidecar-latency.ts). The sidecar's V8 heap is capped at three quarters of the memory limit. */
     resources?: {
       /** Resources the scheduler reserves for the container. */
       requests?: {
@@ -317,6 +317,23 @@ export type AiServiceSpecProps = {
     };
     /** Run as a native sidecar (init container with restartPolicy Always, Kubernetes 1.29+). */
     native?: boolean;
+    /** Limits of the outbound proxy toward the app: timeouts and sizes of client connections. A config reload applies them to connections accepted after it; open connections keep theirs. */
+    edge?: {
+      /** A new connection that sends nothing for this long is closed. From 100ms to 5m. */
+      firstByteTimeout?: string;
+      /** An HTTP/1.1 request whose headers are not all received this long after its first byte is answered 408 and its connection closed (slowloris). From 100ms to 5m. */
+      headersTimeout?: string;
+      /** An HTTP/1.1 request (headers and body) not all received this long after its first byte is answered 408 and its connection closed. HTTP/2 streams are bounded by the upstream timeout instead, since a gRPC call may stream its request for long. From 1s to 1h. */
+      requestTimeout?: string;
+      /** A keep-alive HTTP/1.1 connection with no request, an HTTP/2 connection with no open stream, or an upgraded (websocket) connection with no bytes either way is closed after this long. From 1s to 1h. */
+      idleTimeout?: string;
+      /** Largest request header block in bytes: HTTP/1.1 requests over it are answered 431, HTTP/2 ones are refused (SETTINGS_MAX_HEADER_LIST_SIZE). */
+      maxHeaderBytes?: number;
+      /** Most client connections the proxy holds at once; one more is closed as soon as it is accepted. */
+      maxConnections?: number;
+      /** Most open streams per HTTP/2 (h2c, gRPC) connection (SETTINGS_MAX_CONCURRENT_STREAMS); more are refused with REFUSED_STREAM. */
+      maxConcurrentStreams?: number;
+    };
   };
   /** Metrics and tracing. */
   observability?: {

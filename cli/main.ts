@@ -34,7 +34,7 @@ async function main(argv: string[]): Promise<number> {
     }
     case 'saga': {
       if (args[0] !== 'proto') throw new UsageError('the saga command has one subcommand: proto', command);
-      const { SAGA_PROTO } = await import('../sidecar/saga/index.js');
+      const { SAGA_PROTO } = await (await import('../sidecar/saga/index.js')).loadSagaGrpc();
       process.stdout.write(SAGA_PROTO);
       return 0;
     }

@@ -27,7 +27,12 @@ export {
   type JsonPatchAdd,
   type PodLike,
 } from './inject.js';
-export { SIDECAR_CONTAINER } from './workload.js';
+export {
+  DEFAULT_SIDECAR_RESOURCES,
+  SIDECAR_CONTAINER,
+  SIDECAR_NODE_OPTIONS,
+  sidecarNodeOptions,
+} from './workload.js';
 export { namespaceOf, renderInputFor, renderInputs, type RenderInput } from './inputs.js';
 export { asksForIstio } from './istio.js';
 export { sagasOrchestratedBy, stepServices, grantsFor, istioPath } from './saga.js';

@@ -35,6 +35,7 @@ export function sidecarConfigFor(
       protocol: spec.protocol,
       healthCheck: spec.healthCheck,
     },
+    edge: spec.sidecar.edge,
     discovery: {
       mode: spec.discovery.mode,
       consul: {

@@ -23,7 +23,48 @@ const CONFIG_DIR = '/etc/aimesh';
 const CONFIG_FILE = 'sidecar.json';
 const CONTROL_TOKEN_VOLUME = 'aimesh-control-token';
 const DEFAULT_APP_RESOURCES = { requests: { cpu: '100m', memory: '128Mi' }, limits: { memory: '512Mi' } };
-const DEFAULT_SIDECAR_RESOURCES = { requests: { cpu: '50m', memory: '64Mi' }, limits: { memory: '256Mi' } };
+export const DEFAULT_SIDECAR_RESOURCES = { requests: { cpu: '50m', memory: '64Mi' }, limits: { memory: '256Mi' } };
+/**
+ * V8 flags of the sidecar process, chosen from bench/sidecar-latency.ts (BENCHMARKS.md):
+ * V8's default young generation grows to 16 MiB semi-spaces (three of them in use), which
+ * is most of the sidecar's memory under load while its live data stays a few MiB; 2 MiB
+ * semi-spaces keep scavenges as short and the peak far lower.
+ */
+export const SIDECAR_NODE_OPTIONS = '--max-semi-space-size=2';
+
+/**
+ * The sidecar's NODE_OPTIONS for a container memory limit: the old space is capped at three
+ * quarters of the limit, so a heap that outgrows it ends in a restart whose log says "heap out
+ * of memory" rather than an OOM kill that says nothing, and the rest (young generation, code,
+ * the node binary's pages, socket buffers) still fits.
+ */
+export function sidecarNodeOptions(memoryLimit: string | number | undefined): string {
+  const bytes = memoryLimit === undefined ? undefined : quantityBytes(memoryLimit);
+  if (bytes === undefined) return SIDECAR_NODE_OPTIONS;
+  const oldSpaceMiB = Math.max(32, Math.floor((bytes * 0.75) / 2 ** 20));
+  return `${SIDECAR_NODE_OPTIONS} --max-old-space-size=${oldSpaceMiB}`;
+}
+
+const QUANTITY_SUFFIX: Record<string, number> = {
+  '': 1,
+  k: 1e3,
+  M: 1e6,
+  G: 1e9,
+  T: 1e12,
+  Ki: 2 ** 10,
+  Mi: 2 ** 20,
+  Gi: 2 ** 30,
+  Ti: 2 ** 40,
+};
+
+/** Bytes of a memory quantity such as 256Mi or 1G; undefined for forms a memory limit never takes. */
+function quantityBytes(quantity: string | number): number | undefined {
+  if (typeof quantity === 'number') return quantity;
+  const match = /^(\d+(?:\.\d+)?)([kMGT]i?|Ki)?$/.exec(quantity);
+  const factor = match ? QUANTITY_SUFFIX[match[2] ?? ''] : undefined;
+  return match && factor !== undefined ? Number(match[1]) * factor : undefined;
+}
+
 const RESTRICTED: k8s.SecurityContext = {
   allowPrivilegeEscalation: false,
   readOnlyRootFilesystem: true,
@@ -227,6 +268,7 @@ function sidecarContainer(
   consul: ConsulConnection,
 ): k8s.Container {
   const { spec } = resource;
+  const sidecarResources = spec.sidecar.resources ?? DEFAULT_SIDECAR_RESOURCES;
   const field = (fieldPath: string) => ({ valueFrom: { fieldRef: { fieldPath } } });
   return {
     name: SIDECAR_CONTAINER,
@@ -244,8 +286,9 @@ function sidecarContainer(
       { name: 'POD_IP', ...field('status.podIP') },
       { name: 'HOST_IP', ...field('status.hostIP') },
       { name: 'CONSUL_HTTP_ADDR', value: consul.address },
+      { name: 'NODE_OPTIONS', value: sidecarNodeOptions(sidecarResources.limits?.memory) },
     ],
-    resources: quantities(spec.sidecar.resources ?? DEFAULT_SIDECAR_RESOURCES),
+    resources: quantities(sidecarResources),
     readinessProbe: {
       httpGet: { path: '/readyz', port: k8s.IntOrString.fromNumber(SIDECAR_PORTS.admin) },
       periodSeconds: 5,

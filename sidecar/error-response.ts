@@ -5,7 +5,8 @@
  * upstreams'; to a gRPC caller it is `grpc-status` and `grpc-message` trailers, since gRPC
  * clients read the outcome there and not from the HTTP status.
  */
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
 import { asAimeshError, errorBody, type AimeshError } from '../lib/errors/index.js';
 
 /** Answers `req` with `error`; a response already under way can only be cut. */
@@ -23,6 +24,24 @@ export function sendError(res: ServerResponse, error: unknown): void {
   }
   res.writeHead(httpStatus(failure), { 'content-type': 'application/json', 'x-aimesh-error': 'true' });
   res.end(`${JSON.stringify(errorBody(failure))}\n`);
+}
+
+/**
+ * Answers an HTTP/1.1 upgrade request, which has a socket and no response object, with
+ * `error` in the same form, and closes the connection.
+ */
+export function sendErrorOnSocket(socket: Duplex, error: unknown): void {
+  const failure = asAimeshError(error);
+  if (!socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const status = httpStatus(failure);
+  const body = `${JSON.stringify(errorBody(failure))}\n`;
+  socket.end(
+    `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\ncontent-type: application/json\r\n` +
+      `x-aimesh-error: true\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+  );
 }
 
 /** What a grpc-js server callback takes for an error. */

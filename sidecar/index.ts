@@ -11,7 +11,7 @@ import { createLogger, type Logger } from '../lib/log/index.js';
 import { startProbeServer } from '../lib/probe/index.js';
 import { redact, sidecarMetrics, type SidecarMetrics } from './admin/index.js';
 import { loadSidecarConfig, watchSidecarConfig } from './config/index.js';
-import { compileConfig, type CompiledConfig, type CompiledSaga } from './config/compile.js';
+import { compileConfig, compileEdge, type CompiledConfig, type CompiledSaga } from './config/compile.js';
 import {
   ConsulClient,
   ConsulDiscovery,
@@ -23,7 +23,7 @@ import {
   type Discovery,
   type UpstreamState,
 } from './discovery/index.js';
-import { listenHttp1AndH2c, outboundHandler } from './proxy/index.js';
+import { listenHttp1AndH2c, outboundHandler, outboundUpgradeHandler } from './proxy/index.js';
 import { Routes } from './routes.js';
 import {
   ConsulSagaStore,
@@ -33,7 +33,7 @@ import {
   SagaEngine,
   stackStepCaller,
   startSagaApi,
-  startSagaGrpcApi,
+  loadSagaGrpc,
 } from './saga/index.js';
 import { startTracing, type Tracing } from './telemetry.js';
 
@@ -77,7 +77,7 @@ export async function runSidecar(options: SidecarOptions): Promise<RunningSideca
     }
   };
   const metrics = sidecarMetrics();
-  const tracing = startTracing(loaded.config);
+  const tracing = await startTracing(loaded.config);
   const discovery = createDiscovery(loaded.config, options, log.child({ part: 'discovery' }));
   const deps = { metrics, log: log.child({ part: 'stack' }), tracing };
   const compiled = compileConfig(loaded.config);
@@ -108,6 +108,7 @@ export async function runSidecar(options: SidecarOptions): Promise<RunningSideca
   const applyConfig = (next: SidecarConfig) => {
     const previous = routes;
     routes = Routes.build(compileConfig(next), deps, previous);
+    outbound.setEdge(compileEdge(next.edge));
     watchUpstreams();
     previous.retireUnusedBy(routes);
   };
@@ -116,11 +117,20 @@ export async function runSidecar(options: SidecarOptions): Promise<RunningSideca
   const inFlight = { count: 0 };
   const handler = outboundHandler(() => routes, metrics, log.child({ part: 'proxy' }));
   const listen = loaded.config.listen;
-  const outbound = await listenHttp1AndH2c(listen.address, listen.outbound, (req, res) => {
-    inFlight.count++;
-    res.once('close', () => inFlight.count--);
-    handler(req, res);
-  });
+  const outbound = await listenHttp1AndH2c(
+    listen.address,
+    listen.outbound,
+    (req, res) => {
+      inFlight.count++;
+      res.once('close', () => inFlight.count--);
+      handler(req, res);
+    },
+    {
+      edge: compileEdge(loaded.config.edge),
+      upgrade: outboundUpgradeHandler(() => routes, log.child({ part: 'proxy' })),
+      onEdgeClose: (reason) => metrics.edgeClosed.inc({ reason }),
+    },
+  );
   const admin = await startProbeServer({
     host: options.adminAddress,
     port: listen.admin,
@@ -187,6 +197,11 @@ export async function runSidecar(options: SidecarOptions): Promise<RunningSideca
       applyConfig(next);
       reloadAuth(next);
       reloadSagas(next);
+      tracing
+        .apply(next)
+        .catch((error: unknown) =>
+          log.warn('flushing the last spans to the old tracing endpoint failed; they are lost', { error }),
+        );
       log.info('config reloaded', { upstreams: next.upstreams.map((u) => u.name) });
     },
     (errors) => log.error('new config is invalid; keeping the last good one', { errors }),
@@ -257,6 +272,7 @@ async function startSagas(
     tracer,
   });
   const api = await startSagaApi(engine, config.listen.address, config.listen.control, log, auth);
+  const { startSagaGrpcApi } = await loadSagaGrpc();
   const grpcApi = await startSagaGrpcApi(engine, config.listen.address, config.listen.controlGrpc, auth);
   await engine.startRecovery();
   log.info('saga engine started', {

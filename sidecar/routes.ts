@@ -77,8 +77,11 @@ export class Routes {
 
   /** Retires what `next` no longer uses, once the calls on it are over. */
   retireUnusedBy(next: Routes): void {
-    for (const [name, upstream] of this.upstreams)
+    for (const [name, upstream] of this.upstreams) {
       if (next.upstreams.get(name) !== upstream) upstream.retire();
+      // Replaced upstreams keep their series (same name, same endpoints); removed ones lose them.
+      if (!next.upstreams.has(name)) upstream.forgetSeries();
+    }
     if (this.ai && next.ai !== this.ai) this.ai.retire();
   }
 

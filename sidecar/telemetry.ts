@@ -2,19 +2,26 @@
  * OpenTelemetry tracing, exported only when an endpoint is known (OTLP over HTTP): the
  * AiService's observability.tracing, else the standard OTEL_* environment a platform sets
  * for every workload. Without one the tracer is the API's no-op one and costs nothing per
- * request.
+ * request. A config reload that changes the settings replaces the exporter.
  */
-import { trace, type Tracer } from '@opentelemetry/api';
-import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
-import { NodeSDK } from '@opentelemetry/sdk-node';
-import { BatchSpanProcessor, ParentBasedSampler, TraceIdRatioBasedSampler } from '@opentelemetry/sdk-trace';
+import { context, propagation, trace, type Tracer } from '@opentelemetry/api';
 import type { SidecarConfig } from '../api/index.js';
 
 export interface Tracing {
-  tracer: Tracer;
-  enabled: boolean;
+  /** The same object for the sidecar's life: it makes spans with the current settings. */
+  readonly tracer: Tracer;
+  /** Whether spans are exported now. */
+  readonly enabled: boolean;
+  /**
+   * Applies a reloaded config: when the settings change (endpoint, ratio, service name), the
+   * old exporter flushes and stops, and a new one starts. Rejects when the flush failed (those
+   * spans are lost); the new settings apply either way.
+   */
+  apply: (config: SidecarConfig) => Promise<void>;
   shutdown: () => Promise<void>;
 }
+
+const TRACER_NAME = 'aimesh-sidecar';
 
 export interface TracingSettings {
   /** Where spans go: the OTLP/HTTP traces URL. */
@@ -56,18 +63,106 @@ export function tracingSettings(
   };
 }
 
-export function startTracing(config: SidecarConfig): Tracing {
-  const settings = tracingSettings(config);
-  if (!settings) {
-    return { tracer: trace.getTracer('aimesh-sidecar'), enabled: false, shutdown: async () => undefined };
-  }
-  const exporter = new OTLPTraceExporter({ url: settings.tracesUrl });
-  const sdk = new NodeSDK({
-    serviceName: settings.serviceName,
+export async function startTracing(
+  config: SidecarConfig,
+  env: Record<string, string | undefined> = process.env,
+): Promise<Tracing> {
+  let settings = tracingSettings(config, env);
+  let sdk = settings ? await startSdk(settings, env) : undefined;
+  let current = trace.getTracer(TRACER_NAME);
+  // Reloads are applied one at a time, in order.
+  let applying = Promise.resolve();
+  // Holders of the tracer (the saga engine) keep it across reloads, so it delegates.
+  const tracer: Tracer = {
+    startSpan: (...args) => current.startSpan(...args),
+    startActiveSpan: ((...args: Parameters<Tracer['startActiveSpan']>) =>
+      (current.startActiveSpan as (...a: unknown[]) => unknown)(...args)) as Tracer['startActiveSpan'],
+  };
+  const apply = async (next: SidecarConfig) => {
+    const nextSettings = tracingSettings(next, env);
+    if (JSON.stringify(nextSettings) === JSON.stringify(settings)) return;
+    const previous = sdk;
+    // Calls made while the exporters change make no spans.
+    sdk = undefined;
+    let flushError: unknown;
+    await previous?.shutdown().catch((error: unknown) => (flushError = error));
+    // The SDK registers the API's globals; a new SDK registers only once they are cleared.
+    trace.disable();
+    context.disable();
+    propagation.disable();
+    settings = nextSettings;
+    sdk = settings ? await startSdk(settings, env) : undefined;
+    current = trace.getTracer(TRACER_NAME);
+    if (flushError) throw flushError;
+  };
+  return {
+    tracer,
+    get enabled() {
+      return sdk !== undefined;
+    },
+    apply: (next) => (applying = applying.catch(() => undefined).then(() => apply(next))),
+    shutdown: async () => {
+      await applying.catch(() => undefined);
+      await sdk?.shutdown();
+    },
+  };
+}
+
+/**
+ * The trace SDK alone: a tracer provider with the OTLP/HTTP exporter, async-hooks context and
+ * W3C propagation. Loaded only when tracing is on: the SDK is a few MiB of code every sidecar
+ * would otherwise carry, and the all-in-one NodeSDK also starts metrics and logs pipelines
+ * (from OTEL_* defaults) that the sidecar does not use.
+ */
+async function startSdk(
+  settings: TracingSettings,
+  env: Record<string, string | undefined>,
+): Promise<{ shutdown: () => Promise<void> }> {
+  const [exporterModule, sdkTrace, hooks, core, resources] = await Promise.all([
+    import('@opentelemetry/exporter-trace-otlp-http'),
+    import('@opentelemetry/sdk-trace'),
+    import('@opentelemetry/context-async-hooks'),
+    import('@opentelemetry/core'),
+    import('@opentelemetry/resources'),
+  ]);
+  const exporter = new exporterModule.OTLPTraceExporter({ url: settings.tracesUrl });
+  // OTEL_RESOURCE_ATTRIBUTES as the standard says; the service name from the settings wins.
+  const resource = resources
+    .defaultResource()
+    .merge(resourceFromEnv(resources, env))
+    .merge(resources.resourceFromAttributes({ 'service.name': settings.serviceName }));
+  const provider = new sdkTrace.TracerProvider({
+    resource,
     // A caller's sampling decision wins; new traces are sampled at sampleRatio.
-    sampler: new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(settings.sampleRatio) }),
-    spanProcessors: [new BatchSpanProcessor({ exporter, scheduledDelayMillis: 1000 })],
+    sampler: new sdkTrace.ParentBasedSampler({
+      root: new sdkTrace.TraceIdRatioBasedSampler(settings.sampleRatio),
+    }),
+    spanProcessors: [new sdkTrace.BatchSpanProcessor({ exporter, scheduledDelayMillis: 1000 })],
   });
-  sdk.start();
-  return { tracer: trace.getTracer('aimesh-sidecar'), enabled: true, shutdown: () => sdk.shutdown() };
+  context.setGlobalContextManager(new hooks.AsyncLocalStorageContextManager().enable());
+  propagation.setGlobalPropagator(
+    new core.CompositePropagator({
+      propagators: [new core.W3CTraceContextPropagator(), new core.W3CBaggagePropagator()],
+    }),
+  );
+  trace.setGlobalTracerProvider(provider);
+  return { shutdown: () => provider.shutdown() };
+}
+
+/** OTEL_RESOURCE_ATTRIBUTES (key=value,key=value, percent-encoded values) as a resource. */
+function resourceFromEnv(
+  resources: typeof import('@opentelemetry/resources'),
+  env: Record<string, string | undefined>,
+) {
+  const attributes: Record<string, string> = {};
+  for (const pair of (env.OTEL_RESOURCE_ATTRIBUTES ?? '').split(',')) {
+    const at = pair.indexOf('=');
+    if (at <= 0) continue;
+    try {
+      attributes[pair.slice(0, at).trim()] = decodeURIComponent(pair.slice(at + 1).trim());
+    } catch {
+      // A malformed value is skipped, as the SDK's own detector does.
+    }
+  }
+  return resources.resourceFromAttributes(attributes);
 }

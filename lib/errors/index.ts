@@ -14,6 +14,8 @@ export const ERROR_CODES = {
   'input.forbidden': { http: 403, grpc: 7 /* PERMISSION_DENIED */ },
   'input.not-found': { http: 404, grpc: 5 /* NOT_FOUND */ },
   'input.conflict': { http: 409, grpc: 6 /* ALREADY_EXISTS */ },
+  // A protocol feature the target does not take (an upgrade to a gRPC upstream or the AI route).
+  'input.unsupported': { http: 501, grpc: 12 /* UNIMPLEMENTED */ },
   // Routing: the sidecar could not get an answer from an upstream.
   'upstream.unknown': { http: 404, grpc: 5 /* NOT_FOUND */ },
   'upstream.no-endpoint': { http: 503, grpc: 14 /* UNAVAILABLE */ },

@@ -47,6 +47,10 @@ export class Controller {
   }
 
   start(): void {
+    // Every result's series exists from the start at 0: Prometheus sees the first error as an
+    // increase (a series born at 1 has no increase), and alerts on errors have a series to read.
+    for (const result of ['success', 'error', 'terminal'])
+      this.options.metrics.reconciles.inc({ controller: this.reconciler.name, result }, 0);
     for (let i = 0; i < (this.options.workers ?? 2); i++) this.workers.push(this.work());
   }
 

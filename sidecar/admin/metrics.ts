@@ -4,6 +4,11 @@ export type SidecarMetrics = ReturnType<typeof sidecarMetrics>;
 
 /** The sidecar's Prometheus metrics, in their own registry (one sidecar per process). */
 export function sidecarMetrics() {
+  const metrics = registeredMetrics();
+  return { ...metrics, perEndpoint: new EndpointSeries(metrics) };
+}
+
+function registeredMetrics() {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'aimesh_sidecar_' });
   return {
@@ -19,6 +24,12 @@ export function sidecarMetrics() {
       help: 'Outbound request latency until response headers, retries included.',
       labelNames: ['upstream'] as const,
       buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers: [registry],
+    }),
+    edgeClosed: new Counter({
+      name: 'aimesh_sidecar_edge_closed_total',
+      help: 'App connections the outbound proxy closed on its own: connection-limit, first-byte-timeout.',
+      labelNames: ['reason'] as const,
       registers: [registry],
     }),
     retries: new Counter({
@@ -93,4 +104,71 @@ export function sidecarMetrics() {
       registers: [registry],
     }),
   };
+}
+
+/** Endpoint label of calls that got no answer from any endpoint. */
+export const NO_ENDPOINT = 'none';
+/** Endpoint label of calls answered by an endpoint discovery no longer lists. */
+export const GONE_ENDPOINT = 'gone';
+const LABELS_NOT_OF_ENDPOINTS = [NO_ENDPOINT, GONE_ENDPOINT];
+
+/**
+ * The series labelled by endpoint live as long as discovery lists the endpoint. Endpoint ids
+ * name instances (a Consul service id is the pod's), so without this every rollout would leave
+ * its old pods' series behind for as long as the sidecar runs. Kept by upstream name, not by
+ * Upstream object: a reload that replaces an upstream keeps counting on the same series.
+ */
+export class EndpointSeries {
+  /** Upstream name -> endpoint label -> response codes counted for it. */
+  private readonly known = new Map<string, Map<string, Set<string>>>();
+
+  constructor(private readonly metrics: ReturnType<typeof registeredMetrics>) {}
+
+  /** Discovery's current list: series of endpoints no longer in it are removed. */
+  setEndpoints(upstream: string, ids: Iterable<string>): void {
+    const current = new Set(ids);
+    const endpoints = this.endpointsOf(upstream);
+    for (const [endpoint, codes] of endpoints) {
+      if (current.has(endpoint) || LABELS_NOT_OF_ENDPOINTS.includes(endpoint)) continue;
+      this.remove(upstream, endpoint, codes);
+      endpoints.delete(endpoint);
+    }
+    for (const id of current) if (!endpoints.has(id)) endpoints.set(id, new Set());
+  }
+
+  /** The upstream left the config: every series of its endpoints goes. */
+  forgetUpstream(upstream: string): void {
+    for (const [endpoint, codes] of this.known.get(upstream) ?? []) this.remove(upstream, endpoint, codes);
+    this.known.delete(upstream);
+  }
+
+  /** A call's count; one that ends after its endpoint left is counted as "gone", so no series outlives it. */
+  countRequest(upstream: string, endpoint: string, code: string): void {
+    const endpoints = this.endpointsOf(upstream);
+    const label = endpoints.has(endpoint) || endpoint === NO_ENDPOINT ? endpoint : GONE_ENDPOINT;
+    let codes = endpoints.get(label);
+    if (!codes) endpoints.set(label, (codes = new Set()));
+    codes.add(code);
+    this.metrics.requests.inc({ upstream, endpoint: label, code });
+  }
+
+  breakerChanged(upstream: string, endpoint: string, state: number): void {
+    if (this.known.get(upstream)?.has(endpoint)) this.metrics.breakerState.set({ upstream, endpoint }, state);
+  }
+
+  ejected(upstream: string, endpoint: string): void {
+    if (this.known.get(upstream)?.has(endpoint)) this.metrics.ejections.inc({ upstream, endpoint });
+  }
+
+  private endpointsOf(upstream: string): Map<string, Set<string>> {
+    let endpoints = this.known.get(upstream);
+    if (!endpoints) this.known.set(upstream, (endpoints = new Map()));
+    return endpoints;
+  }
+
+  private remove(upstream: string, endpoint: string, codes: Set<string>): void {
+    for (const code of codes) this.metrics.requests.remove({ upstream, endpoint, code });
+    this.metrics.breakerState.remove({ upstream, endpoint });
+    this.metrics.ejections.remove({ upstream, endpoint });
+  }
 }

@@ -7,6 +7,8 @@
 import {
   DEFAULT_RETRY_BUFFER_BYTES,
   durationMs,
+  edgeSchema,
+  type EdgeLimits,
   type SagaSpec,
   type SidecarConfig,
 } from '../../api/index.js';
@@ -195,5 +197,28 @@ function compileBreaker(spec: NonNullable<UpstreamSpec['circuitBreaker']>): Brea
     consecutiveFailures: spec.consecutiveFailures,
     openForMs: durationMs(spec.openFor),
     halfOpenRequests: spec.halfOpenRequests,
+  };
+}
+
+/** The proxy's client-side edge in milliseconds and counts, as the listener takes it. */
+export interface CompiledEdge {
+  firstByteTimeoutMs: number;
+  headersTimeoutMs: number;
+  requestTimeoutMs: number;
+  idleTimeoutMs: number;
+  maxHeaderBytes: number;
+  maxConnections: number;
+  maxConcurrentStreams: number;
+}
+
+export function compileEdge(edge: EdgeLimits = edgeSchema.parse({})): CompiledEdge {
+  return {
+    firstByteTimeoutMs: durationMs(edge.firstByteTimeout),
+    headersTimeoutMs: durationMs(edge.headersTimeout),
+    requestTimeoutMs: durationMs(edge.requestTimeout),
+    idleTimeoutMs: durationMs(edge.idleTimeout),
+    maxHeaderBytes: edge.maxHeaderBytes,
+    maxConnections: edge.maxConnections,
+    maxConcurrentStreams: edge.maxConcurrentStreams,
   };
 }

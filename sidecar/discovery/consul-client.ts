@@ -300,9 +300,11 @@ export class ConsulClient {
     }
     const text = await response.body.text();
     if (response.statusCode >= 300 && response.statusCode !== options.rolledBackStatus) {
+      // Consul says only "Permission denied" and the rule it missed; say that the token is why.
+      const refused = response.statusCode === 403 ? ' (the ACL token lacks this permission)' : '';
       throw new AimeshError(
         'dependency.failed',
-        `Consul ${method} ${path.split('?')[0]}: ${response.statusCode} ${text.trim()}`,
+        `Consul ${method} ${path.split('?')[0]}: ${response.statusCode} ${text.trim()}${refused}`,
         { details: { consulStatus: response.statusCode } },
       );
     }
@@ -312,6 +314,11 @@ export class ConsulClient {
       body: text ? (JSON.parse(text) as unknown) : undefined,
     };
   }
+}
+
+/** Consul refused the ACL token (403), or a transaction operation for lack of permission. */
+export function isPermissionDenied(error: unknown): boolean {
+  return error instanceof AimeshError && error.details.consulStatus === 403;
 }
 
 /** Consul answered 404: the key, session or service is not there. */

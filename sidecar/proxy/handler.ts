@@ -9,13 +9,13 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Http2ServerRequest } from 'node:http2';
-import { PassThrough, type Readable } from 'node:stream';
+import { PassThrough, type Duplex, type Readable } from 'node:stream';
 import { AimeshError, asAimeshError, describe } from '../../lib/errors/index.js';
 import type { Logger } from '../../lib/log/index.js';
 import type { SidecarMetrics } from '../admin/index.js';
 import { AI_PREFIX } from '../ai/index.js';
 import type { CompiledUpstream } from '../config/compile.js';
-import { isGrpc, sendError } from '../error-response.js';
+import { isGrpc, sendError, sendErrorOnSocket } from '../error-response.js';
 import type { Routes } from '../routes.js';
 import {
   CallSignal,
@@ -25,6 +25,7 @@ import {
   type Upstream,
 } from '../stack/index.js';
 import { forwardGrpc } from './grpc.js';
+import type { UpgradeHandler } from './listener.js';
 import { resolveTarget } from './target.js';
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => void;
@@ -39,6 +40,74 @@ export function outboundHandler(routes: () => Routes, metrics: SidecarMetrics, l
       sendError(res, failure);
     });
   };
+}
+
+/**
+ * An HTTP/1.1 upgrade (websocket) from the app: through the upstream's stack to one
+ * endpoint; once it switches protocols, bytes flow both ways until either side closes (or
+ * the edge's idle timeout, which the listener set on the app's socket, passes). An upgrade
+ * to the AI route or a gRPC upstream is refused with 501.
+ */
+export function outboundUpgradeHandler(routes: () => Routes, log: Logger): UpgradeHandler {
+  return (req, socket, head) => {
+    socket.on('error', () => socket.destroy());
+    proxyUpgrade(routes(), req, socket, head).catch((error: unknown) => {
+      const failure = asAimeshError(error);
+      if (failure.code === 'internal')
+        log.error('proxy error', { url: req.url, error: failure, cause: failure.cause });
+      else log.debug('upgrade failed', { url: req.url, code: failure.code, error: failure.message });
+      sendErrorOnSocket(socket, failure);
+    });
+  };
+}
+
+async function proxyUpgrade(
+  routes: Routes,
+  req: IncomingMessage,
+  socket: Duplex,
+  head: Buffer,
+): Promise<void> {
+  const protocol = String(req.headers.upgrade);
+  if ((req.url ?? '/').startsWith(AI_PREFIX))
+    throw new AimeshError('input.unsupported', 'the AI route takes no HTTP/1.1 upgrade (websocket)');
+  const target = route(req);
+  const upstream = routes.upstream(target.service);
+  const signal = new CallSignal();
+  const onLeave = () =>
+    signal.abort(
+      new AimeshError('upstream.failed', 'the caller left before the upgrade was answered', {
+        details: { cancelled: true },
+      }),
+    );
+  socket.once('close', onLeave);
+  const headers = endToEnd(req.headers);
+  headers.host = target.service;
+  const upgraded = await upstream.upgrade({
+    method: req.method ?? 'GET',
+    path: target.path,
+    headers,
+    protocol,
+    ...hashKey(upstream.config, req),
+    signal,
+  });
+  socket.off('close', onLeave);
+  const answer = endToEnd(upgraded.headers);
+  let head101 = 'HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\n';
+  head101 += `upgrade: ${String(upgraded.headers.upgrade ?? protocol)}\r\n`;
+  for (const [name, value] of Object.entries(answer))
+    for (const one of Array.isArray(value) ? value : [value]) head101 += `${name}: ${one}\r\n`;
+  const peer = upgraded.socket;
+  if (socket.destroyed) {
+    peer.destroy();
+    return;
+  }
+  peer.on('error', () => socket.destroy());
+  socket.on('close', () => peer.destroy());
+  peer.on('close', () => socket.destroy());
+  socket.write(`${head101}\r\n`);
+  if (head.length > 0) peer.write(head);
+  socket.pipe(peer);
+  peer.pipe(socket);
 }
 
 async function serve(
@@ -108,8 +177,10 @@ function route(req: IncomingMessage): { service: string; path: string } {
 /** The caller leaving before its answer is complete cancels the upstream call. */
 function cancelWhenCallerLeaves(res: ServerResponse): CallSignal {
   const signal = new CallSignal();
+  // writableEnded, not writableFinished: HTTP/2's compatibility response reports itself
+  // finished once its stream has closed, however it closed (a client's RST_STREAM too).
   res.once('close', () => {
-    if (!res.writableFinished)
+    if (!res.writableEnded)
       signal.abort(
         new AimeshError('upstream.failed', 'the caller left before the answer was complete', {
           details: { cancelled: true },
@@ -224,7 +295,7 @@ function pipeBody(body: Readable, res: ServerResponse): Promise<boolean> {
     });
     res.once('close', () => {
       if (!body.readableEnded) body.destroy();
-      resolve(res.writableFinished);
+      resolve(res.writableEnded);
     });
     body.pipe(res);
   });

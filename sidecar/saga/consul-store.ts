@@ -13,8 +13,9 @@
  * fails is answered alone and the rest are sent again, so one conflict does not fail others.
  */
 import { createHash } from 'node:crypto';
+import { AimeshError } from '../../lib/errors/index.js';
 import { createLogger, type Logger } from '../../lib/log/index.js';
-import type { ConsulTxnOp } from '../discovery/consul-client.js';
+import { isPermissionDenied, type ConsulTxnOp } from '../discovery/consul-client.js';
 import type { ConsulClient } from '../discovery/index.js';
 import { TERMINAL_STATES, type Execution } from './machine.js';
 import { expiredExecutions, type RetentionPolicies } from './retention.js';
@@ -55,7 +56,7 @@ export class ConsulSagaStore implements SagaStore {
     private readonly options: ConsulStoreOptions,
   ) {
     this.prefix = (options.prefix ?? 'aimesh/sagas').replace(/\/$/, '');
-    this.batcher = new TxnBatcher(client);
+    this.batcher = new TxnBatcher(client, (error) => this.refused(error));
     this.log = options.log ?? createLogger('saga-store');
   }
 
@@ -183,7 +184,11 @@ export class ConsulSagaStore implements SagaStore {
   async claim(id: string): Promise<boolean> {
     if (this.held.has(id)) return true;
     const session = await this.ensureSession();
-    const acquired = await this.client.kvPut(this.lockKey(id), this.options.owner, { acquire: session });
+    const acquired = await this.client
+      .kvPut(this.lockKey(id), this.options.owner, { acquire: session })
+      .catch((error: unknown) => {
+        throw this.refused(error);
+      });
     if (acquired) this.held.add(id);
     return acquired;
   }
@@ -228,7 +233,7 @@ export class ConsulSagaStore implements SagaStore {
     const created = this.client.sessionCreate(`aimesh-saga-${this.options.owner}`, ttl, '0s');
     const id = await created.catch((error: unknown) => {
       this.session = undefined;
-      throw error;
+      throw this.refused(error);
     });
     this.held.clear();
     const everyMs = Math.max(1000, (Number.parseInt(ttl, 10) * 1000) / 3);
@@ -249,6 +254,21 @@ export class ConsulSagaStore implements SagaStore {
     }, everyMs);
     this.renewTimer.unref();
     return id;
+  }
+
+  /**
+   * A refusal of the ACL token, said as what the operator must grant: without it the
+   * caller would see a bare "Permission denied", or for a transaction a conflict to retry.
+   */
+  private refused(error: unknown): unknown {
+    if (!isPermissionDenied(error)) return error;
+    return new AimeshError(
+      'dependency.failed',
+      `the Consul ACL token may not keep saga executions under "${this.prefix}/": ${(error as Error).message}. ` +
+        `The saga store needs key_prefix "${this.prefix}/" { policy = "write" } and ` +
+        `session_prefix "" { policy = "write" } (README, Sagas)`,
+      { cause: error, details: { consulStatus: 403 } },
+    );
   }
 
   private executionKey(id: string): string {
@@ -283,7 +303,11 @@ class TxnBatcher {
   private queue: Unit[] = [];
   private inFlight = 0;
 
-  constructor(private readonly client: ConsulClient) {}
+  constructor(
+    private readonly client: ConsulClient,
+    /** Turns a permission refusal into the store's error that says what to grant. */
+    private readonly refused: (error: unknown) => unknown,
+  ) {}
 
   submit(ops: ConsulTxnOp[]): Promise<UnitOutcome> {
     const bytes = ops.reduce((sum, op) => sum + (op.KV.Value?.length ?? 0) + op.KV.Key.length, 0);
@@ -324,6 +348,17 @@ class TxnBatcher {
     try {
       result = await this.client.txn(batch.flatMap((u) => u.ops));
     } catch (error) {
+      for (const unit of batch) unit.reject(this.refused(error) as Error);
+      return;
+    }
+    // A permission is the token's, not one unit's: every unit of the batch is refused alike.
+    const denied = result.ok ? undefined : result.errors.find((e) => /permission denied/i.test(e.what));
+    if (denied) {
+      const error = this.refused(
+        new AimeshError('dependency.failed', `Consul PUT /v1/txn: ${denied.what}`, {
+          details: { consulStatus: 403 },
+        }),
+      );
       for (const unit of batch) unit.reject(error as Error);
       return;
     }

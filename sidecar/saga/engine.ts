@@ -87,6 +87,12 @@ export class SagaEngine {
         help: 'Executions stopped because a compensation could not succeed: alert on this.',
         labelNames: ['saga'] as const,
         registers,
+        // Each saga's series is scraped at 0 before its first failure: a series born at 1
+        // shows no increase to Prometheus, so the alert would miss that first failure.
+        collect: () => {
+          for (const saga of this.options.definitions.keys())
+            this.metrics.compensationFailed.inc({ saga }, 0);
+        },
       }),
       // Computed at scrape time from the store: executions that have not changed for a while.
       stuck: new Gauge({

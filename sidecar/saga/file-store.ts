@@ -169,7 +169,7 @@ export class FileSagaStore implements SagaStore {
   private async read(row: Row): Promise<Execution> {
     const json = row.json;
     await this.pending.get(row.id);
-    return JSON.parse(json) as Execution;
+    return JSON.parse(json.toString('utf8')) as Execution;
   }
 }
 

@@ -13,4 +13,6 @@ export {
   type Transport,
   type TransportResponse,
   type TryRequest,
+  type Upgraded,
+  type UpgradeRequest,
 } from './types.js';

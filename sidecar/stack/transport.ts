@@ -7,7 +7,16 @@ import { connect, constants, type ClientHttp2Session, type ClientHttp2Stream } f
 import { Pool } from 'undici';
 import { AimeshError } from '../../lib/errors/index.js';
 import type { Logger } from '../../lib/log/index.js';
-import type { Headers, StackEndpoint, Transport, TransportResponse, TryRequest } from './types.js';
+import type {
+  CallSignal,
+  Headers,
+  StackEndpoint,
+  Transport,
+  TransportResponse,
+  TryRequest,
+  Upgraded,
+  UpgradeRequest,
+} from './types.js';
 
 export interface PoolOptions {
   connectionsPerEndpoint?: number;
@@ -34,6 +43,21 @@ export class HttpTransport implements Transport {
         : { headersTimeout: Math.max(1, request.headersTimeoutMs) }),
     });
     return { status: response.statusCode, headers: response.headers, body: response.body };
+  }
+
+  /** The upgraded connection leaves the pool: it belongs to the caller from then on. */
+  async upgrade(
+    endpoint: StackEndpoint,
+    request: UpgradeRequest & { signal: CallSignal },
+  ): Promise<Omit<Upgraded, 'endpoint'>> {
+    const { headers, socket } = await this.pool(endpoint.origin).upgrade({
+      method: request.method,
+      path: request.path,
+      headers: request.headers,
+      protocol: request.protocol,
+      signal: request.signal,
+    });
+    return { headers, socket };
   }
 
   retain(keep: ReadonlySet<string>): void {

@@ -1,7 +1,7 @@
 /** The shapes that travel through the stack's layers, and the I/O edge it calls. */
 import { EventEmitter } from 'node:events';
 import type { IncomingHttpHeaders } from 'node:http';
-import type { Readable } from 'node:stream';
+import type { Duplex, Readable } from 'node:stream';
 import type { AimeshError } from '../../lib/errors/index.js';
 import type { RoutedEndpoint } from '../routing/index.js';
 
@@ -62,9 +62,33 @@ export interface TransportResponse {
   settled?: Promise<boolean>;
 }
 
+/** An HTTP/1.1 upgrade (websocket) to one endpoint. */
+export interface UpgradeRequest {
+  method: string;
+  path: string;
+  /** End-to-end headers; the transport adds `Connection: upgrade` and `Upgrade`. */
+  headers: Headers;
+  /** The protocol asked for, the value of `Upgrade`. */
+  protocol: string;
+  hashKey?: string;
+  signal?: CallSignal;
+}
+
+/** The endpoint switched protocols: its 101 headers and the connection, now a byte stream. */
+export interface Upgraded {
+  headers: IncomingHttpHeaders;
+  socket: Duplex;
+  endpoint: string;
+}
+
 /** The I/O edge of the stack: connections to endpoints. Tests pass a fake. */
 export interface Transport {
   send(endpoint: StackEndpoint, request: TryRequest): Promise<TransportResponse>;
+  /** Only transports that speak HTTP/1.1 can upgrade. */
+  upgrade?(
+    endpoint: StackEndpoint,
+    request: UpgradeRequest & { signal: CallSignal },
+  ): Promise<Omit<Upgraded, 'endpoint'>>;
   /** Closes connections to origins not in `keep`. */
   retain(keep: ReadonlySet<string>): void;
   close(): Promise<void>;

@@ -14,7 +14,7 @@ import { context, propagation, SpanKind, SpanStatusCode, type Tracer } from '@op
 import { Readable } from 'node:stream';
 import { AimeshError, asAimeshError, classifyNetworkError, describe } from '../../lib/errors/index.js';
 import type { Logger } from '../../lib/log/index.js';
-import type { SidecarMetrics } from '../admin/index.js';
+import { NO_ENDPOINT, type SidecarMetrics } from '../admin/index.js';
 import type { CompiledUpstream } from '../config/compile.js';
 import type { DiscoveredEndpoint } from '../discovery/index.js';
 import type { Failure } from '../routing/index.js';
@@ -30,6 +30,8 @@ import {
   type StackResponse,
   type Transport,
   type TransportResponse,
+  type Upgraded,
+  type UpgradeRequest,
 } from './types.js';
 
 /** Spans are made only when tracing is configured: the hot path stays free of them otherwise. */
@@ -73,11 +75,8 @@ export class Upstream {
       config,
       {
         onBreakerChange: (endpoint, state) =>
-          metrics.breakerState.set(
-            { upstream: name, endpoint },
-            { closed: 0, 'half-open': 1, open: 2 }[state],
-          ),
-        onEjection: (endpoint) => metrics.ejections.inc({ upstream: name, endpoint }),
+          metrics.perEndpoint.breakerChanged(name, endpoint, { closed: 0, 'half-open': 1, open: 2 }[state]),
+        onEjection: (endpoint) => metrics.perEndpoint.ejected(name, endpoint),
         onRetryDenied: () => metrics.retriesDenied.inc({ upstream: name }),
       },
       deps.random,
@@ -92,6 +91,10 @@ export class Upstream {
       this.firstAnswer.resolve();
     }
     this.deps.transport.retain(new Set(this.policy.endpoints().map((e) => e.origin)));
+    this.metrics.perEndpoint.setEndpoints(
+      this.config.name,
+      this.policy.endpoints().map((e) => e.id),
+    );
     this.metrics.endpoints.set({ upstream: this.config.name }, endpoints.length);
     this.metrics.discoveryStale.set({ upstream: this.config.name }, stale ? 1 : 0);
   }
@@ -105,11 +108,7 @@ export class Upstream {
     const deadline = this.deadlineLayer(signal, request.timeoutMs);
     try {
       const response = await this.retryLayer(request, trace.headers, signal, deadline.at);
-      this.metrics.requests.inc({
-        upstream: this.config.name,
-        endpoint: response.endpoint,
-        code: String(response.status),
-      });
+      this.metrics.perEndpoint.countRequest(this.config.name, response.endpoint, String(response.status));
       response.body.once('close', () => {
         deadline.clear();
         trace.end(response.status);
@@ -121,10 +120,73 @@ export class Upstream {
       deadline.clear();
       trace.end(0);
       this.done();
-      this.metrics.requests.inc({ upstream: this.config.name, endpoint: 'none', code: '0' });
+      this.metrics.perEndpoint.countRequest(this.config.name, NO_ENDPOINT, '0');
       throw asAimeshError(error);
     } finally {
       this.metrics.duration.observe({ upstream: this.config.name }, (Date.now() - startedAt) / 1000);
+    }
+  }
+
+  /**
+   * An HTTP/1.1 upgrade (websocket): discovery, balancer, breaker and trace context as for
+   * a call, to one endpoint and never retried (the endpoint may have started a session).
+   * The deadline bounds the handshake only; what the upgraded connection carries is
+   * bounded by the edge's idle timeout, as with any long-lived stream.
+   */
+  async upgrade(request: UpgradeRequest): Promise<Upgraded> {
+    const name = this.config.name;
+    const transport = this.deps.transport;
+    if (!transport.upgrade)
+      throw new AimeshError('input.unsupported', `${name} speaks gRPC: it takes no HTTP/1.1 upgrade`, {
+        details: { upstream: name },
+      });
+    this.active++;
+    const trace = this.traceLayer({ ...request, headers: request.headers });
+    const signal = request.signal ?? new CallSignal();
+    const deadline = this.deadlineLayer(signal);
+    try {
+      if (!this.discovered) await this.discoveryLayer(signal, deadline.at);
+      if (signal.isAborted) throw signal.reason as AimeshError;
+      const endpoint = this.policy.pick(request.hashKey, new Set(), Date.now());
+      if (!endpoint)
+        throw new AimeshError(
+          'upstream.no-endpoint',
+          `${name}: no healthy endpoint (none known, or all ejected or open)`,
+          {
+            details: { upstream: name },
+          },
+        );
+      const started = Date.now();
+      this.policy.started(endpoint.id);
+      let upgraded: Omit<Upgraded, 'endpoint'>;
+      try {
+        upgraded = await transport.upgrade(endpoint, { ...request, headers: trace.headers, signal });
+      } catch (error) {
+        const latencyMs = Date.now() - started;
+        this.policy.finished(endpoint.id, { ok: cancelledByCaller(signal), latencyMs }, Date.now());
+        if (signal.isAborted) throw signal.reason as AimeshError;
+        throw new AimeshError(
+          'upstream.failed',
+          `${name}: ${endpoint.id} did not switch protocols: ${describe(error)}`,
+          { cause: error, details: { upstream: name, endpoint: endpoint.id } },
+        );
+      }
+      this.policy.finished(
+        endpoint.id,
+        { ok: true, status: 101, latencyMs: Date.now() - started },
+        Date.now(),
+      );
+      this.metrics.requests.inc({ upstream: name, endpoint: endpoint.id, code: '101' });
+      trace.end(101);
+      upgraded.socket.once('close', () => this.done());
+      return { ...upgraded, endpoint: endpoint.id };
+    } catch (error) {
+      trace.end(0);
+      this.done();
+      this.metrics.requests.inc({ upstream: name, endpoint: 'none', code: '0' });
+      throw asAimeshError(error);
+    } finally {
+      deadline.clear();
     }
   }
 
@@ -136,6 +198,14 @@ export class Upstream {
   retire(): void {
     this.retired = true;
     if (this.active === 0) this.closeInBackground();
+  }
+
+  /** The upstream left the config: its per-endpoint series and gauges go with it. */
+  forgetSeries(): void {
+    const upstream = this.config.name;
+    this.metrics.perEndpoint.forgetUpstream(upstream);
+    this.metrics.endpoints.remove({ upstream });
+    this.metrics.discoveryStale.remove({ upstream });
   }
 
   private done(): void {

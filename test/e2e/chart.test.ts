@@ -1,6 +1,7 @@
 import { afterAll, describe, expect, it } from '@jest/globals';
 import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse, parseAllDocuments } from 'yaml';
 import {
@@ -10,8 +11,9 @@ import {
   installManifestHelmArgs,
 } from '../../tools/install-manifest.js';
 import { REPO_DIR } from '../env/components.js';
-import { kubeVersionFlag, runHelm } from '../env/index.js';
-import { kubectl } from './shared.js';
+import { freePort, kubeVersionFlag, runHelm, serviceAccountKubeconfig, waitFor } from '../env/index.js';
+import { startOperator, type OperatorProcess } from './operator-process.js';
+import { kubectl, sharedEnvironment } from './shared.js';
 
 const CHART = join(REPO_DIR, 'charts', 'aimesh-operator');
 const NAMESPACE = 'aimesh-chart-e2e';
@@ -111,6 +113,16 @@ describe('Helm chart charts/aimesh-operator', () => {
       ?.args;
     expect(args).toContain('--namespace=team-a');
     expect(scoped.map((m) => m.kind)).not.toContain('PodDisruptionBudget');
+    // A Role where it watches; cluster-wide only what a Role cannot grant, each by name.
+    const role = scoped.find((m) => m.kind === 'Role' && m.metadata.name === 'aimesh-operator');
+    expect(role?.metadata.namespace).toBe('team-a');
+    const clusterRole = scoped.find((m) => m.kind === 'ClusterRole') as Manifest & {
+      rules: { resources: string[]; resourceNames?: string[] }[];
+    };
+    expect(clusterRole.rules.map((r) => [r.resources, r.resourceNames])).toEqual([
+      [['namespaces'], ['team-a']],
+      [['mutatingwebhookconfigurations', 'validatingwebhookconfigurations'], ['aimesh-operator']],
+    ]);
   });
 
   it('installs on a real API server, and its RBAC is enough for the operator and no more', async () => {
@@ -120,6 +132,8 @@ describe('Helm chart charts/aimesh-operator', () => {
       ['apply', '--server-side', '-f', '-'],
       JSON.stringify({ apiVersion: 'v1', kind: 'List', items: manifests }),
     );
+    // No operator serves them here, and the validating one would refuse every AiService.
+    await removeWebhookConfigurations();
     expect(applied.stderr).toBe('');
     expect(applied.code).toBe(0);
 
@@ -205,28 +219,148 @@ describe('Helm chart charts/aimesh-operator', () => {
       JSON.parse(readFileSync(join(CHART, 'dashboards', 'aimesh.json'), 'utf8')),
     );
   });
+});
 
-  it('with operator.watchNamespace grants a Role in that namespace only, nothing cluster-wide', async () => {
-    const namespace = 'aimesh-chart-scoped';
-    const watched = 'aimesh-chart-team-a';
-    for (const ns of [namespace, watched]) await kubectl(['create', 'namespace', ns]);
-    const manifests = await templateIn(namespace, 'scoped', `operator.watchNamespace=${watched}`);
-    expect(manifests.map((m) => m.kind)).not.toContain('ClusterRole');
-    expect(manifests.map((m) => m.kind)).not.toContain('ClusterRoleBinding');
-    const role = manifests.find((m) => m.kind === 'Role' && m.metadata.name === 'scoped-aimesh-operator');
-    expect(role?.metadata.namespace).toBe(watched);
-    const applied = await kubectl(
-      ['apply', '--server-side', '-f', '-'],
-      JSON.stringify({ apiVersion: 'v1', kind: 'List', items: manifests }),
+/**
+ * operator.watchNamespace, installed by real helm: the operator (run as its own process with
+ * the chart's ServiceAccount, since no kubelet runs here) becomes ready, fills in the
+ * caBundles, validates and reconciles in its namespace, with a Role there and a ClusterRole
+ * that names the only cluster-scoped objects it touches.
+ */
+describe('the chart with operator.watchNamespace, installed by helm', () => {
+  const release = 'scoped';
+  const fullname = `${release}-aimesh-operator`;
+  const namespace = 'aimesh-chart-scoped';
+  const watched = 'aimesh-chart-team-a';
+  const other = 'aimesh-chart-team-b';
+  const account = `system:serviceaccount:${namespace}:${fullname}`;
+  const logs = mkdtempSync(join(tmpdir(), 'aimesh-chart-scoped-'));
+  let operator: OperatorProcess | undefined;
+
+  afterAll(async () => {
+    const { kubeconfig } = sharedEnvironment().controlPlane;
+    const uninstalled = await runHelm(['uninstall', release, '--namespace', namespace, '--wait'], kubeconfig);
+    await operator?.process.stop();
+    // Cluster-scoped objects go even if the uninstall did not (the control plane is shared).
+    await kubectl([
+      'delete',
+      'clusterrole,clusterrolebinding,mutatingwebhookconfiguration,validatingwebhookconfiguration',
+      '-l',
+      `app.kubernetes.io/instance=${release}`,
+      '--ignore-not-found',
+    ]);
+    await kubectl(['delete', 'namespace', namespace, watched, other, '--ignore-not-found', '--wait=false']);
+    if (!process.env.AIMESH_KEEP_TESTENV) rmSync(logs, { recursive: true, force: true });
+    expect(uninstalled.stderr).toBe('');
+  });
+
+  it('runs the operator in that namespace with a Role there and, cluster-wide, only its named objects', async () => {
+    const shared = sharedEnvironment().controlPlane;
+    for (const ns of [namespace, watched, other])
+      expect((await kubectl(['create', 'namespace', ns])).code).toBe(0);
+    const port = await freePort();
+    const installed = await runHelm(
+      [
+        'install',
+        release,
+        CHART,
+        '--namespace',
+        namespace,
+        // The shared control plane has the CRDs already.
+        '--skip-crds',
+        ...[
+          `operator.watchNamespace=${watched}`,
+          'replicaCount=1',
+          `webhook.url=https://127.0.0.1:${port}`,
+          'webhook.hosts={127.0.0.1}',
+        ].flatMap((v) => ['--set', v]),
+      ],
+      shared.kubeconfig,
     );
-    await removeWebhookConfigurations();
-    expect(applied.stderr).toBe('');
-    const account = `system:serviceaccount:${namespace}:scoped-aimesh-operator`;
-    expect(await canI('patch', 'deployments.apps', watched, account)).toBe(true);
-    expect(await canI('watch', 'aiservices.aimesh.io', watched, account)).toBe(true);
-    expect(await canI('patch', 'deployments.apps', 'default', account)).toBe(false);
-    expect(await canI('watch', 'aiservices.aimesh.io', 'default', account)).toBe(false);
-    expect(await canI('update', 'leases.coordination.k8s.io', namespace, account)).toBe(true);
+    expect(installed.stderr).toBe('');
+    expect(installed.code).toBe(0);
+
+    operator = await startOperator(
+      await serviceAccountKubeconfig(shared, namespace, fullname),
+      'chart-scoped',
+      logs,
+      [
+        `--namespace=${watched}`,
+        `--webhook-address=127.0.0.1:${port}`,
+        '--webhook-hosts=127.0.0.1',
+        `--webhook-secret=${fullname}-webhook-tls`,
+        `--webhook-configuration=${fullname}`,
+        '--miss-scan-seconds=1',
+      ],
+      { leaseNamespace: namespace },
+    );
+    const probes = `http://127.0.0.1:${operator.probePort}`;
+    await waitFor('the scoped operator ready, both caBundles filled in', async () => {
+      if (!(await fetch(`${probes}/readyz`)).ok) return false;
+      for (const kind of ['mutatingwebhookconfiguration', 'validatingwebhookconfiguration']) {
+        const got = await kubectl(['get', kind, fullname, '-o', 'json']);
+        const webhooks = (JSON.parse(got.stdout) as { webhooks: { clientConfig: { caBundle?: string } }[] })
+          .webhooks;
+        if (!webhooks.every((w) => w.clientConfig.caBundle)) return false;
+      }
+      return true;
+    });
+
+    // Through its validating webhook, then reconciled; the other namespace is not its own.
+    for (const ns of [watched, other]) {
+      const applied = await kubectl(
+        ['apply', '--server-side', '-f', '-'],
+        `apiVersion: aimesh.io/v1alpha1
+kind: AiService
+metadata: {name: scoped, namespace: ${ns}}
+spec: {image: registry.example.com/scoped:1.0.0}
+`,
+      );
+      expect(applied.stderr).toBe('');
+    }
+    await waitFor('the AiService in the watched namespace reconciled', async () => {
+      const got = await kubectl(['get', 'aiservice', 'scoped', '-n', watched, '-o', 'json']);
+      const status = (JSON.parse(got.stdout) as { status?: { conditions?: { type: string }[] } }).status;
+      return (status?.conditions ?? []).some((c) => c.type === 'Ready');
+    });
+    const children = await kubectl(['get', 'deployment,service,configmap', '-n', watched, '-o', 'name']);
+    expect(children.stdout).toContain('deployment.apps/scoped');
+    expect((await kubectl(['get', 'deployment', 'scoped', '-n', other, '--ignore-not-found'])).stdout).toBe(
+      '',
+    );
+    const log = readFileSync(join(logs, 'operator-chart-scoped.log'), 'utf8');
+    expect(log).not.toMatch(/forbidden/i);
+    expect(
+      await operator.counter('aimesh_operator_reconciles_total', (l) => l.includes('result="error"')),
+    ).toBe(0);
+
+    const can = async (verb: string, target: string, ns?: string) => {
+      const scope = ns === 'all' ? ['--all-namespaces'] : ns ? ['-n', ns] : [];
+      const answer = await kubectl(['auth', 'can-i', verb, target, ...scope, `--as=${account}`]);
+      return `${verb} ${target}${ns ? ` -n ${ns}` : ''}: ${answer.stdout.trim()}`;
+    };
+    for (const [verb, target, ns] of [
+      ['patch', `mutatingwebhookconfigurations/${fullname}`],
+      ['update', `validatingwebhookconfigurations/${fullname}`],
+      ['get', `namespaces/${watched}`],
+      ['patch', 'deployments.apps', watched],
+      ['watch', 'aiservices.aimesh.io', watched],
+      ['list', 'pods', watched],
+      ['update', 'leases.coordination.k8s.io', namespace],
+    ] as const)
+      expect(await can(verb, target, ns)).toMatch(/: yes$/);
+    for (const [verb, target, ns] of [
+      ['patch', 'mutatingwebhookconfigurations'],
+      ['patch', 'mutatingwebhookconfigurations/aimesh-operator'],
+      ['list', 'namespaces'],
+      ['get', `namespaces/${other}`],
+      ['watch', 'aiservices.aimesh.io', 'all'],
+      ['patch', 'deployments.apps', other],
+      ['list', 'pods', other],
+      ['get', 'secrets', watched],
+      ['list', 'customresourcedefinitions.apiextensions.k8s.io'],
+    ] as const)
+      expect(await can(verb, target, ns)).toMatch(/: no$/);
   });
 });
 

@@ -4,15 +4,21 @@ import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Agent, request } from 'undici';
+import type { SagaSpec, SidecarConfigInput } from '../../api/index.js';
 import { createCa, issueServing } from '../../operator/certs/pki.js';
+import { ConsulClient } from '../../sidecar/discovery/index.js';
+import type { Execution } from '../../sidecar/saga/index.js';
 import { freePorts, requireBinary, startProcess, waitFor, type ManagedProcess } from '../env/index.js';
 import { startSidecar, type SidecarProcess } from './sidecar-process.js';
+import { startStepService, type StepService } from './step-services.js';
 
 /**
  * Consul as clusters run it today: a server (data dir, not dev mode) with ACLs on and
  * default deny, serving HTTPS only, and no client agent for the sidecar to lean on. The
  * sidecar gets its address, a token file and the CA, registers with a TTL check it keeps
- * from the app's own health, and discovers an upstream, all with the token given.
+ * from the app's own health, and discovers an upstream, all with the token given; a saga
+ * orchestrator keeps its executions in Consul KV through the same server with a token of
+ * exactly the policy the README (Sagas) documents, and one without write access says so.
  */
 const TOKEN = 'b1a8a8e4-7c1d-4c55-9d6f-3e4a1c2b9d01';
 
@@ -23,6 +29,9 @@ let dispatcher: Agent;
 let app: Server;
 let appPort: number;
 let sidecar: SidecarProcess | undefined;
+const orchestrators: SidecarProcess[] = [];
+const stepServices: StepService[] = [];
+let management: ConsulClient | undefined;
 
 async function consulGet(path: string, token?: string): Promise<{ status: number; body: unknown }> {
   const response = await request(`${address}${path}`, {
@@ -79,6 +88,9 @@ acl { enabled = true, default_policy = "deny", enable_token_persistence = false,
 
 afterAll(async () => {
   await sidecar?.stop();
+  for (const orchestrator of orchestrators) await orchestrator.stop();
+  for (const service of stepServices) await service.stop();
+  await management?.close();
   await new Promise((resolve) => app?.close(resolve));
   await dispatcher?.close();
   await consul?.stop();
@@ -131,5 +143,167 @@ describe('the sidecar with a Consul server: ACL default deny, TLS, no client age
       const answer = await fetch(`${sidecar?.outbound}/v1/invoke/acl-app/healthz`).catch(() => undefined);
       return answer?.status === 200;
     });
+  });
+});
+
+/** The ACL policy the README (Sagas) gives a saga orchestrator (its store and its discovery). */
+const SAGA_POLICY = `key_prefix "aimesh/sagas/" { policy = "write" }
+session_prefix "" { policy = "write" }
+service_prefix "" { policy = "read" }
+node_prefix "" { policy = "read" }`;
+/** The same reads, but the store may only read: no KV write, no session. */
+const READ_ONLY_POLICY = `key_prefix "aimesh/sagas/" { policy = "read" }
+session_prefix "" { policy = "read" }
+service_prefix "" { policy = "read" }
+node_prefix "" { policy = "read" }`;
+
+const LEDGER_SAGA: SagaSpec = {
+  orchestrator: 'ledger-orchestrator',
+  timeout: '1m',
+  concurrencyLimit: 50,
+  steps: [
+    {
+      name: 'reserve',
+      action: { service: 'acl-ledger', method: 'POST', path: '/reservations', headers: {}, timeout: '5s' },
+      compensation: {
+        service: 'acl-ledger',
+        method: 'POST',
+        path: '/reservations/{{ steps.reserve.response.body.recordId }}/release',
+        headers: {},
+        timeout: '5s',
+      },
+      retry: { maxAttempts: 3, backoff: { initial: '50ms', multiplier: 2, max: '200ms' } },
+      pivot: false,
+    },
+    {
+      name: 'notify',
+      action: {
+        service: 'acl-notify',
+        method: 'POST',
+        path: '/notifications',
+        headers: {},
+        body: { record: '{{ steps.reserve.response.body.recordId }}' },
+        timeout: '5s',
+      },
+      retry: { maxAttempts: 3, backoff: { initial: '50ms', multiplier: 2, max: '200ms' } },
+      pivot: false,
+    },
+  ],
+} as SagaSpec;
+
+/** A token of one policy, made with the management token. */
+async function tokenWith(name: string, rules: string): Promise<string> {
+  const put = async (path: string, body: unknown) => {
+    const response = await request(`${address}${path}`, {
+      method: 'PUT',
+      dispatcher,
+      headers: { 'x-consul-token': TOKEN, 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+    const text = await response.body.text();
+    expect(`${path} ${response.statusCode} ${text}`).toMatch(new RegExp(`^${path} 200 `));
+    return JSON.parse(text) as { SecretID: string };
+  };
+  await put('/v1/acl/policy', { Name: name, Rules: rules });
+  const file = join(dir, `${name}.token`);
+  writeFileSync(file, (await put('/v1/acl/token', { Policies: [{ Name: name }] })).SecretID);
+  return file;
+}
+
+async function startOrchestrator(name: string, tokenFile: string): Promise<SidecarProcess> {
+  const config: Omit<SidecarConfigInput, 'listen'> = {
+    service: { name: 'ledger-orchestrator', port: 1 },
+    discovery: {
+      mode: 'consul',
+      consul: { address, datacenter: 'dc1', tokenFile, caFile: join(dir, 'ca.pem'), register: false },
+    },
+    upstreams: [
+      { name: 'acl-ledger', timeout: '5s' },
+      { name: 'acl-notify', timeout: '5s' },
+    ],
+    sagas: [{ name: 'ledger', spec: LEDGER_SAGA }],
+    sagaStore: { kind: 'consul', sessionTtl: '10s' },
+  };
+  const orchestrator = await startSidecar(name, config, address);
+  orchestrators.push(orchestrator);
+  return orchestrator;
+}
+
+async function startLedger(orchestrator: SidecarProcess, key: string) {
+  const response = await fetch(`${orchestrator.control}/v1/sagas/ledger/executions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ input: { amount: 3 }, idempotencyKey: key }),
+  });
+  return {
+    status: response.status,
+    body: (await response.json()) as Execution & { error?: string; code?: string },
+  };
+}
+
+describe('a saga on the Consul store through the ACL and TLS server', () => {
+  it('runs executions to completion with a token of the documented policy, and keeps them in KV', async () => {
+    management = new ConsulClient(address, { token: TOKEN, caFile: join(dir, 'ca.pem'), datacenter: 'dc1' });
+    for (const name of ['acl-ledger', 'acl-notify'])
+      stepServices.push(await startStepService(name, management));
+    const orchestrator = await startOrchestrator(
+      'ledger-orchestrator',
+      await tokenWith('aimesh-saga', SAGA_POLICY),
+    );
+    await waitFor('the orchestrator sees both step services', async () => {
+      const dump = (await (await fetch(`${orchestrator.admin}/admin/endpoints`)).json()) as {
+        endpoints: unknown[];
+      }[];
+      return dump.length === 2 && dump.every((u) => u.endpoints.length === 1);
+    });
+
+    const started = await Promise.all(
+      Array.from({ length: 10 }, (_, i) => startLedger(orchestrator, `acl-run-${i}`)),
+    );
+    expect(started.map((s) => s.status)).toEqual(Array(10).fill(201));
+    const done = await Promise.all(
+      started.map(
+        async (s) =>
+          (await (
+            await fetch(`${orchestrator.control}/v1/executions/${s.body.id}?wait=30s`)
+          ).json()) as Execution,
+      ),
+    );
+    expect(done.map((e) => e.state)).toEqual(Array(10).fill('completed'));
+    // A repeated start is answered from the store, not run again.
+    const again = await startLedger(orchestrator, 'acl-run-0');
+    expect(again.body.id).toBe(started[0]?.body.id);
+    // The executions are where the policy lets the store write them, read with the management token.
+    const stored = await management.kvList('aimesh/sagas/finished/');
+    expect(stored.map((e) => (JSON.parse(e.value) as Execution).id).sort()).toEqual(
+      started.map((s) => s.body.id).sort(),
+    );
+    const ledger = stepServices[0] as StepService;
+    expect([...ledger.effects.values()]).toEqual(Array(10).fill(1));
+  });
+
+  it('says that the ACL token lacks permission when it may not write the store, and starts nothing', async () => {
+    // No session write: refused when the store opens its session. Session write but KV read
+    // only: refused inside the transaction, which must not pass for a conflict to retry.
+    for (const [name, rules] of [
+      ['aimesh-saga-read-only', READ_ONLY_POLICY],
+      [
+        'aimesh-saga-no-kv-write',
+        READ_ONLY_POLICY.replace(
+          'session_prefix "" { policy = "read" }',
+          'session_prefix "" { policy = "write" }',
+        ),
+      ],
+    ] as const) {
+      const orchestrator = await startOrchestrator(name, await tokenWith(name, rules));
+      const refused = await startLedger(orchestrator, `${name}-start`);
+      expect(`${name}: ${refused.status} ${refused.body.code}`).toBe(`${name}: 502 dependency.failed`);
+      expect(refused.body.error).toMatch(/ACL token/);
+      expect(refused.body.error).toMatch(/Permission denied/);
+      expect(refused.body.error).toContain('key_prefix "aimesh/sagas/" { policy = "write" }');
+      // Nothing half-made: no execution the caller was not told about.
+      const listed = (await (await fetch(`${orchestrator.control}/v1/executions`)).json()) as Execution[];
+      expect(listed.filter((e) => e.idempotencyKey === `${name}-start`)).toEqual([]);
+    }
   });
 });

@@ -31,7 +31,9 @@ const RBAC_KINDS = ['ServiceAccount', 'ClusterRole', 'ClusterRoleBinding', 'Role
  * returns a kubeconfig acting as that ServiceAccount: the operator under test has exactly
  * the permissions the chart grants, no more.
  */
-export async function installOperatorIdentity(cluster: ControlPlane): Promise<string> {
+export async function installOperatorIdentity(
+  cluster: Pick<ControlPlane, 'kubectl' | 'serviceAccountKubeconfig'>,
+): Promise<string> {
   const rendered = await runHelm([
     'template',
     RELEASE,
@@ -59,7 +61,7 @@ export async function startOperator(
   identity: string,
   logDir: string,
   extraArgs: string[] = [],
-  run: { compiled?: boolean; nodeArgs?: string[] } = {},
+  run: { compiled?: boolean; nodeArgs?: string[]; leaseNamespace?: string } = {},
 ): Promise<OperatorProcess> {
   const probePort = await freePort();
   // Benchmarks run the built JavaScript (`npm run build`), as the image does; tests run the
@@ -78,7 +80,7 @@ export async function startOperator(
       `--kubeconfig=${kubeconfig}`,
       `--probe-address=127.0.0.1:${probePort}`,
       `--identity=${identity}`,
-      `--lease-namespace=${OPERATOR_NAMESPACE}`,
+      `--lease-namespace=${run.leaseNamespace ?? OPERATOR_NAMESPACE}`,
       ...extraArgs,
     ],
     logDir,

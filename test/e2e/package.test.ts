@@ -155,6 +155,10 @@ describe('the npm package', () => {
     expect(manifest.private).toBeUndefined();
     expect(Object.keys(manifest.dependencies as object)).not.toContain('node');
     expect(Object.keys(manifest.devDependencies as object)).toContain('node');
+    // A cdk8s app brings its own cdk8s and constructs: aimesh's constructs must join that tree.
+    expect(Object.keys(manifest.dependencies as object)).not.toContain('cdk8s');
+    expect(Object.keys(manifest.dependencies as object)).not.toContain('constructs');
+    expect(Object.keys(manifest.peerDependencies as object).sort()).toEqual(['cdk8s', 'constructs']);
   });
 
   it(
@@ -188,6 +192,16 @@ describe('a cdk8s app using aimesh/cdk8s, installed from the tarball', () => {
     rmSync(join(app, 'dist'), { recursive: true, force: true });
     await kubectl(['create', 'namespace', 'shop']);
   }, INSTALL_TIMEOUT);
+
+  it('has one copy of cdk8s and of constructs: the app’s own', async () => {
+    for (const name of ['cdk8s', 'constructs']) {
+      const listed = await mustRun('npm', ['ls', name, '--all', '--parseable'], app);
+      expect({ name, copies: new Set(listed.stdout.trim().split('\n')) }).toEqual({
+        name,
+        copies: new Set([join(app, 'node_modules', name)]),
+      });
+    }
+  });
 
   it('type-checks against the shipped declarations', async () => {
     const checked = await run('npx', ['tsc', '--noEmit', '-p', '.'], app);

@@ -8,7 +8,7 @@ import { parse } from 'yaml';
 import { validateResource, type Saga, type SagaSpec, type SidecarConfigInput } from '../../api/index.js';
 import { ConsulClient } from '../../sidecar/discovery/index.js';
 import * as grpc from '@grpc/grpc-js';
-import { sagaServiceDefinition, type Execution } from '../../sidecar/saga/index.js';
+import { loadSagaGrpc, type Execution } from '../../sidecar/saga/index.js';
 import { REPO_DIR } from '../env/components.js';
 import { waitFor } from '../env/index.js';
 import { sharedEnvironment } from './shared.js';
@@ -490,7 +490,7 @@ describe('saga gRPC API', () => {
       kind: 'file',
       path: join(storeDir, 'grpc'),
     });
-    const Client = grpc.makeClientConstructor(sagaServiceDefinition(), 'Sagas');
+    const Client = grpc.makeClientConstructor((await loadSagaGrpc()).sagaServiceDefinition(), 'Sagas');
     const client = new Client(
       orchestrator.controlGrpc,
       grpc.credentials.createInsecure(),

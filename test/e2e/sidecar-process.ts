@@ -2,6 +2,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { SidecarConfigInput } from '../../api/index.js';
+import { DEFAULT_SIDECAR_RESOURCES, sidecarNodeOptions } from '../../render/index.js';
 import { REPO_DIR } from '../env/components.js';
 import { freePorts, startProcess, waitFor, type ManagedProcess } from '../env/index.js';
 
@@ -23,11 +24,20 @@ export interface SidecarProcess {
   stop: () => Promise<void>;
 }
 
+export interface SidecarProcessOptions {
+  /**
+   * Runs the compiled CLI (dist/, `npm run build` first) with the V8 flags the render gives
+   * the sidecar container, as the image runs it: for benchmarks. Tests run the sources.
+   */
+  built?: boolean;
+}
+
 /** Runs `aimesh sidecar` as its own process on free loopback ports, as it runs in a pod. */
 export async function startSidecar(
   name: string,
   config: Omit<SidecarConfigInput, 'listen'>,
   consulAddress: string,
+  options: SidecarProcessOptions = {},
 ): Promise<SidecarProcess> {
   const dir = mkdtempSync(join(tmpdir(), `aimesh-sidecar-${name}-`));
   const file = join(dir, 'sidecar.json');
@@ -42,9 +52,12 @@ export async function startSidecar(
     `sidecar-${name}`,
     globalThis.process.execPath,
     [
-      '--import',
-      'tsx',
-      join(REPO_DIR, 'cli', 'main.ts'),
+      ...(options.built
+        ? [
+            ...sidecarNodeOptions(DEFAULT_SIDECAR_RESOURCES.limits.memory).split(' '),
+            join(REPO_DIR, 'dist', 'cli', 'main.js'),
+          ]
+        : ['--import', 'tsx', join(REPO_DIR, 'cli', 'main.ts')]),
       'sidecar',
       `--config=${file}`,
       '--advertise-address=127.0.0.1',

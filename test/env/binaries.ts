@@ -6,7 +6,13 @@
 import { spawnSync } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
 import { delimiter, join } from 'node:path';
-import { COMPONENTS, componentCacheDir, type Component } from './components.js';
+import {
+  COMPONENTS,
+  DEBIAN_COMPONENTS,
+  componentCacheDir,
+  type Component,
+  type DebianComponent,
+} from './components.js';
 
 export type BinaryName =
   | 'etcd'
@@ -28,7 +34,9 @@ export type BinaryName =
   | 'loopback'
   | 'portmap'
   | 'coredns'
-  | 'pause';
+  | 'pause'
+  | 'prometheus'
+  | 'promtool';
 
 export interface ResolvedBinary {
   path: string;
@@ -51,18 +59,23 @@ export function resolveBinary(name: BinaryName): ResolvedBinary | undefined {
 export function requireBinary(name: BinaryName): string {
   const found = resolveBinary(name);
   if (!found)
-    throw new Error(`${name} is not built: run "npm run testenv" (needs Go), or set KUBEBUILDER_ASSETS`);
+    throw new Error(
+      `${name} is not built: run "npm run testenv" (needs Go, and apt-get for Debian parts), or set KUBEBUILDER_ASSETS`,
+    );
   return found.path;
 }
 
-export function componentOf(name: BinaryName): Component {
-  const component = COMPONENTS.find((c) => c.binaries.some((b) => b.name === name));
+export function componentOf(name: BinaryName): Component | DebianComponent {
+  const component = [...COMPONENTS, ...DEBIAN_COMPONENTS].find((c) =>
+    c.binaries.some((b) => b.name === name),
+  );
   if (!component) throw new Error(`unknown test binary ${name}`);
   return component;
 }
 
-function fits(path: string, component: Component): boolean {
-  if (!component.fits || !isExecutable(path)) return false;
+function fits(path: string, component: Component | DebianComponent): boolean {
+  // A Debian part is always our pinned download: PATH may hold another version.
+  if ('debianPackage' in component || !component.fits || !isExecutable(path)) return false;
   const flag = path.endsWith('consul') || path.endsWith('helm') ? 'version' : '--version';
   const result = spawnSync(path, [flag], { encoding: 'utf8', timeout: 10_000 });
   return result.status === 0 && component.fits(`${result.stdout}${result.stderr}`);

@@ -1,20 +1,23 @@
 /**
  * `npm run testenv`: builds the control-plane binaries that are missing, with `go build`
- * from the pinned Go modules under modules/, into the cache outside the repository.
+ * from the pinned Go modules under modules/, and unpacks the pinned Debian packages
+ * (DEBIAN_COMPONENTS), into the cache outside the repository.
  */
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, renameSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { resolveBinary, type BinaryName } from './binaries.js';
 import {
   COMPONENTS,
+  DEBIAN_COMPONENTS,
   ISTIO_API,
   componentCacheDir,
   istioCrdsPath,
   moduleDir,
   pinnedVersion,
   type Component,
+  type DebianComponent,
 } from './components.js';
 
 const started = Date.now();
@@ -28,6 +31,13 @@ for (const component of COMPONENTS) {
     continue;
   }
   failed = !build(component, version) || failed;
+}
+for (const component of DEBIAN_COMPONENTS) {
+  if (component.binaries.every((b) => resolveBinary(b.name as BinaryName))) {
+    log(`${component.name} ${component.version}: have ${componentCacheDir(component)}`);
+    continue;
+  }
+  failed = !unpackDebian(component) || failed;
 }
 failed = !fetchIstioCrds() || failed;
 log(`done in ${seconds(started)}`);
@@ -68,6 +78,42 @@ function build(component: Component, version: string): boolean {
   renameSync(staging, target);
   log(`${component.name} ${version}: built in ${seconds(begin)} -> ${target}`);
   return true;
+}
+
+/** apt-get download (no install, no root needed for the download itself) and dpkg -x. */
+function unpackDebian(component: DebianComponent): boolean {
+  const target = componentCacheDir(component);
+  const staging = `${target}.partial`;
+  const work = mkdtempSync(join(tmpdir(), `aimesh-deb-${component.name}-`));
+  rmSync(staging, { recursive: true, force: true });
+  mkdirSync(staging, { recursive: true });
+  const spec = `${component.debianPackage}=${component.version}`;
+  log(`${component.name} ${component.version}: apt-get download ${spec}...`);
+  try {
+    const download = spawnSync('apt-get', ['download', '-qq', spec], { cwd: work, encoding: 'utf8' });
+    if (download.error || download.status !== 0) {
+      log(
+        `${component.name}: apt-get download ${spec} failed (${download.error?.message ?? download.stderr.trim()}); ` +
+          'run "apt-get update" if the package lists are missing, or change the pinned version in test/env/components.ts',
+      );
+      return false;
+    }
+    const deb = readdirSync(work).find((f) => f.endsWith('.deb'));
+    const root = join(work, 'root');
+    const unpack = deb && spawnSync('dpkg', ['-x', join(work, deb), root], { encoding: 'utf8' });
+    if (!unpack || unpack.status !== 0) {
+      log(`${component.name}: dpkg -x failed: ${unpack ? unpack.stderr : 'no .deb downloaded'}`);
+      return false;
+    }
+    for (const binary of component.binaries)
+      copyFileSync(join(root, binary.path), join(staging, binary.name));
+    rmSync(target, { recursive: true, force: true });
+    renameSync(staging, target);
+    log(`${component.name} ${component.version}: unpacked -> ${target}`);
+    return true;
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
 }
 
 function fetchIstioCrds(): boolean {

@@ -143,6 +143,33 @@ function kubernetesVersionFlags(version: string): string[] {
   ]);
 }
 
+/**
+ * Parts taken from Debian's archive instead of built: `apt-get download` of the pinned
+ * package version, unpacked with `dpkg -x` into the cache (nothing is installed on the
+ * machine). The binaries need only libc.
+ */
+export interface DebianComponent {
+  name: string;
+  /** Debian package and its exact version (`apt-cache policy <package>` lists them). */
+  debianPackage: string;
+  version: string;
+  /** Files in the package to keep, by their path inside it; each lands in the cache folder by its base name. */
+  binaries: { name: string; path: string }[];
+}
+
+export const DEBIAN_COMPONENTS: DebianComponent[] = [
+  {
+    // A real Prometheus checks the chart's alert rules and dashboard queries (test/e2e/prometheus.test.ts).
+    name: 'prometheus',
+    debianPackage: 'prometheus',
+    version: '2.42.0+ds-5+deb12u1',
+    binaries: [
+      { name: 'prometheus', path: 'usr/bin/prometheus' },
+      { name: 'promtool', path: 'usr/bin/promtool' },
+    ],
+  },
+];
+
 /** Istio's CRDs with full schemas come from this Go module (a source file, no build). */
 export const ISTIO_API = {
   module: 'istio.io/api',
@@ -179,8 +206,9 @@ export function cacheDir(): string {
   return process.env.AIMESH_TESTENV_CACHE ?? join(homedir(), '.cache', 'aimesh', 'testenv');
 }
 
-export function componentCacheDir(component: Component): string {
-  return join(cacheDir(), `${component.name}-${pinnedVersion(component)}`);
+export function componentCacheDir(component: Component | DebianComponent): string {
+  const version = 'debianPackage' in component ? component.version : pinnedVersion(component);
+  return join(cacheDir(), `${component.name}-${version}`);
 }
 
 export function istioCrdsPath(): string {

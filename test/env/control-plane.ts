@@ -103,12 +103,8 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
       dir,
       pids: Object.fromEntries(running.map((p) => [p.name, p.pid])),
       kubectl,
-      serviceAccountKubeconfig: async (namespace, name) => {
-        const created = await kubectl(['create', 'token', name, '-n', namespace, '--duration=24h']);
-        if (created.code !== 0) throw new Error(`token for ${namespace}/${name}: ${created.stderr}`);
-        const path = join(dir, `kubeconfig-${namespace}-${name}`);
-        return writeKubeconfig(path, server, caFile, `${namespace}:${name}`, created.stdout.trim());
-      },
+      serviceAccountKubeconfig: (namespace, name) =>
+        serviceAccountKubeconfig({ server, kubeconfig, caFile, dir }, namespace, name),
       restartApiServer: async () => {
         await api.stop();
         running.splice(running.indexOf(api), 1);
@@ -123,6 +119,16 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
     await stopAll();
     throw new Error(`control plane did not start (logs in ${logs}): ${String(error)}`, { cause: error });
   }
+}
+
+/** The ControlPlane API over a control plane another process started (the e2e shared one). */
+export function attachControlPlane(
+  info: ControlPlaneInfo,
+): Pick<ControlPlane, 'kubectl' | 'serviceAccountKubeconfig'> {
+  return {
+    kubectl: (args, input) => runKubectl(info.kubeconfig, args, input),
+    serviceAccountKubeconfig: (namespace, name) => serviceAccountKubeconfig(info, namespace, name),
+  };
 }
 
 function startEtcd(dir: string, logs: string, client: number, peer: number): ManagedProcess {
@@ -173,6 +179,11 @@ function startApiServer(
       `--service-account-key-file=${join(dir, 'sa.pub')}`,
       `--service-account-signing-key-file=${join(dir, 'sa.key')}`,
       '--service-cluster-ip-range=10.96.0.0/16',
+      // Webhook (and aggregated API) calls go to a Service's endpoints, not its ClusterIP: no
+      // kube-proxy runs on this host for the e2e control plane, so a ClusterIP would be sent
+      // out by the default route, off the machine, where tests must not send traffic. With
+      // the node, endpoints are pod IPs on its local bridge.
+      '--enable-aggregator-routing=true',
       '--allow-privileged=true',
       // The test node's name resolves nowhere; its InternalIP is where its kubelet listens.
       '--kubelet-preferred-address-types=InternalIP,Hostname',
@@ -208,6 +219,28 @@ function startControllerManager(
     ],
     logs,
   );
+}
+
+/**
+ * A kubeconfig that acts as a ServiceAccount of a running control plane (the shared e2e
+ * one included), with a token from the TokenRequest API.
+ */
+export async function serviceAccountKubeconfig(
+  plane: Pick<ControlPlaneInfo, 'server' | 'kubeconfig' | 'caFile' | 'dir'>,
+  namespace: string,
+  name: string,
+): Promise<string> {
+  const created = await runKubectl(plane.kubeconfig, [
+    'create',
+    'token',
+    name,
+    '-n',
+    namespace,
+    '--duration=24h',
+  ]);
+  if (created.code !== 0) throw new Error(`token for ${namespace}/${name}: ${created.stderr}`);
+  const path = join(plane.dir, `kubeconfig-${namespace}-${name}`);
+  return writeKubeconfig(path, plane.server, plane.caFile, `${namespace}:${name}`, created.stdout.trim());
 }
 
 function writeKubeconfig(path: string, server: string, caFile: string, user: string, token: string): string {

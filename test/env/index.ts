@@ -1,6 +1,8 @@
 export {
   startControlPlane,
+  attachControlPlane,
   runKubectl,
+  serviceAccountKubeconfig,
   type ControlPlane,
   type ControlPlaneInfo,
   type CommandResult,

@@ -140,7 +140,18 @@ export function nodeUnavailableReason(): string | undefined {
 
 /** Installs the Debian packages the node needs (runc, iptables, conntrack) when missing. */
 export function installHostPackages(log: (message: string) => void): void {
-  const missing = HOST_PACKAGES.filter((p) => !onPath(p.binary)).map((p) => p.debianPackage);
+  installDebianPackages(HOST_PACKAGES, log);
+}
+
+/**
+ * Installs, with apt-get, the Debian packages whose binary is not on PATH (Debian's
+ * archive is reachable here; nothing is downloaded from anywhere else).
+ */
+export function installDebianPackages(
+  packages: { binary: string; debianPackage: string }[],
+  log: (message: string) => void,
+): void {
+  const missing = packages.filter((p) => !onPath(p.binary)).map((p) => p.debianPackage);
   if (missing.length === 0) return;
   log(`installing ${missing.join(', ')} with apt-get`);
   const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };

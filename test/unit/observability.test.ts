@@ -7,6 +7,7 @@ import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import { parse } from 'yaml';
+import { z } from 'zod';
 import { REPO_DIR } from '../env/components.js';
 
 const CHART = join(REPO_DIR, 'charts', 'aimesh-operator');
@@ -123,5 +124,86 @@ describe('dashboards and alerts', () => {
         'alert AimeshSidecarScrapeMissing',
       ]),
     );
+  });
+});
+
+/**
+ * What Grafana needs to load a dashboard from the sidecar's ConfigMap and draw every panel
+ * from the chosen Prometheus. There is no JSON Schema for Grafana's dashboard model on npm
+ * (@grafana/schema ships TypeScript types only), so this is the part of the model we use.
+ */
+const datasource = z.strictObject({ type: z.literal('prometheus'), uid: z.literal('${datasource}') });
+const gridPos = z
+  .strictObject({
+    h: z.int().min(1),
+    w: z.int().min(1).max(24),
+    x: z.int().min(0).max(23),
+    y: z.int().min(0),
+  })
+  .refine((g) => g.x + g.w <= 24, 'gridPos runs past the 24 columns');
+const target = z.looseObject({
+  refId: z.string().regex(/^[A-Z]$/),
+  expr: z.string().min(1),
+  datasource: datasource.optional(),
+});
+const graphPanel = z.looseObject({
+  id: z.int().min(1),
+  type: z.enum(['timeseries', 'stat', 'gauge', 'table', 'bargauge']),
+  title: z.string().min(1),
+  gridPos,
+  datasource: datasource,
+  targets: z
+    .array(target)
+    .min(1)
+    .refine((t) => new Set(t.map((x) => x.refId)).size === t.length, 'refIds repeat'),
+});
+const rowPanel = z.looseObject({
+  id: z.int().min(1),
+  type: z.literal('row'),
+  title: z.string().min(1),
+  gridPos,
+  collapsed: z.boolean().optional(),
+  panels: z.array(graphPanel).optional(),
+});
+const dashboardSchema = z.looseObject({
+  uid: z.string().regex(/^[a-zA-Z0-9_-]{1,40}$/),
+  title: z.string().min(1),
+  schemaVersion: z.int().min(36),
+  time: z.strictObject({ from: z.string(), to: z.string() }),
+  panels: z.array(z.union([rowPanel, graphPanel])).min(1),
+  templating: z.strictObject({
+    list: z.array(z.looseObject({ name: z.string().regex(/^\w+$/), type: z.string() })),
+  }),
+});
+
+describe('the dashboard JSON', () => {
+  const files = readdirSync(join(CHART, 'dashboards'));
+
+  it.each(files)('%s has what Grafana needs to load it', (file) => {
+    const raw = JSON.parse(readFileSync(join(CHART, 'dashboards', file), 'utf8')) as unknown;
+    const parsed = dashboardSchema.safeParse(raw);
+    expect(parsed.success ? [] : parsed.error.issues).toEqual([]);
+    const dashboard = dashboardSchema.parse(raw);
+    const panels = dashboard.panels.flatMap((p) => [p, ...((p as { panels?: (typeof p)[] }).panels ?? [])]);
+    const ids = panels.map((p) => p.id);
+    expect(new Set(ids).size).toBe(ids.length);
+    // Panels side by side must not overlap, or Grafana moves them about on load.
+    const cells = new Map<string, number>();
+    for (const { id, gridPos: g } of panels)
+      for (let x = g.x; x < g.x + g.w; x++)
+        for (let y = g.y; y < g.y + g.h; y++) {
+          expect({ cell: `${x},${y}`, taken: cells.get(`${x},${y}`), by: id }).toEqual({
+            cell: `${x},${y}`,
+            by: id,
+          });
+          cells.set(`${x},${y}`, id);
+        }
+    // The data source is a variable, so the dashboard works with whatever Prometheus Grafana has.
+    expect(dashboard.templating.list).toContainEqual(
+      expect.objectContaining({ name: 'datasource', type: 'datasource', query: 'prometheus' }),
+    );
+    const defined = new Set(dashboard.templating.list.map((v) => v.name));
+    const used = JSON.stringify(dashboard.panels).matchAll(/\$\{?(\w+)/g);
+    for (const [, name] of used) if (!name?.startsWith('__')) expect(defined).toContain(name);
   });
 });

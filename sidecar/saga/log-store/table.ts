@@ -1,7 +1,7 @@
 /**
  * The executions a log describes, in memory, pure: replaying log entries builds it, and the
  * store checks idempotency keys and versions against it before appending. Each execution is
- * kept as its JSON text (what the log holds anyway) plus the few fields retention and
+ * kept as its JSON bytes (what the log holds anyway) plus the few fields retention and
  * recovery read, so 100k finished executions cost their bytes, not a tree of objects.
  */
 import { TERMINAL_STATES } from '../machine.js';

@@ -1,5 +1,12 @@
 import { describe, expect, it } from '@jest/globals';
-import { durationMs, formatErrors, validateResource, type AiService, type Saga } from '../../../api/index.js';
+import {
+  durationMs,
+  EDGE_DEFAULTS,
+  formatErrors,
+  validateResource,
+  type AiService,
+  type Saga,
+} from '../../../api/index.js';
 
 const aiService = (spec: Record<string, unknown>) => ({
   apiVersion: 'aimesh.io/v1alpha1',
@@ -47,7 +54,7 @@ describe('AiService schema', () => {
       failureThreshold: 3,
     });
     expect(spec.security.mtls).toBe('STRICT');
-    expect(spec.sidecar).toEqual({ enabled: true, native: false });
+    expect(spec.sidecar).toEqual({ enabled: true, native: false, edge: EDGE_DEFAULTS });
     expect(spec.discovery.mode).toBe('consul');
     const [rag] = spec.upstreams;
     expect(rag?.loadBalancer.strategy).toBe('round-robin');
@@ -96,6 +103,16 @@ describe('AiService schema', () => {
       'fallback must set exactly one',
     ],
     [{ upstreams: [{ name: 'a', timeout: '5 seconds' }] }, 'spec.upstreams[0].timeout: must be a duration'],
+    [
+      { sidecar: { edge: { headersTimeout: '0s' } } },
+      'spec.sidecar.edge.headersTimeout: must be at least 100ms',
+    ],
+    [{ sidecar: { edge: { idleTimeout: '2h' } } }, 'spec.sidecar.edge.idleTimeout: must be at most 1h'],
+    [
+      { sidecar: { edge: { headersTimeout: '2m', requestTimeout: '1m' } } },
+      'spec.sidecar.edge.headersTimeout: headersTimeout must not be longer than requestTimeout',
+    ],
+    [{ sidecar: { edge: { maxConnections: 0 } } }, 'spec.sidecar.edge.maxConnections'],
     [
       { upstreams: [{ name: 'a', retries: { backoff: { initial: '2s', max: '1s' } } }] },
       'retries.backoff.initial must not exceed',

@@ -3,6 +3,8 @@ import { sidecarConfig, validateResource, type AiService, type Saga } from '../.
 import {
   renderAiService,
   renderInputFor,
+  SIDECAR_NODE_OPTIONS,
+  sidecarNodeOptions,
   type KubeObject,
   type RenderOptions,
 } from '../../../render/index.js';
@@ -345,6 +347,27 @@ describe('renderAiService', () => {
         'app.kubernetes.io/managed-by': 'aimesh-operator',
       });
     }
+  });
+
+  it('runs the sidecar with a small young generation and an old space sized from its memory limit', () => {
+    const sidecarOf = (resource: AiService) => {
+      const pod = find(render(resource), 'Deployment')?.spec.template.spec;
+      return [...pod.containers, ...(pod.initContainers ?? [])].find((c: Any) => c.name === 'aimesh-sidecar');
+    };
+    // The default limit is 256Mi: three quarters of it for the old space.
+    expect(sidecarOf(aiService({})).env).toContainEqual({
+      name: 'NODE_OPTIONS',
+      value: `${SIDECAR_NODE_OPTIONS} --max-old-space-size=192`,
+    });
+    const custom = aiService({});
+    custom.spec.sidecar.resources = { requests: { memory: '64Mi' }, limits: { memory: '1Gi' } };
+    expect(sidecarOf(custom).env).toContainEqual({
+      name: 'NODE_OPTIONS',
+      value: `${SIDECAR_NODE_OPTIONS} --max-old-space-size=768`,
+    });
+    expect(sidecarNodeOptions('128M')).toBe(`${SIDECAR_NODE_OPTIONS} --max-old-space-size=91`);
+    expect(sidecarNodeOptions(undefined)).toBe(SIDECAR_NODE_OPTIONS);
+    expect(SIDECAR_NODE_OPTIONS).toMatch(/--max-semi-space-size=\d+/);
   });
 
   it("points the sidecar at the cluster's Consul, with its token and CA mounted as files, per-AiService fields winning", () => {

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { trace } from '@opentelemetry/api';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
-import { connect } from 'node:http2';
+import { connect, constants } from 'node:http2';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
@@ -119,6 +119,24 @@ describe('proxy path', () => {
     await new Promise((r) => setTimeout(r, 50));
     expect(echo.sent.slice(before).map((t) => t.aborted)).toEqual(['upstream.failed']);
   });
+
+  it('an HTTP/2 caller that resets its stream cancels the upstream call', async () => {
+    scripts.set('echo', () => new Promise(() => undefined));
+    const echo = transports.get('echo') as FakeTransport;
+    const before = echo.sent.length;
+    const session = connect(base);
+    try {
+      const stream = session.request({ ':path': '/v1/invoke/echo/wait' });
+      stream.on('error', () => undefined);
+      stream.end();
+      while (echo.sent.length === before) await new Promise((r) => setTimeout(r, 10));
+      stream.close(constants.NGHTTP2_CANCEL);
+      while (echo.sent[before]?.aborted === undefined) await new Promise((r) => setTimeout(r, 10));
+      expect(echo.sent[before]?.aborted).toBe('upstream.failed');
+    } finally {
+      session.close();
+    }
+  }, 10_000);
 
   it('cuts an answer whose body stalls past the upstream timeout, instead of ending it as if whole', async () => {
     scripts.set('slow', () => stalledAnswer());
