@@ -23,7 +23,10 @@ const CONFIG_DIR = '/etc/aimesh';
 const CONFIG_FILE = 'sidecar.json';
 const CONTROL_TOKEN_VOLUME = 'aimesh-control-token';
 const DEFAULT_APP_RESOURCES = { requests: { cpu: '100m', memory: '128Mi' }, limits: { memory: '512Mi' } };
-export const DEFAULT_SIDECAR_RESOURCES = { requests: { cpu: '50m', memory: '64Mi' }, limits: { memory: '256Mi' } };
+export const DEFAULT_SIDECAR_RESOURCES = {
+  requests: { cpu: '50m', memory: '64Mi' },
+  limits: { memory: '256Mi' },
+};
 /**
  * V8 flags of the sidecar process, chosen from bench/sidecar-latency.ts (BENCHMARKS.md):
  * V8's default young generation grows to 16 MiB semi-spaces (three of them in use), which
