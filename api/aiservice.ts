@@ -225,6 +225,14 @@ const loadBalancer = withRules(
   ],
 );
 
+/**
+ * Request bodies up to this size are kept so a retry can resend them (Envoy's
+ * per_request_buffer_limit_bytes plays the same role); larger ones are sent once.
+ */
+export const DEFAULT_RETRY_BUFFER_BYTES = 64 * 1024;
+/** Every request in flight may hold this much: the bound keeps the sidecar's memory finite. */
+export const MAX_RETRY_BUFFER_BYTES = 10 * 1024 * 1024;
+
 const retries = withRules(
   z
     .strictObject({
@@ -270,9 +278,21 @@ const retries = withRules(
       retryNonIdempotent: z
         .boolean()
         .default(false)
-        .describe('Also retry POST and PATCH requests (only when the upstream makes them idempotent).'),
+        .describe(
+          'Also retry POST and PATCH requests without an Idempotency-Key header (only when the upstream makes them idempotent).',
+        ),
+      bufferBytes: z
+        .int()
+        .min(0)
+        .max(MAX_RETRY_BUFFER_BYTES)
+        .default(DEFAULT_RETRY_BUFFER_BYTES)
+        .describe(
+          'Request bodies up to this many bytes are kept in memory so a retry can resend them; a larger body is streamed to the upstream once and never retried (the upstream’s answer, or the failure, goes to the app as it is). 0: no body is kept, so a request with a body is sent once without retrying. At most 10 MiB (10485760), held per request in flight.',
+        ),
     })
-    .describe('Retry policy.'),
+    .describe(
+      'Retry policy. Retried: GET, HEAD, OPTIONS, PUT, DELETE and TRACE, and POST or PATCH with an Idempotency-Key header (or with retryNonIdempotent); a connection refused before anything was sent is retried whatever the method.',
+    ),
   [
     {
       cel: 'duration(self.backoff.initial) <= duration(self.backoff.max)',
@@ -436,7 +456,15 @@ const provider = z
           .describe('Most tokens per minute sent to this channel.'),
       })
       .optional()
-      .describe('Per-channel rate quota; a channel over quota is skipped until the minute rolls over.'),
+      .describe(
+        'Per-channel rate quota; a channel over quota is skipped until the minute rolls over. Streamed answers count their tokens when they end.',
+      ),
+    streamUsage: z
+      .boolean()
+      .default(true)
+      .describe(
+        'Ask this channel for the token usage of streamed completions (stream_options.include_usage, as OpenAI takes it). Turn off for a provider that refuses the field: its streams are then charged an estimate of four characters a token.',
+      ),
     timeout: duration('Timeout of one call to this channel (a streamed answer included).', {
       max: '1h',
     }).default('60s'),

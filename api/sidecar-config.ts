@@ -55,6 +55,28 @@ export const sidecarConfig = z
           .describe('Saga control API (gRPC).'),
       })
       .prefault({}),
+    controlAuth: z
+      .strictObject({
+        tokenFile: z
+          .string()
+          .max(4096)
+          .optional()
+          .describe(
+            'File holding the bearer token every saga control API call (HTTP and gRPC) must present as `Authorization: Bearer <token>`; re-read when it changes. Unset: the control API accepts any caller that reaches it.',
+          ),
+        createToken: z
+          .boolean()
+          .default(false)
+          .describe(
+            'When tokenFile does not exist, the sidecar writes a new random token to it at start (the rendered pod: an in-memory volume shared with the app container). When false, a missing file stops the sidecar from starting.',
+          ),
+      })
+      .refine((auth) => !auth.createToken || auth.tokenFile !== undefined, {
+        message: 'createToken needs tokenFile: the path to write the token to',
+        path: ['createToken'],
+      })
+      .prefault({})
+      .describe('Authentication of the saga control API.'),
     edge: edgeSchema.prefault({}),
     discovery: z
       .strictObject({

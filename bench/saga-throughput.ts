@@ -112,6 +112,7 @@ let connectionRetries = 0;
 async function startOne(sidecar: SidecarProcess, key: string, i: number): Promise<string> {
   const response = await fetchAgain(`${sidecar.control}/v1/sagas/health-data/executions`, {
     method: 'POST',
+    headers: sidecar.controlAuth,
     body: JSON.stringify({ input: { userId: `u-${i}`, type: 'bp', measurements: [] }, idempotencyKey: key }),
   });
   if (response.status !== 201 && response.status !== 200)
@@ -138,7 +139,7 @@ async function finished(sidecar: SidecarProcess, id: string): Promise<string> {
   const deadline = Date.now() + 600_000;
   for (;;) {
     const execution = (await (
-      await fetchAgain(`${sidecar.control}/v1/executions/${id}?wait=30s`)
+      await fetchAgain(`${sidecar.control}/v1/executions/${id}?wait=30s`, { headers: sidecar.controlAuth })
     ).json()) as Execution;
     if (['completed', 'compensated', 'compensation-failed'].includes(execution.state)) return execution.state;
     if (Date.now() > deadline) throw new Error(`execution ${id} still ${execution.state}`);

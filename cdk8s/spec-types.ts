@@ -139,7 +139,7 @@ export type AiServiceSpecProps = {
     };
     /** Whole-request timeout, retries included; when unset, only retries.perTryTimeout and the caller bound the request. From more than 0s to 1h. */
     timeout?: string;
-    /** Retry policy. */
+    /** Retry policy. Retried: GET, HEAD, OPTIONS, PUT, DELETE and TRACE, and POST or PATCH with an Idempotency-Key header (or with retryNonIdempotent); a connection refused before anything was sent is retried whatever the method. */
     retries?: {
       /** Retries after the first try (0 turns retries off). */
       attempts?: number;
@@ -163,8 +163,10 @@ export type AiServiceSpecProps = {
         /** Retries always allowed per second. */
         minPerSecond?: number;
       };
-      /** Also retry POST and PATCH requests (only when the upstream makes them idempotent). */
+      /** Also retry POST and PATCH requests without an Idempotency-Key header (only when the upstream makes them idempotent). */
       retryNonIdempotent?: boolean;
+      /** Request bodies up to this many bytes are kept in memory so a retry can resend them; a larger body is streamed to the upstream once and never retried (the upstream’s answer, or the failure, goes to the app as it is). 0: no body is kept, so a request with a body is sent once without retrying. At most 10 MiB (10485760), held per request in flight. */
+      bufferBytes?: number;
     };
     /** Per-upstream circuit breaker and connection limits. */
     circuitBreaker?: {
@@ -235,13 +237,15 @@ export type AiServiceSpecProps = {
     enabled?: boolean;
     /** Models this channel serves; empty means any. */
     models?: string[];
-    /** Per-channel rate quota; a channel over quota is skipped until the minute rolls over. */
+    /** Per-channel rate quota; a channel over quota is skipped until the minute rolls over. Streamed answers count their tokens when they end. */
     quota?: {
       /** Most requests per minute sent to this channel. */
       requestsPerMinute?: number;
       /** Most tokens per minute sent to this channel. */
       tokensPerMinute?: number;
     };
+    /** Ask this channel for the token usage of streamed completions (stream_options.include_usage, as OpenAI takes it). Turn off for a provider that refuses the field: its streams are then charged an estimate of four characters a token. */
+    streamUsage?: boolean;
     /** Timeout of one call to this channel (a streamed answer included). From more than 0s to 1h. */
     timeout?: string;
   })[];

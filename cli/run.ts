@@ -49,6 +49,10 @@ export async function runApp(argv: string[]): Promise<number> {
       PORT: String(loaded.config.service.port),
       AIMESH_OUTBOUND: outbound,
       ...(loaded.config.providers.length > 0 ? { OPENAI_BASE_URL: `${outbound}/v1/ai` } : {}),
+      // As in a pod: the app finds the saga control API token where the sidecar keeps it.
+      ...(loaded.config.controlAuth.tokenFile
+        ? { AIMESH_CONTROL_TOKEN_FILE: loaded.config.controlAuth.tokenFile }
+        : {}),
     },
   });
   const forward = (signal: NodeJS.Signals) => () => app.kill(signal);

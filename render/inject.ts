@@ -46,6 +46,7 @@ export interface ContainerLike {
   name: string;
   ports?: { containerPort?: number; protocol?: string }[];
   env?: { name: string }[];
+  volumeMounts?: { name: string; mountPath: string }[];
   readinessProbe?: { httpGet?: { path?: string } };
   restartPolicy?: string;
 }
@@ -132,9 +133,16 @@ export function decideInjection(pod: PodLike, context: InjectionContext): Inject
   }
   (spec.containers ?? []).forEach((app, index) => {
     const env = parts.appEnv((app.env ?? []).map((e) => e.name)).map((e) => json(k8s.toJson_EnvVar(e)));
-    if (env.length === 0) return;
-    if (app.env === undefined) patch.push({ op: 'add', path: `/spec/containers/${index}/env`, value: env });
-    else for (const e of env) patch.push({ op: 'add', path: `/spec/containers/${index}/env/-`, value: e });
+    if (env.length > 0) {
+      if (app.env === undefined) patch.push({ op: 'add', path: `/spec/containers/${index}/env`, value: env });
+      else for (const e of env) patch.push({ op: 'add', path: `/spec/containers/${index}/env/-`, value: e });
+    }
+    const mounts = parts.appVolumeMounts.map((m) => json(k8s.toJson_VolumeMount(m)));
+    if (app.volumeMounts === undefined)
+      patch.push({ op: 'add', path: `/spec/containers/${index}/volumeMounts`, value: mounts });
+    else
+      for (const m of mounts)
+        patch.push({ op: 'add', path: `/spec/containers/${index}/volumeMounts/-`, value: m });
   });
   if (context.nativeSidecar) {
     // First among the init containers, so the app's own init containers can use it too.

@@ -5,6 +5,13 @@ import { sagasOrchestratedBy, stepServices } from './saga.js';
 /** Where provider API keys are mounted in the sidecar, one folder per provider channel. */
 export const PROVIDER_SECRETS_DIR = '/var/run/secrets/aimesh/providers';
 export const PROVIDER_KEY_FILE = 'api-key';
+/**
+ * The saga control API token: the sidecar writes a random one at start into an in-memory
+ * volume that only the sidecar and the app containers mount. A per-pod token needs no
+ * Secret, so neither the operator's RBAC nor a GitOps repository ever holds one.
+ */
+export const CONTROL_TOKEN_DIR = '/var/run/aimesh/control';
+export const CONTROL_TOKEN_FILE = `${CONTROL_TOKEN_DIR}/token`;
 
 /** The sidecar config an AiService implies, validated by the sidecar config schema. Pure. */
 export function sidecarConfigFor(
@@ -48,6 +55,7 @@ export function sidecarConfigFor(
     })),
     ...(spec.aiRouting ? { aiRouting: spec.aiRouting } : {}),
     sagas: orchestrated.map((saga) => ({ name: saga.metadata.name, spec: saga.spec })),
+    controlAuth: { tokenFile: CONTROL_TOKEN_FILE, createToken: true },
     observability: spec.observability,
   });
 }

@@ -3,7 +3,12 @@ import type { Construct } from 'constructs';
 import { SIDECAR_PORTS, durationMs, type AiService } from '../api/index.js';
 import { CONSUL_SECRETS_DIR, CONSUL_VOLUME, consulSecretItems, type ConsulConnection } from './consul.js';
 import { labelsFor, selectorFor, sidecarConfigMapName } from './names.js';
-import { PROVIDER_KEY_FILE, PROVIDER_SECRETS_DIR } from './sidecar-config.js';
+import {
+  CONTROL_TOKEN_DIR,
+  CONTROL_TOKEN_FILE,
+  PROVIDER_KEY_FILE,
+  PROVIDER_SECRETS_DIR,
+} from './sidecar-config.js';
 
 export interface WorkloadOptions {
   namespace: string;
@@ -16,8 +21,12 @@ export interface WorkloadOptions {
 export const SIDECAR_CONTAINER = 'aimesh-sidecar';
 const CONFIG_DIR = '/etc/aimesh';
 const CONFIG_FILE = 'sidecar.json';
+const CONTROL_TOKEN_VOLUME = 'aimesh-control-token';
 const DEFAULT_APP_RESOURCES = { requests: { cpu: '100m', memory: '128Mi' }, limits: { memory: '512Mi' } };
-export const DEFAULT_SIDECAR_RESOURCES = { requests: { cpu: '50m', memory: '64Mi' }, limits: { memory: '256Mi' } };
+export const DEFAULT_SIDECAR_RESOURCES = {
+  requests: { cpu: '50m', memory: '64Mi' },
+  limits: { memory: '256Mi' },
+};
 /**
  * V8 flags of the sidecar process, chosen from bench/sidecar-latency.ts (BENCHMARKS.md):
  * V8's default young generation grows to 16 MiB semi-spaces (three of them in use), which
@@ -184,6 +193,8 @@ export interface SidecarParts {
   podAnnotations: Record<string, string>;
   /** What an app container needs to find the sidecar, minus what it sets itself. */
   appEnv: (setByApp: readonly string[]) => k8s.EnvVar[];
+  /** What every app container mounts: the saga control API token, read-only. */
+  appVolumeMounts: k8s.VolumeMount[];
 }
 
 export interface SidecarOptions {
@@ -217,7 +228,9 @@ export function sidecarFor(resource: AiService, options: SidecarOptions): Sideca
         // OpenAI SDKs read OPENAI_BASE_URL: point them at the sidecar's AI route, unless the
         // app sets it itself.
         ...(spec.providers.length > 0 ? [{ name: 'OPENAI_BASE_URL', value: `${outbound}/v1/ai` }] : []),
+        { name: 'AIMESH_CONTROL_TOKEN_FILE', value: CONTROL_TOKEN_FILE },
       ].filter((variable) => !setByApp.includes(variable.name)),
+    appVolumeMounts: [{ name: CONTROL_TOKEN_VOLUME, mountPath: CONTROL_TOKEN_DIR, readOnly: true }],
   };
 }
 
@@ -248,7 +261,7 @@ function appContainer(resource: AiService, sidecar: SidecarParts | undefined): k
     readinessProbe: { ...probeHandler, ...timing },
     livenessProbe: { ...probeHandler, ...timing, failureThreshold: timing.failureThreshold * 2 },
     securityContext: RESTRICTED,
-    volumeMounts: [{ name: 'tmp', mountPath: '/tmp' }],
+    volumeMounts: [{ name: 'tmp', mountPath: '/tmp' }, ...(sidecar?.appVolumeMounts ?? [])],
   };
 }
 
@@ -299,6 +312,7 @@ function sidecarContainer(
     volumeMounts: [
       { name: 'aimesh-config', mountPath: CONFIG_DIR, readOnly: true },
       { name: 'aimesh-tmp', mountPath: '/tmp' },
+      { name: CONTROL_TOKEN_VOLUME, mountPath: CONTROL_TOKEN_DIR },
       ...spec.providers
         .filter((p) => p.apiKeySecretRef)
         .map((p) => ({
@@ -330,6 +344,12 @@ function sidecarVolumes(
           },
         },
     { name: 'aimesh-tmp', emptyDir: {} },
+    // In memory: the token never reaches the node's disk. It lives as long as the pod, so a
+    // restarted sidecar container finds the token the app holds.
+    {
+      name: CONTROL_TOKEN_VOLUME,
+      emptyDir: { medium: 'Memory', sizeLimit: k8s.Quantity.fromString('1Mi') },
+    },
   ];
   for (const provider of resource.spec.providers) {
     if (!provider.apiKeySecretRef) continue;

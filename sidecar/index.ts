@@ -27,7 +27,9 @@ import { listenHttp1AndH2c, outboundHandler, outboundUpgradeHandler } from './pr
 import { Routes } from './routes.js';
 import {
   ConsulSagaStore,
+  controlAuth,
   FileSagaStore,
+  type ControlAuth,
   SagaEngine,
   stackStepCaller,
   startSagaApi,
@@ -59,6 +61,21 @@ export async function runSidecar(options: SidecarOptions): Promise<RunningSideca
   const loaded = loadSidecarConfig(options.configFile);
   if (!loaded.ok)
     throw new AimeshError('input.invalid', `invalid sidecar config:\n  ${loaded.errors.join('\n  ')}`);
+  // Before any listener: a configured token that cannot be had stops the start here.
+  const authLog = log.child({ part: 'sagas' });
+  let authSettings = loaded.config.controlAuth;
+  let currentAuth = controlAuth(authSettings, authLog);
+  /** The control APIs check through this, so a reload that names another token file applies at once. */
+  const auth: ControlAuth = (authorization) => currentAuth?.(authorization);
+  const reloadAuth = (next: SidecarConfig) => {
+    if (JSON.stringify(next.controlAuth) === JSON.stringify(authSettings)) return;
+    try {
+      currentAuth = controlAuth(next.controlAuth, authLog);
+      authSettings = next.controlAuth;
+    } catch (error) {
+      authLog.error('the new control API token file cannot be had; keeping the last token', { error });
+    }
+  };
   const metrics = sidecarMetrics();
   const tracing = await startTracing(loaded.config);
   const discovery = createDiscovery(loaded.config, options, log.child({ part: 'discovery' }));
@@ -148,7 +165,7 @@ export async function runSidecar(options: SidecarOptions): Promise<RunningSideca
 
   let sagas =
     loaded.config.sagas.length > 0
-      ? await startSagas(compiled, options, () => routes, metrics.registry, tracing.tracer, log)
+      ? await startSagas(compiled, options, () => routes, metrics.registry, tracing.tracer, log, auth)
       : undefined;
   // A Saga applied after the orchestrator started reaches it by a config reload: start the
   // engine then, or give the running one the new definitions. One reload at a time.
@@ -167,6 +184,7 @@ export async function runSidecar(options: SidecarOptions): Promise<RunningSideca
             metrics.registry,
             tracing.tracer,
             log,
+            auth,
           );
       })
       .catch((error: unknown) => log.error('could not start the sagas of the new config', { error }));
@@ -177,6 +195,7 @@ export async function runSidecar(options: SidecarOptions): Promise<RunningSideca
     loaded.hash,
     (next) => {
       applyConfig(next);
+      reloadAuth(next);
       reloadSagas(next);
       tracing
         .apply(next)
@@ -225,6 +244,7 @@ async function startSagas(
   registry: SidecarMetrics['registry'],
   tracer: Tracing['tracer'],
   parentLog: Logger,
+  auth: ControlAuth,
 ): Promise<{
   addDefinitions: (sagas: ReadonlyMap<string, CompiledSaga>) => void;
   stop: () => Promise<void>;
@@ -251,14 +271,15 @@ async function startSagas(
     registry,
     tracer,
   });
-  const api = await startSagaApi(engine, config.listen.address, config.listen.control, log);
+  const api = await startSagaApi(engine, config.listen.address, config.listen.control, log, auth);
   const { startSagaGrpcApi } = await loadSagaGrpc();
-  const grpcApi = await startSagaGrpcApi(engine, config.listen.address, config.listen.controlGrpc);
+  const grpcApi = await startSagaGrpcApi(engine, config.listen.address, config.listen.controlGrpc, auth);
   await engine.startRecovery();
   log.info('saga engine started', {
     sagas: config.sagas.map((s) => s.name),
     store: config.sagaStore.kind,
     control: api.port,
+    tokenFile: config.controlAuth.tokenFile ?? 'none: the control API is open to the pod',
   });
   return {
     addDefinitions: (next) => {

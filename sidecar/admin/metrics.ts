@@ -87,7 +87,7 @@ function registeredMetrics() {
     }),
     aiTokens: new Counter({
       name: 'aimesh_ai_tokens_total',
-      help: 'Tokens reported by providers, by channel.',
+      help: 'Tokens charged to channels: reported by providers, or estimated for streams without usage.',
       labelNames: ['provider'] as const,
       registers: [registry],
     }),

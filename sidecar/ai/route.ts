@@ -15,12 +15,12 @@ import { createHash } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Readable } from 'node:stream';
+import { DEFAULT_RETRY_BUFFER_BYTES } from '../../api/index.js';
 import { AimeshError, asAimeshError } from '../../lib/errors/index.js';
 import { decodePath, headerValue, pathUnder } from '../../lib/encode/index.js';
 import type { Logger } from '../../lib/log/index.js';
 import type { SidecarMetrics } from '../admin/index.js';
 import type { CompiledAiRouting, CompiledChannel, CompiledUpstream } from '../config/compile.js';
-import { DEFAULT_RETRY_BUFFER_BYTES } from '../config/compile.js';
 import { DEFAULT_OUTLIER } from '../routing/index.js';
 import {
   HttpTransport,
@@ -31,6 +31,7 @@ import {
   type Transport,
 } from '../stack/index.js';
 import { ChannelSelector } from './channels.js';
+import { estimatePromptTokens, requestingUsage, StreamUsage } from './usage.js';
 
 export const AI_PREFIX = '/v1/ai/';
 const MAX_BODY_BYTES = 10 * 1024 * 1024;
@@ -94,6 +95,8 @@ export class AiRoute {
     const parsed = parseJson(body);
     const model = typeof parsed?.model === 'string' ? parsed.model : undefined;
     const streamed = parsed?.stream === true;
+    // A streamed answer counts against the tokens quota too: ask the provider for its usage.
+    const usageRequest = requestingUsage(parsed, segments);
     const cacheKey =
       this.cache && !streamed && method === 'POST'
         ? hash(`${segments.join('/')}?${query}\n${body}`)
@@ -118,6 +121,8 @@ export class AiRoute {
         continue;
       }
       const url = pathUnder(channel.baseUrl, segments, new URLSearchParams(query));
+      const askedUsage = usageRequest.added && channel.streamUsage;
+      const forwarded = askedUsage ? (usageRequest.body as Buffer) : body;
       let response;
       try {
         response = await upstream.call({
@@ -128,7 +133,7 @@ export class AiRoute {
             accept: String(req.headers.accept ?? '*/*'),
             ...authorization,
           },
-          ...(method === 'GET' || method === 'HEAD' ? {} : { body }),
+          ...(method === 'GET' || method === 'HEAD' ? {} : { body: forwarded }),
           signal,
         });
       } catch (error) {
@@ -147,8 +152,10 @@ export class AiRoute {
       if (streamed || contentType.startsWith('text/event-stream')) {
         res.flushHeaders();
         // From the first byte on the answer is this channel's: stream it as it comes.
-        await stream(response.body, res);
-        this.selector.succeeded(name, 0, Date.now());
+        const usage = new StreamUsage(askedUsage);
+        await stream(response.body, usage, res);
+        // Charged when the stream ends, however it ends: an app that left gets what it read.
+        this.charge(name, usage.tokens(estimatePromptTokens(parsed)));
         return;
       }
       const answer = await readAll(
@@ -156,10 +163,10 @@ export class AiRoute {
         MAX_BODY_BYTES,
         () => new AimeshError('upstream.failed', `${name} answered with more than 10 MiB`),
       );
-      const tokens =
-        Number((parseJson(answer)?.usage as { total_tokens?: unknown } | undefined)?.total_tokens) || 0;
-      this.selector.succeeded(name, tokens, Date.now());
-      if (tokens > 0) this.deps.metrics.aiTokens.inc({ provider: name }, tokens);
+      this.charge(
+        name,
+        Number((parseJson(answer)?.usage as { total_tokens?: unknown } | undefined)?.total_tokens) || 0,
+      );
       if (cacheKey && response.status === 200)
         this.cache?.set(cacheKey, {
           status: 200,
@@ -213,6 +220,11 @@ export class AiRoute {
     });
     res.end(hit.body);
     return true;
+  }
+
+  private charge(name: string, tokens: number): void {
+    this.selector.succeeded(name, tokens, Date.now());
+    if (tokens > 0) this.deps.metrics.aiTokens.inc({ provider: name }, tokens);
   }
 
   private fail(name: string, code: number, failures: string[], error: unknown): void {
@@ -309,8 +321,11 @@ async function readAll(body: Readable, limit: number, tooLarge: () => AimeshErro
   return Buffer.concat(chunks);
 }
 
-/** Streams a provider's answer to the app; the app leaving cancels the provider's stream. */
-function stream(body: Readable, res: ServerResponse): Promise<void> {
+/**
+ * Streams a provider's answer to the app through `usage`, which reads it on the way; the
+ * app leaving cancels the provider's stream.
+ */
+function stream(body: Readable, usage: StreamUsage, res: ServerResponse): Promise<void> {
   return new Promise((resolve) => {
     body.once('error', (error) => {
       res.destroy(error);
@@ -320,7 +335,7 @@ function stream(body: Readable, res: ServerResponse): Promise<void> {
       if (!body.readableEnded) body.destroy();
       resolve();
     });
-    body.pipe(res);
+    body.pipe(usage).pipe(res);
   });
 }
 

@@ -5,6 +5,7 @@
  * parses a duration or sees half of an old config and half of a new one. Pure.
  */
 import {
+  DEFAULT_RETRY_BUFFER_BYTES,
   durationMs,
   edgeSchema,
   type EdgeLimits,
@@ -23,12 +24,6 @@ import {
 type UpstreamSpec = SidecarConfig['upstreams'][number];
 type ProviderSpec = SidecarConfig['providers'][number];
 
-/**
- * Request bodies up to this size are kept so a retry can resend them (Envoy's
- * per_request_buffer_limit_bytes has the same default role); larger ones are sent once.
- */
-export const DEFAULT_RETRY_BUFFER_BYTES = 64 * 1024;
-
 export interface CompiledUpstream {
   name: string;
   protocol: 'http' | 'grpc';
@@ -43,6 +38,7 @@ export interface CompiledUpstream {
   budget: BudgetSettings;
   breaker?: BreakerSettings;
   outlier: OutlierSettings;
+  /** Bodies up to this size are buffered and may be retried; larger ones are sent once. */
   retryBufferBytes: number;
   fallback?: {
     service?: string;
@@ -64,6 +60,8 @@ export interface CompiledChannel {
   requestsPerMinute?: number;
   tokensPerMinute?: number;
   timeoutMs: number;
+  /** Whether streamed completions sent to it ask for their usage. */
+  streamUsage: boolean;
   apiKeyFile?: string;
   signature: string;
 }
@@ -94,14 +92,10 @@ export interface CompiledConfig {
   sagas: Map<string, CompiledSaga>;
 }
 
-export function compileConfig(
-  config: SidecarConfig,
-  options: { retryBufferBytes?: number } = {},
-): CompiledConfig {
-  const retryBufferBytes = options.retryBufferBytes ?? DEFAULT_RETRY_BUFFER_BYTES;
+export function compileConfig(config: SidecarConfig): CompiledConfig {
   return {
     source: config,
-    upstreams: config.upstreams.map((spec) => compileUpstream(spec, retryBufferBytes)),
+    upstreams: config.upstreams.map(compileUpstream),
     channels: config.providers.map(compileChannel),
     ai: compileAiRouting(config.aiRouting),
     sagas: new Map(config.sagas.map(({ name, spec }) => [name, compileSaga(spec)])),
@@ -118,10 +112,7 @@ export function compileSaga(spec: SagaSpec): CompiledSaga {
   };
 }
 
-export function compileUpstream(
-  spec: UpstreamSpec,
-  retryBufferBytes = DEFAULT_RETRY_BUFFER_BYTES,
-): CompiledUpstream {
+export function compileUpstream(spec: UpstreamSpec): CompiledUpstream {
   const compiled: CompiledUpstream = {
     name: spec.name,
     protocol: spec.protocol,
@@ -154,7 +145,7 @@ export function compileUpstream(
         }
       : // Without outlierDetection nothing is ejected (in Envoy, outlier detection is opt-in).
         { ...DEFAULT_OUTLIER, consecutive5xx: Number.MAX_SAFE_INTEGER },
-    retryBufferBytes,
+    retryBufferBytes: spec.retries?.bufferBytes ?? DEFAULT_RETRY_BUFFER_BYTES,
     ...(spec.fallback
       ? {
           fallback: {
@@ -183,6 +174,7 @@ function compileChannel(provider: ProviderSpec): CompiledChannel {
     ...(provider.quota?.requestsPerMinute ? { requestsPerMinute: provider.quota.requestsPerMinute } : {}),
     ...(provider.quota?.tokensPerMinute ? { tokensPerMinute: provider.quota.tokensPerMinute } : {}),
     timeoutMs: durationMs(provider.timeout),
+    streamUsage: provider.streamUsage,
     ...(provider.apiKeyFile ? { apiKeyFile: provider.apiKeyFile } : {}),
     signature: '',
   };

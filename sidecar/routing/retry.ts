@@ -31,24 +31,30 @@ export type Failure =
 
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
 
-/** Whether a failed try should be retried; `attempt` counts retries already made + 1. */
+/**
+ * Whether a failed try should be retried; `attempt` counts retries already made + 1. A
+ * request with an Idempotency-Key header is safe to repeat whatever its method: the
+ * upstream applies a key once (the IETF Idempotency-Key draft; saga steps send one).
+ */
 export function retryable(
   settings: RetrySettings,
   attempt: number,
   method: string,
   failure: Failure,
+  hasIdempotencyKey = false,
 ): boolean {
   if (attempt > settings.attempts) return false;
   const on = new Set(settings.retryOn);
+  const repeatable = IDEMPOTENT.has(method.toUpperCase()) || hasIdempotencyKey || settings.retryNonIdempotent;
   if ('error' in failure) {
     // A refused connection never reached the app: safe to retry whatever the method.
     if (failure.error === 'connect-failure') return on.has('connect-failure');
     if (failure.error === 'refused-stream') return on.has('refused-stream');
-    if (!IDEMPOTENT.has(method.toUpperCase()) && !settings.retryNonIdempotent) return false;
+    if (!repeatable) return false;
     if (failure.error === 'reset') return on.has('reset') || on.has('5xx');
     return on.has('5xx') || on.has('deadline-exceeded');
   }
-  if (!IDEMPOTENT.has(method.toUpperCase()) && !settings.retryNonIdempotent) return false;
+  if (!repeatable) return false;
   const { status } = failure;
   if (status >= 500 && on.has('5xx')) return true;
   if ([502, 503, 504].includes(status) && on.has('gateway-error')) return true;

@@ -5,6 +5,7 @@
  *   GET  /v1/executions[?saga=&state=]     executions, filtered
  *   POST /v1/executions/<id>/cancel        compensate (before the pivot only)
  *   GET  /v1/executions/<id>/events        server-sent events, one per state change
+ * Every call needs `authorization: Bearer <token>` when a token is configured (./auth.ts).
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { durationMs } from '../../api/index.js';
@@ -12,6 +13,7 @@ import { decodePath } from '../../lib/encode/index.js';
 import { AimeshError } from '../../lib/errors/index.js';
 import type { Logger } from '../../lib/log/index.js';
 import { sendError } from '../error-response.js';
+import type { ControlAuth } from './auth.js';
 import type { SagaEngine } from './engine.js';
 
 const MAX_BODY_BYTES = 1024 * 1024;
@@ -21,13 +23,16 @@ export async function startSagaApi(
   host: string,
   port: number,
   log: Logger,
+  auth?: ControlAuth,
 ): Promise<{ server: Server; port: number }> {
   const server = createServer((req, res) => {
-    handle(engine, req, res).catch((error: unknown) => {
-      if (!(error instanceof AimeshError) || error.code.startsWith('state.') || error.code === 'internal')
-        log.error('control API request failed', { method: req.method, url: req.url, error });
-      sendError(res, error);
-    });
+    authenticated(auth, req, res)
+      .then(() => handle(engine, req, res))
+      .catch((error: unknown) => {
+        if (!(error instanceof AimeshError) || error.code.startsWith('state.') || error.code === 'internal')
+          log.error('control API request failed', { method: req.method, url: req.url, error });
+        sendError(res, error);
+      });
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -35,6 +40,17 @@ export async function startSagaApi(
   });
   const address = server.address();
   return { server, port: typeof address === 'object' && address ? address.port : port };
+}
+
+/** Before anything else is read: an unauthenticated caller learns nothing, not even which paths exist. */
+async function authenticated(auth: ControlAuth | undefined, req: IncomingMessage, res: ServerResponse) {
+  if (!auth) return;
+  try {
+    auth(header(req, 'authorization'));
+  } catch (error) {
+    res.setHeader('www-authenticate', 'Bearer realm="aimesh-control"');
+    throw error;
+  }
 }
 
 async function handle(engine: SagaEngine, req: IncomingMessage, res: ServerResponse): Promise<void> {

@@ -10,8 +10,9 @@ import { createHash } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { AimeshError, describe } from '../../lib/errors/index.js';
+import { AimeshError } from '../../lib/errors/index.js';
 import { grpcStatusOf } from '../error-response.js';
+import type { ControlAuth } from './auth.js';
 import type { SagaEngine } from './engine.js';
 import type { Execution } from './machine.js';
 
@@ -19,7 +20,8 @@ export const SAGA_PROTO = `syntax = "proto3";
 
 package aimesh.saga.v1;
 
-// Runs sagas on an orchestrator's sidecar (port 4703).
+// Runs sagas on an orchestrator's sidecar (port 4703). With a control token configured,
+// every call carries the metadata "authorization: Bearer <token>".
 service Sagas {
   // Starts an execution; a repeated idempotency key returns the existing one (created = false).
   rpc Start (StartRequest) returns (StartResponse);
@@ -93,15 +95,23 @@ export async function startSagaGrpcApi(
   engine: SagaEngine,
   host: string,
   port: number,
+  auth?: ControlAuth,
 ): Promise<{ server: grpc.Server; port: number }> {
   const server = new grpc.Server();
+  /** The token travels as `authorization` metadata, as gRPC call credentials send it. */
+  const authenticate = async (metadata: grpc.Metadata) => {
+    const value = metadata.get('authorization')[0];
+    auth?.(typeof value === 'string' ? value : undefined);
+  };
   const unary =
     <Req, Res>(handler: (request: Req) => Promise<Res>) =>
     (call: grpc.ServerUnaryCall<Req, Res>, callback: grpc.sendUnaryData<Res>) => {
-      handler(call.request).then(
-        (result) => callback(null, result),
-        (error: unknown) => callback(grpcStatusOf(error)),
-      );
+      authenticate(call.metadata)
+        .then(() => handler(call.request))
+        .then(
+          (result) => callback(null, result),
+          (error: unknown) => callback(grpcStatusOf(error)),
+        );
     };
   server.addService(sagaServiceDefinition(), {
     Start: unary(async (request: { saga: string; input_json: string; idempotency_key: string }) => {
@@ -125,21 +135,26 @@ export async function startSagaGrpcApi(
       toMessage(await engine.waitFor(request.id, Math.min(request.timeout_ms || 30_000, 300_000))),
     ),
     Watch: (call: grpc.ServerWritableStream<{ id: string }, ExecutionMessage>) => {
-      engine.get(call.request.id).then(
-        (current) => {
-          call.write(toMessage(current));
-          if (['completed', 'compensated', 'compensation-failed'].includes(current.state)) return call.end();
-          const stop = engine.onChange(call.request.id, (execution) => {
-            call.write(toMessage(execution));
-            if (['completed', 'compensated', 'compensation-failed'].includes(execution.state)) {
-              stop();
-              call.end();
-            }
-          });
-          call.on('cancelled', stop);
-        },
-        (error: unknown) => call.destroy(Object.assign(new Error(describe(error)), grpcStatusOf(error))),
-      );
+      authenticate(call.metadata)
+        .then(() => engine.get(call.request.id))
+        .then(
+          (current) => {
+            call.write(toMessage(current));
+            if (['completed', 'compensated', 'compensation-failed'].includes(current.state))
+              return call.end();
+            const stop = engine.onChange(call.request.id, (execution) => {
+              call.write(toMessage(execution));
+              if (['completed', 'compensated', 'compensation-failed'].includes(execution.state)) {
+                stop();
+                call.end();
+              }
+            });
+            call.on('cancelled', stop);
+          },
+          // grpc-js ends a server stream with a status on an 'error' event; destroy() would
+          // leave the caller waiting with no status at all.
+          (error: unknown) => call.emit('error', { ...grpcStatusOf(error), metadata: new grpc.Metadata() }),
+        );
     },
   });
   const bound = await new Promise<number>((resolve, reject) =>

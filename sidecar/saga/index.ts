@@ -1,5 +1,6 @@
 export { SagaEngine, isTerminal, type EngineOptions } from './engine.js';
 export { startSagaApi } from './api.js';
+export { controlAuth, type ControlAuth } from './auth.js';
 export { stackStepCaller, type StepCall, type StepCaller } from './caller.js';
 export { FileSagaStore } from './file-store.js';
 export { ConsulSagaStore } from './consul-store.js';

@@ -58,7 +58,13 @@ export interface RoutingPolicy {
   ): void;
   /** Counts a request toward the retry budget. */
   deposit(nowMs: number): void;
-  retryDecision(input: { attempt: number; method: string; failure: Failure; nowMs: number }): RetryDecision;
+  retryDecision(input: {
+    attempt: number;
+    method: string;
+    hasIdempotencyKey?: boolean;
+    failure: Failure;
+    nowMs: number;
+  }): RetryDecision;
   view(nowMs: number): EndpointView[];
 }
 
@@ -138,9 +144,10 @@ export function createRoutingPolicy(
       budget.deposit(nowMs);
     },
 
-    retryDecision({ attempt, method, failure, nowMs }) {
+    retryDecision({ attempt, method, hasIdempotencyKey, failure, nowMs }) {
       if (!retry) return { retry: false, reason: 'no retry policy' };
-      if (!retryable(retry, attempt, method, failure)) return { retry: false, reason: 'not retryable' };
+      if (!retryable(retry, attempt, method, failure, hasIdempotencyKey))
+        return { retry: false, reason: 'not retryable' };
       if (!budget.tryWithdraw(nowMs)) {
         hooks.onRetryDenied();
         return { retry: false, reason: 'retry budget spent' };

@@ -336,6 +336,7 @@ export class Upstream {
           : this.policy.retryDecision({
               attempt,
               method: request.method,
+              hasIdempotencyKey: first(request.headers['idempotency-key']) !== undefined,
               failure: outcome.failure,
               nowMs: Date.now(),
             });

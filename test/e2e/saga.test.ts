@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -118,18 +118,22 @@ async function startExecution(
 ): Promise<{ status: number; execution: Execution }> {
   const response = await fetch(`${orchestrator.control}/v1/sagas/${saga}/executions`, {
     method: 'POST',
-    headers: { 'content-type': 'application/json' },
+    headers: { ...orchestrator.controlAuth, 'content-type': 'application/json' },
     body: JSON.stringify({ input, idempotencyKey }),
   });
   return { status: response.status, execution: (await response.json()) as Execution };
 }
 
 async function finished(orchestrator: SidecarProcess, id: string): Promise<Execution> {
-  return (await (await fetch(`${orchestrator.control}/v1/executions/${id}?wait=30s`)).json()) as Execution;
+  return (await (
+    await fetch(`${orchestrator.control}/v1/executions/${id}?wait=30s`, { headers: orchestrator.controlAuth })
+  ).json()) as Execution;
 }
 
 async function unfinished(orchestrator: SidecarProcess, keyPrefix: string): Promise<number> {
-  const all = (await (await fetch(`${orchestrator.control}/v1/executions`)).json()) as Execution[];
+  const all = (await (
+    await fetch(`${orchestrator.control}/v1/executions`, { headers: orchestrator.controlAuth })
+  ).json()) as Execution[];
   return all.filter(
     (e) => e.idempotencyKey.startsWith(keyPrefix) && !['completed', 'compensated'].includes(e.state),
   ).length;
@@ -200,12 +204,16 @@ describe('saga engine, file store', () => {
     const withoutSagas = { ...orchestratorConfig(store), sagas: [] };
     const late = await startSidecar('orchestrator-late', withoutSagas, consulAddress);
     orchestrators.push(late);
-    const before = await fetch(`${late.control}/v1/executions`).catch(() => undefined);
+    const before = await fetch(`${late.control}/v1/executions`, { headers: late.controlAuth }).catch(
+      () => undefined,
+    );
     expect(before).toBeUndefined();
     await late.reload({ ...withoutSagas, sagas: [SAGAS[0] as (typeof SAGAS)[number]] });
     await waitFor(
       'the saga control API after the reload',
-      async () => (await fetch(`${late.control}/v1/executions`).catch(() => undefined))?.ok === true,
+      async () =>
+        (await fetch(`${late.control}/v1/executions`, { headers: late.controlAuth }).catch(() => undefined))
+          ?.ok === true,
     );
     const { status, execution } = await startExecution(
       late,
@@ -316,26 +324,35 @@ describe('saga engine, file store', () => {
   });
 
   it('bad input gets a clear error and leaves nothing behind', async () => {
-    const before = ((await (await fetch(`${orchestrator.control}/v1/executions`)).json()) as unknown[])
-      .length;
+    const before = (
+      (await (
+        await fetch(`${orchestrator.control}/v1/executions`, { headers: orchestrator.controlAuth })
+      ).json()) as unknown[]
+    ).length;
     const unknown = await startExecution(orchestrator, 'no-such-saga', {}, 'k');
     expect(unknown.status).toBe(404);
     expect((unknown.execution as unknown as { error: string }).error).toContain('no saga "no-such-saga"');
     const malformed = await fetch(`${orchestrator.control}/v1/sagas/health-data/executions`, {
       method: 'POST',
+      headers: orchestrator.controlAuth,
       body: '{"input": ',
     });
     expect(malformed.status).toBe(400);
     expect(((await malformed.json()) as { error: string }).error).toMatch(/^request body is not valid JSON/);
     const noKey = await fetch(`${orchestrator.control}/v1/sagas/health-data/executions`, {
       method: 'POST',
+      headers: orchestrator.controlAuth,
       body: '{"input": {}}',
     });
     expect(noKey.status).toBe(400);
     expect(((await noKey.json()) as { error: string }).error).toContain('idempotencyKey is required');
-    expect(((await (await fetch(`${orchestrator.control}/v1/executions`)).json()) as unknown[]).length).toBe(
-      before,
-    );
+    expect(
+      (
+        (await (
+          await fetch(`${orchestrator.control}/v1/executions`, { headers: orchestrator.controlAuth })
+        ).json()) as unknown[]
+      ).length,
+    ).toBe(before);
 
     // A step service this orchestrator cannot reach: the step fails for good, the saga rolls back.
     const unknownStep = await startExecution(
@@ -393,6 +410,80 @@ describe('saga engine, file store', () => {
   });
 });
 
+describe('saga control API authentication', () => {
+  it('answers 401 with the error body to a call without the token or with another one, and serves the token', async () => {
+    const orchestrator = await startOrchestrator('orchestrator-auth', {
+      kind: 'file',
+      path: join(storeDir, 'auth'),
+    });
+    expect(orchestrator.controlAuth.authorization).toMatch(/^Bearer [A-Za-z0-9_-]{43}$/);
+    const start = { input: { userId: 'a-1', type: 'bp', measurements: [] }, idempotencyKey: 'auth-1' };
+    const calls: [string, string, RequestInit][] = [
+      ['POST', '/v1/sagas/health-data/executions', { body: JSON.stringify(start) }],
+      ['GET', '/v1/executions', {}],
+      ['GET', '/v1/executions/some-id?wait=1s', {}],
+      ['POST', '/v1/executions/some-id/cancel', {}],
+      ['GET', '/v1/executions/some-id/events', {}],
+      ['GET', '/v1/no-such-endpoint', {}],
+    ];
+    for (const authorization of [undefined, 'Bearer not-the-token', `Basic ${btoa('a:b')}`, 'Bearer']) {
+      for (const [method, path, init] of calls) {
+        const response = await fetch(`${orchestrator.control}${path}`, {
+          ...init,
+          method,
+          headers: { 'content-type': 'application/json', ...(authorization ? { authorization } : {}) },
+        });
+        expect([method, path, authorization, response.status]).toEqual([method, path, authorization, 401]);
+        expect(response.headers.get('www-authenticate')).toBe('Bearer realm="aimesh-control"');
+        expect(await response.json()).toEqual({
+          code: 'input.unauthenticated',
+          error: expect.stringContaining('authorization: Bearer <token>'),
+        });
+      }
+    }
+    // Nothing was started by the refused calls; the right token starts and reads it.
+    const listed = await fetch(`${orchestrator.control}/v1/executions`, {
+      headers: orchestrator.controlAuth,
+    });
+    expect(listed.status).toBe(200);
+    expect(await listed.json()).toEqual([]);
+    const { status, execution } = await startExecution(orchestrator, 'health-data', start.input, 'auth-1');
+    expect(status).toBe(201);
+    expect((await finished(orchestrator, execution.id)).state).toBe('completed');
+    // The probes on the admin port stay open to the kubelet.
+    expect((await fetch(`${orchestrator.admin}/healthz`)).status).toBe(200);
+
+    // A reload that names another token file applies at once, and the old token stops working.
+    const rotated = join(storeDir, 'auth-rotated-token');
+    writeFileSync(rotated, 'rotated-token-0123456789\n');
+    await orchestrator.reload({
+      ...orchestratorConfig({ kind: 'file', path: join(storeDir, 'auth') }),
+      controlAuth: { tokenFile: rotated },
+    });
+    const withToken = (authorization?: string) =>
+      fetch(`${orchestrator.control}/v1/executions`, { headers: authorization ? { authorization } : {} });
+    await waitFor(
+      'the reloaded token file applies',
+      async () => (await withToken('Bearer rotated-token-0123456789')).status === 200,
+    );
+    expect((await withToken(orchestrator.controlAuth.authorization)).status).toBe(401);
+  });
+
+  it('refuses to start when the configured token file is missing, naming the file', async () => {
+    const missing = join(storeDir, 'no-such-dir', 'token');
+    await expect(
+      startSidecar(
+        'orchestrator-no-token',
+        {
+          ...orchestratorConfig({ kind: 'file', path: join(storeDir, 'no-token') }),
+          controlAuth: { tokenFile: missing },
+        },
+        consulAddress,
+      ),
+    ).rejects.toThrow(`cannot read the saga control API token file ${missing}`);
+  });
+});
+
 describe('saga gRPC API', () => {
   it('starts, waits for, watches and refuses executions over gRPC', async () => {
     const orchestrator = await startOrchestrator('orchestrator-grpc', {
@@ -405,15 +496,30 @@ describe('saga gRPC API', () => {
       grpc.credentials.createInsecure(),
     ) as unknown as Record<
       string,
-      (request: unknown, callback: (error: grpc.ServiceError | null, response: never) => void) => void
-    > & { Watch: (request: unknown) => grpc.ClientReadableStream<{ state: string }>; close: () => void };
-    const unary = <T>(method: string, request: unknown) =>
+      (
+        request: unknown,
+        metadata: grpc.Metadata,
+        callback: (error: grpc.ServiceError | null, response: never) => void,
+      ) => void
+    > & {
+      Watch: (request: unknown, metadata: grpc.Metadata) => grpc.ClientReadableStream<{ state: string }>;
+      close: () => void;
+    };
+    const metadata = (authorization?: string) => {
+      const m = new grpc.Metadata();
+      if (authorization) m.set('authorization', authorization);
+      return m;
+    };
+    const authorized = metadata(orchestrator.controlAuth.authorization);
+    const unary = <T>(method: string, request: unknown, meta = authorized) =>
       new Promise<{ error: grpc.ServiceError | null; response: T }>((resolve) =>
-        (client[method] as (r: unknown, cb: (e: grpc.ServiceError | null, r: T) => void) => void).call(
-          client,
-          request,
-          (error, response) => resolve({ error, response }),
-        ),
+        (
+          client[method] as (
+            r: unknown,
+            m: grpc.Metadata,
+            cb: (e: grpc.ServiceError | null, r: T) => void,
+          ) => void
+        ).call(client, request, meta, (error, response) => resolve({ error, response })),
       );
     try {
       const request = {
@@ -426,7 +532,7 @@ describe('saga gRPC API', () => {
       expect(started.response.created).toBe(true);
       const states: string[] = [];
       await new Promise<void>((resolve, reject) => {
-        const stream = client.Watch({ id: started.response.execution.id });
+        const stream = client.Watch({ id: started.response.execution.id }, authorized);
         stream.on('data', (e: { state: string }) => states.push(e.state));
         stream.on('end', () => resolve());
         stream.on('error', reject);
@@ -448,6 +554,23 @@ describe('saga gRPC API', () => {
       expect(unknown.error?.details).toContain('no saga "nope"');
       const badJson = await unary('Start', { ...request, input_json: '{', idempotency_key: 'grpc-2' });
       expect(badJson.error?.code).toBe(grpc.status.INVALID_ARGUMENT);
+
+      // Without the token, or with another one, nothing is started, read or watched.
+      for (const meta of [metadata(), metadata('Bearer not-the-token'), metadata('not-even-bearer')]) {
+        const refused = await unary('Start', { ...request, idempotency_key: 'grpc-3' }, meta);
+        expect(refused.error?.code).toBe(grpc.status.UNAUTHENTICATED);
+        expect(refused.error?.details).toContain('authorization: Bearer <token>');
+        const read = await unary('Get', { id: started.response.execution.id }, meta);
+        expect(read.error?.code).toBe(grpc.status.UNAUTHENTICATED);
+        const watched = await new Promise<grpc.ServiceError>((resolve) => {
+          const stream = client.Watch({ id: started.response.execution.id }, meta);
+          stream.on('data', () => resolve(new Error('the watch answered') as grpc.ServiceError));
+          stream.on('error', resolve);
+        });
+        expect(watched.code).toBe(grpc.status.UNAUTHENTICATED);
+      }
+      const listed = await unary<{ executions: { idempotency_key: string }[] }>('List', {});
+      expect(listed.response.executions.map((e) => e.idempotency_key)).not.toContain('grpc-3');
     } finally {
       client.close();
     }
@@ -548,7 +671,7 @@ describe('saga engine, Consul store', () => {
         'every execution terminal',
         async () => {
           const all = (await (
-            await fetch(`${peer.control}/v1/executions?saga=health-data`)
+            await fetch(`${peer.control}/v1/executions?saga=health-data`, { headers: peer.controlAuth })
           ).json()) as Execution[];
           return all
             .filter((e) => e.idempotencyKey.startsWith('crash-consul-'))

@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { SidecarConfigInput } from '../../api/index.js';
@@ -14,6 +14,11 @@ export interface SidecarProcess {
   control: string;
   /** host:port of the saga gRPC API. */
   controlGrpc: string;
+  /**
+   * The header (HTTP) or metadata (gRPC) every control API call carries: the token the
+   * sidecar wrote at start, as it does in a pod. Empty when the config turns auth off.
+   */
+  controlAuth: { authorization?: string };
   /** Writes a new config; resolves once the sidecar serves it (hot reload). */
   reload: (config: Omit<SidecarConfigInput, 'listen'>) => Promise<void>;
   stop: () => Promise<void>;
@@ -38,8 +43,10 @@ export async function startSidecar(
   const file = join(dir, 'sidecar.json');
   const [outbound, admin, control, controlGrpc] = (await freePorts(4)) as [number, number, number, number];
   const listen = { address: '127.0.0.1', outbound, admin, control, controlGrpc };
+  // As rendered for a pod: the sidecar writes a random token into a file only the app reads.
+  const controlAuth = config.controlAuth ?? { tokenFile: join(dir, 'control', 'token'), createToken: true };
   const write = (c: Omit<SidecarConfigInput, 'listen'>) =>
-    writeFileSync(file, JSON.stringify({ ...c, listen }, null, 2));
+    writeFileSync(file, JSON.stringify({ controlAuth, ...c, listen }, null, 2));
   write(config);
   const process = startProcess(
     `sidecar-${name}`,
@@ -62,13 +69,35 @@ export async function startSidecar(
     join(dir, 'logs'),
   );
   const adminUrl = `http://127.0.0.1:${admin}`;
-  await waitFor(`sidecar ${name} /healthz`, async () => (await fetch(`${adminUrl}/healthz`)).ok, 60_000);
+  // A sidecar that refuses to start fails the start at once, with what it said.
+  let output = '';
+  const keep = (chunk: Buffer) => (output = (output + chunk.toString()).slice(-8192));
+  process.child.stdout?.on('data', keep);
+  process.child.stderr?.on('data', keep);
+  const gone = new Promise<never>((_, reject) =>
+    process.child.once('close', (code) => reject(new Error(`sidecar ${name} exited (${code}):\n${output}`))),
+  );
+  try {
+    await Promise.race([
+      waitFor(`sidecar ${name} /healthz`, async () => (await fetch(`${adminUrl}/healthz`)).ok, 60_000),
+      gone,
+    ]);
+  } catch (error) {
+    await process.stop();
+    if (!globalThis.process.env.AIMESH_KEEP_TESTENV) rmSync(dir, { recursive: true, force: true });
+    throw error;
+  } finally {
+    process.child.stdout?.off('data', keep);
+    process.child.stderr?.off('data', keep);
+  }
+  const token = controlAuth.tokenFile ? readFileSync(controlAuth.tokenFile, 'utf8').trim() : undefined;
   return {
     process,
     outbound: `http://127.0.0.1:${outbound}`,
     admin: adminUrl,
     control: `http://127.0.0.1:${control}`,
     controlGrpc: `127.0.0.1:${controlGrpc}`,
+    controlAuth: token ? { authorization: `Bearer ${token}` } : {},
     reload: async (next) => {
       write(next);
       const expected = JSON.stringify(next.upstreams ?? []);

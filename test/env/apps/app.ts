@@ -9,11 +9,12 @@
  *   so a test can keep a call in flight.
  * - /loopback/<port>/<path>: forwards the request to 127.0.0.1:<port> inside the pod (the
  *   sidecar's outbound proxy 4700 and saga API 4702 listen on the pod's loopback only), so a
- *   test on the host acts as this app would.
+ *   test on the host acts as this app would, the saga API token included.
  *
  * It runs with Node's type stripping (`node app.ts`), so it imports only node: modules.
  */
 import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createServer as createH2Server, type IncomingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
 import { createServer as createTcpServer, type Socket } from 'node:net';
@@ -21,6 +22,7 @@ import { hostname } from 'node:os';
 import { Duplex } from 'node:stream';
 
 const SIDECAR_PORTS = new Set([4700, 4701, 4702, 4703]);
+const CONTROL_PORTS = new Set([4702, 4703]);
 const pod = hostname();
 const ports = (process.env.APP_PORTS ?? '8080').split(',').map(Number);
 
@@ -152,7 +154,10 @@ async function forwardToLoopback(
   try {
     const response = await fetch(`http://127.0.0.1:${port}${path}`, {
       method: req.method ?? 'GET',
-      headers: { 'content-type': String(req.headers['content-type'] ?? 'application/json') },
+      headers: {
+        'content-type': String(req.headers['content-type'] ?? 'application/json'),
+        ...controlAuth(port),
+      },
       ...(body.length > 0 ? { body } : {}),
       signal: AbortSignal.timeout(120_000),
     });
@@ -161,6 +166,16 @@ async function forwardToLoopback(
   } catch (error) {
     res.writeHead(502, { 'content-type': 'text/plain' }).end(`loopback ${port}: ${String(error)}`);
   }
+}
+
+/**
+ * What an app does to call the saga control API: the token the sidecar wrote into the file
+ * named by AIMESH_CONTROL_TOKEN_FILE, read at each call so a restarted sidecar's is used.
+ */
+function controlAuth(port: number): Record<string, string> {
+  const file = process.env.AIMESH_CONTROL_TOKEN_FILE;
+  if (!CONTROL_PORTS.has(port) || !file) return {};
+  return { authorization: `Bearer ${readFileSync(file, 'utf8').trim()}` };
 }
 
 function readBody(req: IncomingMessage): Promise<string> {

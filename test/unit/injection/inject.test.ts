@@ -69,7 +69,12 @@ describe('decideInjection', () => {
     const out = injected(pod({ annotations: { 'aimesh.io/upstreams': 'rag, users:least-request' } }));
     const sidecar = out.spec.initContainers[0];
     expect(sidecar).toMatchObject({ name: 'aimesh-sidecar', image: 'aimesh:test', restartPolicy: 'Always' });
-    expect(out.spec.volumes.map((v: Json) => v.name)).toEqual(['tmp', 'aimesh-config', 'aimesh-tmp']);
+    expect(out.spec.volumes.map((v: Json) => v.name)).toEqual([
+      'tmp',
+      'aimesh-config',
+      'aimesh-tmp',
+      'aimesh-control-token',
+    ]);
     expect(out.spec.volumes[1].downwardAPI.items[0].fieldRef.fieldPath).toBe(
       "metadata.annotations['aimesh.io/sidecar-config']",
     );
@@ -87,6 +92,7 @@ describe('decideInjection', () => {
     expect(out.spec.containers[0].env).toEqual([
       { name: 'A' },
       { name: 'AIMESH_OUTBOUND', value: 'http://127.0.0.1:4700' },
+      { name: 'AIMESH_CONTROL_TOKEN_FILE', value: '/var/run/aimesh/control/token' },
     ]);
     expect(out.metadata.annotations[INJECTED_ANNOTATIONS.injected]).toBe('annotations');
   });
@@ -114,7 +120,12 @@ describe('decideInjection', () => {
       'A',
       'AIMESH_OUTBOUND',
       'OPENAI_BASE_URL',
+      'AIMESH_CONTROL_TOKEN_FILE',
     ]);
+    // The app reads the saga control API token from the volume the sidecar writes it to.
+    expect(out.spec.containers[0].volumeMounts).toEqual(
+      renderedPod.containers.find((c: Json) => c.name === 'app').volumeMounts.slice(1),
+    );
     expect(out.metadata.annotations[INJECTED_ANNOTATIONS.injected]).toBe('aiservice/checkout');
     // The adopting AiService renders no Deployment of its own, only what the pods need
     // (the VirtualService is its host's one, with Envoy's retries off).

@@ -232,6 +232,37 @@ describe('renderAiService', () => {
     expect(JSON.stringify(config)).not.toContain('secretKeyRef');
   });
 
+  it('gives the sidecar and the app, and no one else, an in-memory volume for the saga control API token', () => {
+    const objects = render(aiService({ sidecar: { native: false } }));
+    const pod = (find(objects, 'Deployment') as Any).spec.template.spec;
+    expect(pod.volumes).toContainEqual({
+      name: 'aimesh-control-token',
+      emptyDir: { medium: 'Memory', sizeLimit: '1Mi' },
+    });
+    const mountOf = (name: string) =>
+      pod.containers
+        .find((c: Any) => c.name === name)
+        .volumeMounts.find((m: Any) => m.name === 'aimesh-control-token');
+    // The sidecar writes the token; the app only reads it.
+    expect(mountOf('aimesh-sidecar')).toEqual({
+      name: 'aimesh-control-token',
+      mountPath: '/var/run/aimesh/control',
+    });
+    expect(mountOf('app')).toEqual({
+      name: 'aimesh-control-token',
+      mountPath: '/var/run/aimesh/control',
+      readOnly: true,
+    });
+    expect(pod.containers[0].env).toContainEqual({
+      name: 'AIMESH_CONTROL_TOKEN_FILE',
+      value: '/var/run/aimesh/control/token',
+    });
+    const config = sidecarConfig.parse(
+      JSON.parse(Object.values(find(objects, 'ConfigMap')?.data as object)[0] as string),
+    );
+    expect(config.controlAuth).toEqual({ tokenFile: '/var/run/aimesh/control/token', createToken: true });
+  });
+
   it('runs the sidecar as a native sidecar when asked, and not at all when disabled', () => {
     const native = (find(render(aiService({ sidecar: { native: true } })), 'Deployment') as Any).spec.template
       .spec;
@@ -302,6 +333,7 @@ describe('renderAiService', () => {
     });
     expect(app.volumeMounts).toEqual([
       { name: 'tmp', mountPath: '/tmp' },
+      { name: 'aimesh-control-token', mountPath: '/var/run/aimesh/control', readOnly: true },
       { name: 'cache', mountPath: '/var/cache/nginx' },
     ]);
   });

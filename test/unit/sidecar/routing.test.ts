@@ -266,6 +266,12 @@ describe('retries', () => {
     expect(retryable({ ...policy, retryOn: ['gateway-error'] }, 1, 'GET', { status: 500 })).toBe(false);
   });
 
+  it('retries a POST or PATCH that carries an idempotency key, as an idempotent method', () => {
+    expect(retryable(policy, 1, 'POST', { status: 503 }, true)).toBe(true);
+    expect(retryable(policy, 1, 'PATCH', { error: 'reset' }, true)).toBe(true);
+    expect(retryable(policy, 1, 'PATCH', { error: 'reset' })).toBe(false);
+  });
+
   it('backs off exponentially with full jitter, never above the maximum', () => {
     const random = mulberry32(11);
     for (let retry = 1; retry <= 8; retry++) {

@@ -154,6 +154,75 @@ describe('the stack: request bodies and retries', () => {
     expect(transport.sent).toHaveLength(1);
     expect(transport.sent[0]?.body).toBe(big.toString());
   });
+
+  it('takes its buffer size from retries.bufferBytes; 0 sends every body once', async () => {
+    const small = upstreamOf({ retries: { ...retries, bufferBytes: 8 } }, flaky);
+    const fits = await small.upstream.call({
+      method: 'POST',
+      path: '/x',
+      headers: {},
+      body: Readable.from([Buffer.from('12345678')]),
+    });
+    expect(fits.status).toBe(200);
+    expect(small.transport.sent.map((t) => t.body)).toEqual(['12345678', '12345678']);
+    const over = upstreamOf({ retries: { ...retries, bufferBytes: 8 } }, flaky);
+    const sentOnce = await over.upstream.call({
+      method: 'POST',
+      path: '/x',
+      headers: {},
+      body: Readable.from([Buffer.from('12345'), Buffer.from('6789')]),
+    });
+    expect(sentOnce.status).toBe(503);
+    expect(over.transport.sent.map((t) => t.body)).toEqual(['123456789']);
+    const none = upstreamOf({ retries: { ...retries, bufferBytes: 0 } }, flaky);
+    const once = await none.upstream.call({
+      method: 'POST',
+      path: '/x',
+      headers: {},
+      body: Readable.from([Buffer.from('x')]),
+    });
+    expect(once.status).toBe(503);
+    expect(none.transport.sent).toHaveLength(1);
+    // A request without a body has nothing to keep: it is retried still.
+    const empty = upstreamOf({ retries: { ...retries, bufferBytes: 0 } }, flaky);
+    expect((await empty.upstream.call(get)).status).toBe(200);
+  });
+
+  it('retries a POST that carries an Idempotency-Key, and not one without', async () => {
+    const keyed = upstreamOf({ retries: { attempts: 2, retryOn: ['5xx'] } }, flaky);
+    const withKey = {
+      method: 'POST',
+      path: '/x',
+      headers: { 'idempotency-key': 'k-1' },
+      body: Buffer.from('b'),
+    };
+    expect((await keyed.upstream.call(withKey)).status).toBe(200);
+    expect(keyed.transport.sent).toHaveLength(2);
+    const plain = upstreamOf({ retries: { attempts: 2, retryOn: ['5xx'] } }, flaky);
+    expect((await plain.upstream.call({ ...withKey, headers: {} })).status).toBe(503);
+    expect(plain.transport.sent).toHaveLength(1);
+  });
+});
+
+describe('compiling retries.bufferBytes', () => {
+  it('defaults to 64 KiB, carries a configured size, and refuses more than 10 MiB', () => {
+    const [byDefault, configured, zero] = compile([
+      { name: 'a', retries: {} },
+      { name: 'b', retries: { bufferBytes: 1024 } },
+      { name: 'c', retries: { bufferBytes: 0 } },
+    ]).upstreams;
+    expect(byDefault?.retryBufferBytes).toBe(64 * 1024);
+    expect(configured?.retryBufferBytes).toBe(1024);
+    expect(zero?.retryBufferBytes).toBe(0);
+    // A changed size is a changed behaviour: a reload must not keep the old upstream.
+    expect(configured?.signature).not.toBe(compile([{ name: 'b', retries: {} }]).upstreams[0]?.signature);
+    const tooLarge = sidecarConfig.safeParse({
+      service: { name: 'caller', port: 1 },
+      upstreams: [{ name: 'a', retries: { bufferBytes: 10 * 1024 * 1024 + 1 } }],
+    });
+    expect(tooLarge.success).toBe(false);
+    expect(JSON.stringify(tooLarge.error?.issues)).toContain('bufferBytes');
+  });
 });
 
 describe('the stack: deadline and cancellation', () => {
