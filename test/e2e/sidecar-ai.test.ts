@@ -20,6 +20,8 @@ interface Provider {
   calls: { path: string; authorization?: string; body: Record<string, unknown> }[];
   failNext: number;
   failStatus: number;
+  /** When set, a stream sends its first chunk, then waits for this before the rest. */
+  streamGate?: Promise<void>;
 }
 
 const providers = new Map<string, Provider>();
@@ -48,15 +50,13 @@ async function startProvider(name: string): Promise<Provider> {
       }
       if (body.stream === true) {
         res.writeHead(200, { 'content-type': 'text/event-stream' });
-        let n = 0;
-        const tick = setInterval(() => {
-          n++;
-          res.write(`data: ${JSON.stringify({ choices: [{ delta: { content: `${name}-${n}` } }] })}\n\n`);
-          if (n === 3) {
-            clearInterval(tick);
-            res.end('data: [DONE]\n\n');
-          }
-        }, 150);
+        const chunk = (n: number) =>
+          `data: ${JSON.stringify({ choices: [{ delta: { content: `${name}-${n}` } }] })}\n\n`;
+        res.write(chunk(1));
+        void (provider.streamGate ?? Promise.resolve()).then(() => {
+          res.write(chunk(2));
+          res.end(`${chunk(3)}data: [DONE]\n\n`);
+        });
         return;
       }
       res.writeHead(200, { 'content-type': 'application/json' });
@@ -190,6 +190,11 @@ describe('AI route', () => {
     secondary.failNext = 1;
     primary.failStatus = 500;
     secondary.failStatus = 500;
+    // The fallback holds the rest of its stream until the app has read the first chunk: a
+    // sidecar that buffered the answer would never deliver that chunk, and the test times out.
+    const gate = Promise.withResolvers<void>();
+    const fallback = providers.get('fallback') as Provider;
+    fallback.streamGate = gate.promise;
     const response = await fetch(`${sidecar.outbound}/v1/ai/chat/completions`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
@@ -203,15 +208,17 @@ describe('AI route', () => {
     expect(response.headers.get('content-type')).toBe('text/event-stream');
     const reader = (response.body as ReadableStream<Uint8Array>).getReader();
     const first = new TextDecoder().decode((await reader.read()).value);
-    const firstAt = Date.now();
     expect(first).toContain('fallback-1');
+    expect(first).not.toContain('fallback-2');
+    gate.resolve();
+    delete fallback.streamGate;
     let rest = '';
     for (;;) {
       const { value, done } = await reader.read();
       if (done) break;
       rest += new TextDecoder().decode(value);
     }
-    expect(Date.now() - firstAt).toBeGreaterThan(200);
+    expect(rest).toContain('fallback-3');
     expect(rest).toContain('data: [DONE]');
   });
 
