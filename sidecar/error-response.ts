@@ -7,7 +7,8 @@
  */
 import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { asAimeshError, errorBody, type AimeshError } from '../lib/errors/index.js';
+import { asAimeshError, errorBody, openAiErrorBody, type AimeshError } from '../lib/errors/index.js';
+import { AI_PREFIX } from './ai/index.js';
 
 /** Answers `req` with `error`; a response already under way can only be cut. */
 export function sendError(res: ServerResponse, error: unknown): void {
@@ -23,7 +24,9 @@ export function sendError(res: ServerResponse, error: unknown): void {
     return;
   }
   res.writeHead(httpStatus(failure), { 'content-type': 'application/json', 'x-aimesh-error': 'true' });
-  res.end(`${JSON.stringify(errorBody(failure))}\n`);
+  // The AI route speaks OpenAI's API, errors included; every other route the one error body.
+  const body = res.req?.url?.startsWith(AI_PREFIX) ? openAiErrorBody(failure) : errorBody(failure);
+  res.end(`${JSON.stringify(body)}\n`);
 }
 
 /**

@@ -89,6 +89,32 @@ export function errorBody(error: AimeshError): ErrorBody {
   return { ...error.details, error: error.message, code: error.code };
 }
 
+/**
+ * The same error in the shape OpenAI's API uses, `{"error": {"message", "type", "code",
+ * "param"}}`, for the AI route: apps reach it with OpenAI client libraries, which read the
+ * message and type from there. `code` is aimesh's stable code; `type` the OpenAI class.
+ */
+export function openAiErrorBody(error: AimeshError): { error: Record<string, unknown> } {
+  return {
+    error: {
+      ...error.details,
+      message: error.message,
+      type: openAiType(error.code),
+      code: error.code,
+      param: null,
+    },
+  };
+}
+
+function openAiType(code: ErrorCode): string {
+  if (code === 'input.unauthenticated') return 'authentication_error';
+  if (code === 'input.forbidden') return 'permission_error';
+  if (code === 'input.not-found' || code === 'upstream.unknown') return 'not_found_error';
+  if (code === 'upstream.rate-limited') return 'rate_limit_error';
+  if (code.startsWith('input.')) return 'invalid_request_error';
+  return 'server_error';
+}
+
 /** What went wrong on the network, in the terms retry and outlier policies use. */
 export type NetworkFailure = 'connect-failure' | 'timeout' | 'reset' | 'dns';
 

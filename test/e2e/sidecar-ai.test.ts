@@ -251,11 +251,14 @@ describe('AI route', () => {
         messages: [{ role: 'user', content: 'all down' }],
       });
       expect(status).toBe(503);
-      // The sidecar's one error body (lib/errors errorBody), as on every other route.
-      const body = JSON.parse(text) as { error: string; code: string; failures: string[] };
-      expect(body.error).toMatch(/^no provider channel could answer: /);
-      expect(body.code).toBe('upstream.unavailable');
-      expect(body.failures).toHaveLength(4);
+      // OpenAI's error shape, which OpenAI client libraries read; aimesh's code inside it.
+      const { error } = JSON.parse(text) as {
+        error: { message: string; type: string; code: string; failures: string[] };
+      };
+      expect(error.message).toMatch(/^no provider channel could answer: /);
+      expect(error.type).toBe('server_error');
+      expect(error.code).toBe('upstream.unavailable');
+      expect(error.failures).toHaveLength(4);
     } finally {
       for (const provider of providers.values()) provider.failNext = 0;
     }
