@@ -24,7 +24,7 @@ import { createLogger } from '../lib/log/index.js';
 import { ConsulClient, ConsulRegistration } from '../sidecar/discovery/index.js';
 import { ConsulSagaStore, FileSagaStore, type Execution } from '../sidecar/saga/index.js';
 import { startSidecar, type SidecarProcess } from '../test/e2e/sidecar-process.js';
-import { startStepService, type StepService } from '../test/e2e/step-services.js';
+import { registerTestService, startStepService, type StepService } from '../test/e2e/step-services.js';
 import { REPO_DIR } from '../test/env/components.js';
 import { freePort, waitFor } from '../test/env/index.js';
 import { BaselineConsulSagaStore } from './baselines/consul-kv-store.js';
@@ -281,16 +281,7 @@ async function sidecarRows(): Promise<(string | number)[][]> {
 async function proxyRows(): Promise<(string | number)[][]> {
   const port = await freePort();
   const sidecarDir = join(dir, 'proxy-file');
-  const registration = new ConsulRegistration(consul, {
-    serviceName: 'echo',
-    instanceId: 'echo-1',
-    address: '127.0.0.1',
-    port,
-    tags: [],
-    meta: {},
-    check: { kind: 'http', url: `http://127.0.0.1:${port}/healthz`, interval: '1s', timeout: '1s' },
-    deregisterCriticalAfter: '1m',
-  });
+  let registration: ConsulRegistration | undefined;
   const generator = spawn(
     process.execPath,
     [
@@ -308,7 +299,7 @@ async function proxyRows(): Promise<(string | number)[][]> {
   const nextLine = async () => String((await lines.next()).value);
   try {
     if ((await nextLine()) !== 'listening') throw new Error('load generator did not start');
-    await registration.keepRegistered(1000);
+    registration = await registerTestService(consul, 'echo', port);
     const sidecar = await orchestrator('bench-proxy', { kind: 'file', path: sidecarDir }, ['echo']);
     const run = async () => {
       generator.stdin.write(`run ${sidecar.outbound}\n`);
@@ -361,7 +352,7 @@ async function proxyRows(): Promise<(string | number)[][]> {
     ];
   } finally {
     generator.kill('SIGTERM');
-    await registration.deregister();
+    await registration?.deregister();
     for (const s of sidecars.splice(0)) await s.stop();
   }
 }

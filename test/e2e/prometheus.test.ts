@@ -27,7 +27,7 @@ import {
 } from './operator-process.js';
 import { kubectl, sharedEnvironment } from './shared.js';
 import { startSidecar, type SidecarProcess } from './sidecar-process.js';
-import { startStepService, type StepService } from './step-services.js';
+import { registerTestService, startStepService, type StepService } from './step-services.js';
 
 /**
  * The chart's alert rules and Grafana dashboard against a real Prometheus (Debian's
@@ -158,18 +158,7 @@ async function startService(name: string, answer: (hit: number) => number): Prom
   servers.push(server);
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const port = (server.address() as AddressInfo).port;
-  const registration = new ConsulRegistration(consul, {
-    serviceName: name,
-    instanceId: `${name}-1`,
-    address: '127.0.0.1',
-    port,
-    tags: [],
-    meta: {},
-    check: { kind: 'http', url: `http://127.0.0.1:${port}/healthz`, interval: '1s', timeout: '1s' },
-    deregisterCriticalAfter: '1m',
-  });
-  registrations.push(registration);
-  await registration.keepRegistered(1000);
+  registrations.push(await registerTestService(consul, name, port));
 }
 
 /** An OpenAI-compatible channel: failing ones answer 503, the others an answer with usage. */

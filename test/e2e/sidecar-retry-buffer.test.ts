@@ -3,6 +3,7 @@ import { randomUUID } from 'node:crypto';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { ConsulClient, ConsulRegistration } from '../../sidecar/discovery/index.js';
+import { registerTestService } from './step-services.js';
 import { waitFor } from '../env/index.js';
 import { sharedEnvironment } from './shared.js';
 import { startSidecar, type SidecarProcess } from './sidecar-process.js';
@@ -37,17 +38,7 @@ let caller: SidecarProcess;
 beforeAll(async () => {
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const port = (server.address() as AddressInfo).port;
-  registration = new ConsulRegistration(consul, {
-    serviceName: service,
-    instanceId: `${service}-1`,
-    address: '127.0.0.1',
-    port,
-    tags: [],
-    meta: {},
-    check: { kind: 'http', url: `http://127.0.0.1:${port}/healthz`, interval: '1s', timeout: '1s' },
-    deregisterCriticalAfter: '1m',
-  });
-  await registration.keepRegistered(1000);
+  registration = await registerTestService(consul, service, port);
   caller = await startSidecar(
     'retry-buffer',
     {

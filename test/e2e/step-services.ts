@@ -84,6 +84,24 @@ export async function startStepService(name: string, consul: ConsulClient): Prom
   });
   await new Promise<void>((resolve) => service.server.listen(0, '127.0.0.1', resolve));
   const port = (service.server.address() as AddressInfo).port;
+  const registration = await registerTestService(consul, name, port);
+  service.stop = async () => {
+    await registration.deregister().catch(() => undefined);
+    service.server.closeAllConnections();
+    await new Promise((resolve) => service.server.close(resolve));
+  };
+  return service;
+}
+
+/**
+ * Registers one instance of `name` on 127.0.0.1:`port` in Consul (instance id `<name>-1`),
+ * with an HTTP check of /healthz every second, and keeps it registered.
+ */
+export async function registerTestService(
+  consul: ConsulClient,
+  name: string,
+  port: number,
+): Promise<ConsulRegistration> {
   const registration = new ConsulRegistration(consul, {
     serviceName: name,
     instanceId: `${name}-1`,
@@ -95,10 +113,5 @@ export async function startStepService(name: string, consul: ConsulClient): Prom
     deregisterCriticalAfter: '1m',
   });
   await registration.keepRegistered(1000);
-  service.stop = async () => {
-    await registration.deregister().catch(() => undefined);
-    service.server.closeAllConnections();
-    await new Promise((resolve) => service.server.close(resolve));
-  };
-  return service;
+  return registration;
 }
