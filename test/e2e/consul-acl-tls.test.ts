@@ -232,7 +232,7 @@ async function startOrchestrator(name: string, tokenFile: string): Promise<Sidec
 async function startLedger(orchestrator: SidecarProcess, key: string) {
   const response = await fetch(`${orchestrator.control}/v1/sagas/ledger/executions`, {
     method: 'POST',
-    headers: { 'content-type': 'application/json' },
+    headers: { ...orchestrator.controlAuth, 'content-type': 'application/json' },
     body: JSON.stringify({ input: { amount: 3 }, idempotencyKey: key }),
   });
   return {
@@ -265,7 +265,9 @@ describe('a saga on the Consul store through the ACL and TLS server', () => {
       started.map(
         async (s) =>
           (await (
-            await fetch(`${orchestrator.control}/v1/executions/${s.body.id}?wait=30s`)
+            await fetch(`${orchestrator.control}/v1/executions/${s.body.id}?wait=30s`, {
+              headers: orchestrator.controlAuth,
+            })
           ).json()) as Execution,
       ),
     );
@@ -302,7 +304,9 @@ describe('a saga on the Consul store through the ACL and TLS server', () => {
       expect(refused.body.error).toMatch(/Permission denied/);
       expect(refused.body.error).toContain('key_prefix "aimesh/sagas/" { policy = "write" }');
       // Nothing half-made: no execution the caller was not told about.
-      const listed = (await (await fetch(`${orchestrator.control}/v1/executions`)).json()) as Execution[];
+      const listed = (await (
+        await fetch(`${orchestrator.control}/v1/executions`, { headers: orchestrator.controlAuth })
+      ).json()) as Execution[];
       expect(listed.filter((e) => e.idempotencyKey === `${name}-start`)).toEqual([]);
     }
   });

@@ -238,7 +238,7 @@ describe('AI route on the stack', () => {
     for (const path of ['/v1/ai/chat/../../admin', '/v1/ai/chat/%2e%2e/admin', '/v1/ai/a%2Fb']) {
       const response = await raw(path, { method: 'POST', body: chat });
       expect(response.status).toBe(400);
-      expect(JSON.parse(response.body)).toMatchObject({ code: 'input.invalid' });
+      expect(JSON.parse(response.body)).toMatchObject({ error: { code: 'input.invalid' } });
     }
     expect(calls()).toBe(before);
   });
