@@ -1,14 +1,28 @@
 /**
- * A process that runs executions against the file store as fast as it can and prints
+ * A process that runs executions against the file store as fast as it can and records
  * `<id> <version>` once each save is acknowledged; saga-log-store.test.ts kills it with
- * SIGKILL mid-run and checks what the store kept. Arguments: folder, concurrent executions.
+ * SIGKILL mid-run and checks what the store kept. Arguments: folder, concurrent executions,
+ * acknowledgement file.
+ *
+ * Each acknowledgement goes to the file with a synchronous write before anything else
+ * happens, then to stdout (which the test counts to choose when to kill). stdout alone is
+ * not a record: Node queues pipe writes in the process when the reader is slow, and a
+ * SIGKILL loses what is queued, so a loaded test saw changes "nobody acknowledged".
  */
 import { randomUUID } from 'node:crypto';
+import { openSync, writeSync } from 'node:fs';
 import { createLogger } from '../../lib/log/index.js';
 import { FileSagaStore } from '../../sidecar/saga/file-store.js';
 import type { Execution } from '../../sidecar/saga/machine.js';
 
-const [directory, concurrency] = process.argv.slice(2) as [string, string];
+const [directory, concurrency, ackFile] = process.argv.slice(2) as [string, string, string];
+const acks = openSync(ackFile, 'a');
+
+function acknowledge(id: string, version: number): void {
+  const line = `${id} ${version}\n`;
+  writeSync(acks, line);
+  process.stdout.write(line);
+}
 const store = new FileSagaStore(directory, {
   // Warnings and errors only: a torn tail cut off on open is worth seeing in the test output.
   log: createLogger('writer', {
@@ -45,7 +59,7 @@ async function run(): Promise<never> {
         version: 0,
       })
     ).execution;
-    process.stdout.write(`${id} ${execution.version}\n`);
+    acknowledge(id, execution.version);
     for (let step = 0; step < 4; step++) {
       execution = await store.save({
         ...execution,
@@ -53,7 +67,7 @@ async function run(): Promise<never> {
         state: step === 3 ? 'completed' : 'running',
         updatedAt: Date.now(),
       });
-      process.stdout.write(`${id} ${execution.version}\n`);
+      acknowledge(id, execution.version);
     }
   }
 }
