@@ -10,7 +10,8 @@
 import type { KubernetesObject } from '@kubernetes/client-node';
 import type { Logger } from '../lib/log/index.js';
 import { MANAGED_BY } from '../render/index.js';
-import type { KubeClient } from './kube/client.js';
+import { FIELD_MANAGER, type KubeClient } from './kube/client.js';
+import { appliedFields, projectFields } from './kube/fields.js';
 import { Informer, keyOf, keyOfObject } from './kube/informer.js';
 import { AI_SERVICE, CHILD_TYPES, SAGA, type ResourceType } from './kube/resources.js';
 
@@ -85,7 +86,7 @@ export class Watches implements Caches {
         for (const saga of this.sagas.list())
           if (saga.metadata.namespace === aiService.metadata.namespace) targets.saga(keyOfObject(saga));
       },
-      scope,
+      { ...scope, transform: withoutLastApplied },
     );
     this.sagas = new Informer<LiveSaga>(
       options.client,
@@ -94,7 +95,7 @@ export class Watches implements Caches {
         targets.saga(keyOfObject(saga));
         for (const service of namedServices(saga)) targets.aiService(keyOf(saga.metadata.namespace, service));
       },
-      scope,
+      { ...scope, transform: withoutLastApplied },
     );
     this.watchChild = (type) => {
       const informer = new Informer<LiveObject>(
@@ -157,20 +158,62 @@ function namedServices(saga: LiveSaga): string[] {
 }
 
 /**
- * What the reconcilers read of a child: its identity, owner, labels and annotations, and
- * the fields render writes (compared with what it wants). A Deployment's status feeds the
- * AiService's status; every other child's status, and kubectl's last-applied copy, are
- * never read and are dropped.
+ * What the reconcilers read of a child: its identity and owners, the fields the operator
+ * applied (its part of managedFields: what render writes, compared with what it wants),
+ * and, for a Deployment, the status that feeds the AiService's status. The API server's
+ * defaults, other writers' fields, kubectl's last-applied copy and every other status are
+ * never read and are not kept.
  */
+export function trimChild(child: LiveObject): LiveObject {
+  const fields = appliedFields(child, FIELD_MANAGER);
+  const owned = (fields ? projectFields(child, fields) : {}) as Partial<LiveObject>;
+  const { name, namespace, uid, resourceVersion, generation, deletionTimestamp, ownerReferences } =
+    child.metadata;
+  const trimmed: LiveObject = {
+    ...owned,
+    apiVersion: child.apiVersion,
+    kind: child.kind,
+    metadata: {
+      ...owned.metadata,
+      name,
+      ...(namespace !== undefined ? { namespace } : {}),
+      ...(uid !== undefined ? { uid } : {}),
+      ...(resourceVersion !== undefined ? { resourceVersion } : {}),
+      ...(generation !== undefined ? { generation } : {}),
+      ...(deletionTimestamp !== undefined ? { deletionTimestamp } : {}),
+      ...(ownerReferences !== undefined ? { ownerReferences } : {}),
+    },
+  };
+  if (child.kind === 'Deployment' && child.status) trimmed.status = deploymentStatus(child.status);
+  return trimmed;
+}
+
+/** What the AiService's status is computed from (see deploymentState in the reconciler). */
+function deploymentStatus(status: Record<string, unknown>): Record<string, unknown> {
+  const { observedGeneration, replicas, updatedReplicas, readyReplicas, availableReplicas } = status;
+  const conditions = (status.conditions ?? []) as {
+    type: string;
+    status: string;
+    reason?: string;
+    message?: string;
+  }[];
+  return {
+    observedGeneration,
+    replicas,
+    updatedReplicas,
+    readyReplicas,
+    availableReplicas,
+    conditions: conditions.map(({ type, status, reason, message }) => ({ type, status, reason, message })),
+  };
+}
+
 const LAST_APPLIED = 'kubectl.kubernetes.io/last-applied-configuration';
 
-function trimChild(child: LiveObject): LiveObject {
-  const { status, ...rest } = child;
-  const annotations = child.metadata.annotations as Record<string, string> | undefined;
-  if (annotations?.[LAST_APPLIED] !== undefined) {
-    const kept = { ...annotations };
-    delete kept[LAST_APPLIED];
-    rest.metadata = { ...rest.metadata, annotations: kept };
-  }
-  return child.kind === 'Deployment' && status ? { ...rest, status } : rest;
+/** AiServices and Sagas are kept whole but for kubectl's last-applied copy of their spec. */
+function withoutLastApplied<T extends LiveObject>(object: T): T {
+  const annotations = object.metadata.annotations as Record<string, string> | undefined;
+  if (annotations?.[LAST_APPLIED] === undefined) return object;
+  const kept = { ...annotations };
+  delete kept[LAST_APPLIED];
+  return { ...object, metadata: { ...object.metadata, annotations: kept } };
 }

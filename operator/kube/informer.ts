@@ -142,10 +142,10 @@ export class Informer<T extends KubernetesObject> {
 
   private upsert(key: string, object: T): void {
     const previous = this.store.get(key);
-    // managedFields are often the largest part of an object and the controller never reads
-    // them (controller-runtime drops them from its cache too).
-    if (object.metadata?.managedFields) delete object.metadata.managedFields;
     if (this.options.transform) object = this.options.transform(object);
+    // managedFields are often the largest part of an object and the controller never reads
+    // them past the transform (controller-runtime drops them from its cache too).
+    if (object.metadata?.managedFields) delete object.metadata.managedFields;
     this.store.set(key, object);
     if (!previous) this.handler('added', object);
     else if (previous.metadata?.resourceVersion !== object.metadata?.resourceVersion)
