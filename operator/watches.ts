@@ -42,12 +42,18 @@ export interface ObjectCache<T> {
   list(): T[];
 }
 
+/** A child kind's cache, which also finds an owner's children without a scan. */
+export interface ChildCache<T> extends ObjectCache<T> {
+  /** The objects whose controller owner has this uid. */
+  ownedBy(uid: string): T[];
+}
+
 /** What the reconcilers read: never the API server directly, always these caches. */
 export interface Caches {
   readonly aiServices: ObjectCache<LiveObject>;
   readonly sagas: ObjectCache<LiveSaga>;
   /** The children's caches, by kind. */
-  readonly children: ReadonlyMap<string, ObjectCache<LiveObject>>;
+  readonly children: ReadonlyMap<string, ChildCache<LiveObject>>;
 }
 
 /** Where the watches send keys: one function per controller. */

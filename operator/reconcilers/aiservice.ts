@@ -164,12 +164,11 @@ export class AiServiceReconciler implements Reconciler {
   private async prune(owner: LiveObject, desired: KubeObject[]): Promise<string[]> {
     const wanted = new Set(desired.map((o) => `${o.kind}/${o.metadata.name}`));
     const deleted: string[] = [];
+    const uid = owner.metadata.uid;
+    if (!uid) return deleted;
     for (const [kind, informer] of this.options.caches.children) {
-      for (const child of informer.list()) {
-        const owned = child.metadata.ownerReferences?.some(
-          (o) => o.controller && o.uid === owner.metadata.uid,
-        );
-        if (!owned || wanted.has(`${kind}/${child.metadata.name}`)) continue;
+      for (const child of informer.ownedBy(uid)) {
+        if (wanted.has(`${kind}/${child.metadata.name}`)) continue;
         await this.options.client.delete(
           informer.type,
           child.metadata.namespace ?? '',
