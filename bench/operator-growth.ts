@@ -103,44 +103,53 @@ function growth(results: Figures[], pick: (f: Figures) => number, unit: string):
   return `${steps.map((s) => s.toFixed(3)).join(' → ')} ${unit} per added AiService; last step / first = ${ratio.toFixed(2)}: ${verdict}`;
 }
 
-const results: Figures[] = [];
-for (const count of SIZES) results.push(await measure(count));
+/** The section as far as it goes: written after every size, so a long run keeps what it measured. */
+function report(results: Figures[]): string {
+  const rows = results.map((f) => [
+    f.count,
+    `${(f.convergeMs / 1000).toFixed(1)} s`,
+    f.writes,
+    (f.writes / f.count).toFixed(2),
+    f.reconciles,
+    `${f.peakRss} MiB`,
+    `${f.peakHeapUsed} MiB`,
+  ]);
+  const missing = SIZES.filter((n) => !results.some((f) => f.count === n));
+  const body = [
+    table(
+      [
+        'AiServices',
+        'converge (every generation observed)',
+        'API writes until quiet',
+        'writes per AiService',
+        'reconciles',
+        'peak RSS',
+        'peak heap used',
+      ],
+      rows,
+    ),
+    '',
+    `- peak RSS: ${growth(results, (f) => f.peakRss, 'MiB')}`,
+    `- peak heap used: ${growth(results, (f) => f.peakHeapUsed, 'MiB')}`,
+    `- converge time: ${growth(results, (f) => f.convergeMs / 1000, 's')} (wall clock on a shared machine: read with the load average above)`,
+    `- writes: ${growth(results, (f) => f.writes, 'writes')}`,
+    `- writes by verb and kind at ${results.at(-1)?.count ?? 0}: ${results.at(-1)?.byKind ?? ''}`,
+    ...(missing.length > 0 ? [`- not measured in this run: ${missing.join(', ')}`] : []),
+    '',
+    `Each size on a fresh control plane (etcd + kube-apiserver + kube-controller-manager from test/env, no kubelet); one operator with 2 workers as the Helm chart's ServiceAccount, from the built JavaScript with the chart's V8 flags (\`${NODE_ARGS.join(' ')}\`). Heap used is the highest of samples taken every 250 ms inside the operator, garbage included.`,
+  ].join('\n');
+  writeSection(
+    'operator-growth',
+    `Operator: growth with the number of AiServices (${SIZES.join(', ')})`,
+    'npm run bench:operator-growth',
+    `${body}\n`,
+  );
+  return body;
+}
 
-const rows = results.map((f) => [
-  f.count,
-  `${(f.convergeMs / 1000).toFixed(1)} s`,
-  f.writes,
-  (f.writes / f.count).toFixed(2),
-  f.reconciles,
-  `${f.peakRss} MiB`,
-  `${f.peakHeapUsed} MiB`,
-]);
-const body = [
-  table(
-    [
-      'AiServices',
-      'converge (every generation observed)',
-      'API writes until quiet',
-      'writes per AiService',
-      'reconciles',
-      'peak RSS',
-      'peak heap used',
-    ],
-    rows,
-  ),
-  '',
-  `- peak RSS: ${growth(results, (f) => f.peakRss, 'MiB')}`,
-  `- peak heap used: ${growth(results, (f) => f.peakHeapUsed, 'MiB')}`,
-  `- converge time: ${growth(results, (f) => f.convergeMs / 1000, 's')} (wall clock on a shared machine: read with the load average above)`,
-  `- writes: ${growth(results, (f) => f.writes, 'writes')}`,
-  `- writes by verb and kind at ${results.at(-1)?.count ?? 0}: ${results.at(-1)?.byKind ?? ''}`,
-  '',
-  `Each size on a fresh control plane (etcd + kube-apiserver + kube-controller-manager from test/env, no kubelet); one operator with 2 workers as the Helm chart's ServiceAccount, from the built JavaScript with the chart's V8 flags (\`${NODE_ARGS.join(' ')}\`). Heap used is the highest of samples taken every 250 ms inside the operator, garbage included.`,
-].join('\n');
-writeSection(
-  'operator-growth',
-  `Operator: growth with the number of AiServices (${SIZES.join(', ')})`,
-  'npm run bench:operator-growth',
-  `${body}\n`,
-);
-console.log(body);
+const results: Figures[] = [];
+for (const count of SIZES) {
+  results.push(await measure(count));
+  const body = report(results);
+  if (results.length === SIZES.length) console.log(body);
+}
