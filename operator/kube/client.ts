@@ -67,7 +67,9 @@ export class KubeClient {
     let continueToken: string | undefined;
     do {
       const page = (await this.request('GET', collectionPath(type, query.namespace), {
-        query: { labelSelector: query.labelSelector, limit: '500', continue: continueToken },
+        // Pages of 250: a page is held as text and as parsed objects at once before the cache
+        // trims it, so the page size sets the memory a (re)list takes at its peak.
+        query: { labelSelector: query.labelSelector, limit: '250', continue: continueToken },
       })) as { metadata: { resourceVersion: string; continue?: string }; items: T[] };
       for (const item of page.items) items.push({ ...item, apiVersion: type.apiVersion, kind: type.kind });
       resourceVersion = page.metadata.resourceVersion;
@@ -194,6 +196,10 @@ export class KubeClient {
       headers: {
         ...headers,
         accept: 'application/json',
+        // The API server gzips large answers (lists) when asked; inflating them runs on
+        // libuv's threads, whose malloc arenas then keep the freed memory. The API server is
+        // near (in the cluster), so uncompressed costs bandwidth, not time.
+        'accept-encoding': 'identity',
         ...(options.body !== undefined ? { 'content-type': options.contentType ?? 'application/json' } : {}),
       },
       body: options.body === undefined ? undefined : JSON.stringify(options.body),
