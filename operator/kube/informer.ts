@@ -92,7 +92,9 @@ export class Informer<T extends KubernetesObject> {
   }
 
   private async relist(): Promise<void> {
-    const { resourceVersion, items } = await this.client.list<T>(this.type, this.options);
+    const { resourceVersion, items } = await this.client.list<T>(this.type, this.options, (item) =>
+      this.trim(item),
+    );
     const seen = new Set<string>();
     for (const item of items) {
       const key = keyOfObject(item);
@@ -131,7 +133,7 @@ export class Informer<T extends KubernetesObject> {
             this.remove(key, this.store.get(key));
             this.handler('deleted', typed);
           } else {
-            this.upsert(key, typed);
+            this.upsert(key, this.trim(typed));
           }
         },
         (error) => {
@@ -152,12 +154,18 @@ export class Informer<T extends KubernetesObject> {
     if (handle) this.current = handle;
   }
 
-  private upsert(key: string, object: T): void {
-    const previous = this.store.get(key);
+  /** What the cache keeps of an object: the transform's part, never managedFields. */
+  private trim(object: T): T {
     if (this.options.transform) object = this.options.transform(object);
     // managedFields are often the largest part of an object and the controller never reads
     // them past the transform (controller-runtime drops them from its cache too).
     if (object.metadata?.managedFields) delete object.metadata.managedFields;
+    return object;
+  }
+
+  /** Stores an object already trimmed. */
+  private upsert(key: string, object: T): void {
+    const previous = this.store.get(key);
     const owner = controllerUid(object);
     if (previous && controllerUid(previous) !== owner) this.unindex(key, previous);
     if (owner) this.byOwner.set(owner, (this.byOwner.get(owner) ?? new Set()).add(key));

@@ -31,7 +31,8 @@ function child(name: string, owner: string | undefined, resourceVersion = '1'): 
 function fakeClient(items: KubernetesObject[]) {
   let send: ((type: WatchEventType, object: KubernetesObject) => void) | undefined;
   const client = {
-    list: () => Promise.resolve({ resourceVersion: '1', items }),
+    list: (_t: unknown, _q: unknown, each: (item: KubernetesObject) => KubernetesObject) =>
+      Promise.resolve({ resourceVersion: '1', items: items.map(each) }),
     watch: (_t: unknown, _q: unknown, onEvent: (type: WatchEventType, object: KubernetesObject) => void) => {
       send = onEvent;
       return Promise.resolve({ abort: () => undefined });
