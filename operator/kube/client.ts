@@ -48,8 +48,6 @@ export class KubeClient {
   private readonly server: string;
   /** The one connection pool every request shares, and the TLS settings it was made for. */
   private pool?: { key: string; dispatcher: Dispatcher | undefined };
-  /** Settles when the list in progress ends: the next one waits for it. */
-  private listing: Promise<void> = Promise.resolve();
 
   constructor(
     readonly config: KubeConfig,
@@ -62,36 +60,26 @@ export class KubeClient {
 
   /**
    * Lists a kind page by page; `each` trims every item as its page arrives, so only trimmed
-   * objects pile up. Lists run one at a time per client: each holds a page as text and as
-   * objects at once, and every informer lists at start (and again after an outage), so
-   * side by side they would add up.
+   * objects pile up, not a whole kind as the API server sends it.
    */
   async list<T extends KubernetesObject>(
     type: ResourceType,
     query: { namespace?: string; labelSelector?: string } = {},
     each: (item: T) => T = (item) => item,
   ): Promise<ObjectList<T>> {
-    const previous = this.listing;
-    let release = () => {};
-    this.listing = new Promise<void>((resolve) => (release = resolve));
-    await previous;
-    try {
-      const items: T[] = [];
-      let resourceVersion: string;
-      let continueToken: string | undefined;
-      do {
-        const page = (await this.request('GET', collectionPath(type, query.namespace), {
-          query: { labelSelector: query.labelSelector, limit: '250', continue: continueToken },
-        })) as { metadata: { resourceVersion: string; continue?: string }; items: T[] };
-        for (const item of page.items)
-          items.push(each({ ...item, apiVersion: type.apiVersion, kind: type.kind }));
-        resourceVersion = page.metadata.resourceVersion;
-        continueToken = page.metadata.continue || undefined;
-      } while (continueToken);
-      return { resourceVersion, items };
-    } finally {
-      release();
-    }
+    const items: T[] = [];
+    let resourceVersion: string;
+    let continueToken: string | undefined;
+    do {
+      const page = (await this.request('GET', collectionPath(type, query.namespace), {
+        query: { labelSelector: query.labelSelector, limit: '250', continue: continueToken },
+      })) as { metadata: { resourceVersion: string; continue?: string }; items: T[] };
+      for (const item of page.items)
+        items.push(each({ ...item, apiVersion: type.apiVersion, kind: type.kind }));
+      resourceVersion = page.metadata.resourceVersion;
+      continueToken = page.metadata.continue || undefined;
+    } while (continueToken);
+    return { resourceVersion, items };
   }
 
   /**
