@@ -126,7 +126,7 @@ export class Watches implements Caches {
    * their caches hold their first list.
    */
   async watchKinds(types: readonly ResourceType[]): Promise<void> {
-    await Promise.all(types.filter((t) => !this.children.has(t.kind)).map((t) => this.watchChild(t).start()));
+    for (const type of types.filter((t) => !this.children.has(t.kind))) await this.watchChild(type).start();
   }
 
   /** Stops watching kinds the cluster no longer serves, and forgets their objects. */
@@ -137,13 +137,14 @@ export class Watches implements Caches {
     }
   }
 
-  /** Resolves once every cache holds its first list. */
+  /**
+   * Resolves once every cache holds its first list. The first lists run one after another:
+   * each holds a page as text and as objects until it is trimmed, and a dozen side by side
+   * raised a restart's peak RSS at 1000 AiServices from about 220 to 260 MiB. (Relists after
+   * an outage stay independent, so one stuck list cannot hold back the others.)
+   */
   async start(): Promise<void> {
-    await Promise.all([
-      this.aiServices.start(),
-      this.sagas.start(),
-      ...[...this.children.values()].map((i) => i.start()),
-    ]);
+    for (const informer of [this.aiServices, this.sagas, ...this.children.values()]) await informer.start();
   }
 
   stop(): void {
