@@ -1,123 +1,70 @@
 /**
  * `npm run bench:operator`: how long the operator takes to converge N AiServices on a real
- * control plane, how many API writes it makes, and its peak memory; then how many writes
- * a restart makes when nothing changed (the answer should be none).
+ * control plane, how many API writes it makes (by verb and kind), and its peak memory and
+ * where that memory is; then how many writes a restart makes when nothing changed (the
+ * answer should be none), and how soon it undoes a child edited by hand.
+ *
+ * AIMESH_BENCH_AISERVICES sets N (1000); AIMESH_BENCH_NODE_ARGS adds V8 flags to the
+ * chart's (e.g. `--heap-prof` to see where the heap goes).
  */
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { stringify } from 'yaml';
-import { startControlPlane, waitFor, type ControlPlane } from '../test/env/index.js';
+import { startControlPlane, waitFor } from '../test/env/index.js';
+import { installOperatorIdentity, type OperatorProcess } from '../test/e2e/operator-process.js';
 import {
-  installOperatorIdentity,
-  startOperator,
-  type OperatorProcess,
-} from '../test/e2e/operator-process.js';
+  CHILDREN_PER_SERVICE,
+  applyAiServices,
+  chartNodeArgs,
+  converged,
+  countChildren,
+  describeSample,
+  describeWrites,
+  memoryPeaks,
+  mib,
+  peakRssMiB,
+  readSamples,
+  startSampledOperator,
+  waitQuiet,
+  writesOf,
+} from './operator-run.js';
 import { table, writeSection } from './report.js';
 
 const COUNT = Number(process.env.AIMESH_BENCH_AISERVICES ?? 1000);
-/** The V8 flags the chart gives the operator (charts/aimesh-operator/values.yaml, NODE_OPTIONS). */
-const NODE_ARGS = ['--max-old-space-size=160'];
-const RUN = { compiled: true, nodeArgs: NODE_ARGS };
+const NODE_ARGS = chartNodeArgs();
+const EXTRA_ARGS = (process.env.AIMESH_BENCH_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
 const NAMESPACE = 'bench';
-const CHILDREN_PER_SERVICE = 9;
-
-function aiService(i: number) {
-  return {
-    apiVersion: 'aimesh.io/v1alpha1',
-    kind: 'AiService',
-    metadata: { name: `svc-${i}`, namespace: NAMESPACE },
-    spec: {
-      image: `registry.example.com/bench/svc-${i}:1.0.0`,
-      replicas: 2,
-      upstreams: [
-        {
-          name: `svc-${(i + 1) % COUNT}`,
-          timeout: '5s',
-          retries: { attempts: 2, perTryTimeout: '2s' },
-          loadBalancer: { strategy: 'least-request' },
-        },
-      ],
-      security: { mtls: 'STRICT', allowedCallers: [{ serviceAccount: `svc-${(i + COUNT - 1) % COUNT}` }] },
-    },
-  };
-}
-
-/** Peak resident memory of a process, from the kernel (VmHWM). */
-function peakRssMiB(pid: number): number {
-  const match = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return Math.round(Number(match?.[1] ?? 0) / 1024);
-}
-
-async function converged(cluster: ControlPlane): Promise<number> {
-  const got = await cluster.kubectl(['get', 'aiservices', '-n', NAMESPACE, '-o', 'json']);
-  const items = (
-    JSON.parse(got.stdout) as {
-      items: { metadata: { generation: number }; status?: { observedGeneration?: number } }[];
-    }
-  ).items;
-  return items.filter((i) => i.status?.observedGeneration === i.metadata.generation).length;
-}
-
-async function countChildren(cluster: ControlPlane): Promise<number> {
-  const got = await cluster.kubectl([
-    'get',
-    'serviceaccount,configmap,service,deployment,pdb,destinationrule,virtualservice,peerauthentication,authorizationpolicy',
-    '-n',
-    NAMESPACE,
-    '-l',
-    'app.kubernetes.io/managed-by=aimesh-operator',
-    '-o',
-    'name',
-  ]);
-  return got.stdout.split('\n').filter(Boolean).length;
-}
-
-const writes = (op: OperatorProcess) =>
-  op.counter('aimesh_operator_api_writes_total', (labels) => !labels.includes('kind="Lease"'));
 
 const cluster = await startControlPlane();
 const operators: OperatorProcess[] = [];
 try {
-  await cluster.kubectl(['create', 'namespace', NAMESPACE]);
   const kubeconfig = await installOperatorIdentity(cluster);
   const logs = join(cluster.dir, 'logs');
-  const list = {
-    apiVersion: 'v1',
-    kind: 'List',
-    items: Array.from({ length: COUNT }, (_, i) => aiService(i)),
-  };
-  const applied = await cluster.kubectl(['apply', '--server-side', '-f', '-'], stringify(list));
-  if (applied.code !== 0) throw new Error(applied.stderr);
+  await applyAiServices(cluster, NAMESPACE, COUNT);
 
-  const operator = await startOperator(kubeconfig, 'bench', logs, [], RUN);
+  const first = await startSampledOperator(kubeconfig, 'bench', logs, [...NODE_ARGS, ...EXTRA_ARGS]);
+  const operator = first.operator;
   operators.push(operator);
   const started = Date.now();
-  await waitFor(`${COUNT} AiServices converged`, async () => (await converged(cluster)) === COUNT, 1_800_000);
+  await waitFor(
+    `${COUNT} AiServices converged`,
+    async () => (await converged(cluster, NAMESPACE)) === COUNT,
+    1_800_000,
+  );
   const convergeMs = Date.now() - started;
   // Status follows the Deployments' own status, which kube-controller-manager fills in
   // after creating them: wait until the operator has stopped writing before stopping it.
-  let lastWrites = -1;
-  await waitFor(
-    'operator quiet for 5 s',
-    async () => {
-      const now = await writes(operator);
-      const quiet = now === lastWrites && (await operator.counter('aimesh_operator_workqueue_depth')) === 0;
-      lastWrites = now;
-      if (!quiet) await new Promise((r) => setTimeout(r, 5000));
-      return quiet;
-    },
-    600_000,
-  );
-  const children = await countChildren(cluster);
+  await waitQuiet(operator);
+  const children = await countChildren(cluster, NAMESPACE);
   if (children !== COUNT * CHILDREN_PER_SERVICE)
     throw new Error(`expected ${COUNT * CHILDREN_PER_SERVICE} children, found ${children}`);
-  const firstWrites = await writes(operator);
+  const firstWrites = await writesOf(operator);
   const reconciles = await operator.counter('aimesh_operator_reconciles_total');
   const peak = peakRssMiB(operator.process.pid);
   await operator.process.stop();
   operators.pop();
+  const firstMemory = memoryPeaks(readSamples(first.samplesFile));
 
-  const restarted = await startOperator(kubeconfig, 'bench-restart', logs, [], RUN);
+  const second = await startSampledOperator(kubeconfig, 'bench-restart', logs, [...NODE_ARGS, ...EXTRA_ARGS]);
+  const restarted = second.operator;
   operators.push(restarted);
   const restartedAt = Date.now();
   await waitFor(
@@ -126,7 +73,8 @@ try {
     1_800_000,
   );
   const resyncMs = Date.now() - restartedAt;
-  const restartWrites = await writes(restarted);
+  await waitQuiet(restarted);
+  const restartWrites = await writesOf(restarted);
   const restartPeak = peakRssMiB(restarted.process.pid);
 
   // A child edited by hand (a field the operator owns changed to another value): how long
@@ -161,26 +109,38 @@ try {
     120_000,
   );
   const restoreMs = Date.now() - editedAt;
+  const restartMemory = memoryPeaks(readSamples(second.samplesFile));
 
   const rows: (string | number)[][] = [
     ['AiServices', COUNT],
-    ['children created (9 per AiService)', children],
+    [`children created (${CHILDREN_PER_SERVICE} per AiService)`, children],
     ['time until every AiService reports its generation observed', `${(convergeMs / 1000).toFixed(1)} s`],
-    ['API writes until quiet (apply, delete, status, events; Lease excluded)', firstWrites],
+    ['API writes until quiet (Lease excluded)', firstWrites.total],
+    ['  by verb and kind', describeWrites(firstWrites.byKind)],
     ['reconciles', reconciles],
     ['operator peak RSS (first start)', `${peak} MiB`],
+    ['operator peak heap used (first start)', `${mib(firstMemory.heapUsedMax)} MiB`],
     ['time to re-check all after a restart', `${(resyncMs / 1000).toFixed(1)} s`],
-    ['API writes after a restart with nothing changed', restartWrites],
+    ['API writes after a restart with nothing changed', restartWrites.total],
+    ['  by verb and kind', describeWrites(restartWrites.byKind)],
     ['operator peak RSS (restart)', `${restartPeak} MiB`],
+    ['operator peak heap used (restart)', `${mib(restartMemory.heapUsedMax)} MiB`],
     ['time to undo a Service edited by hand', `${(restoreMs / 1000).toFixed(2)} s`],
   ];
+  const breakdown = [firstMemory.atPeak, restartMemory.atPeak]
+    .map((s, i) =>
+      s ? `- ${i === 0 ? 'first start' : 'restart'}, at its highest sampled RSS: ${describeSample(s)}` : '',
+    )
+    .filter(Boolean)
+    .join('\n');
   writeSection(
     'operator-converge',
     `Operator: converge ${COUNT} AiServices`,
     'npm run bench:operator',
-    `${table(['figure', 'value'], rows)}\n\nReal etcd + kube-apiserver + kube-controller-manager from test/env on the same machine (no kubelet, so pods stay Pending); one operator with 2 workers, running as the Helm chart's ServiceAccount, from the built JavaScript with the chart's V8 flags (\`${NODE_ARGS.join(' ')}\`).\n`,
+    `${table(['figure', 'value'], rows)}\n\nWhere the memory is (sampled in the operator every 250 ms):\n\n${breakdown}\n\nReal etcd + kube-apiserver + kube-controller-manager from test/env on the same machine (no kubelet, so pods stay Pending); one operator with 2 workers, running as the Helm chart's ServiceAccount, from the built JavaScript with the chart's V8 flags (\`${NODE_ARGS.join(' ')}\`). With no kubelet no pod starts, so each Deployment reaches its 600 s progress deadline and its AiService turns Degraded: a run slower than that sees those status writes, after a restart too, and they are true changes.\n`,
   );
   console.log(table(['figure', 'value'], rows));
+  console.log(breakdown);
 } finally {
   for (const op of operators) await op.process.stop();
   await cluster.stop();

@@ -10,7 +10,8 @@
 import type { KubernetesObject } from '@kubernetes/client-node';
 import type { Logger } from '../lib/log/index.js';
 import { MANAGED_BY } from '../render/index.js';
-import type { KubeClient } from './kube/client.js';
+import { FIELD_MANAGER, type KubeClient } from './kube/client.js';
+import { appliedFields, projectFields } from './kube/fields.js';
 import { Informer, keyOf, keyOfObject } from './kube/informer.js';
 import { AI_SERVICE, CHILD_TYPES, SAGA, type ResourceType } from './kube/resources.js';
 
@@ -41,12 +42,18 @@ export interface ObjectCache<T> {
   list(): T[];
 }
 
+/** A child kind's cache, which also finds an owner's children without a scan. */
+export interface ChildCache<T> extends ObjectCache<T> {
+  /** The objects whose controller owner has this uid. */
+  ownedBy(uid: string): T[];
+}
+
 /** What the reconcilers read: never the API server directly, always these caches. */
 export interface Caches {
   readonly aiServices: ObjectCache<LiveObject>;
   readonly sagas: ObjectCache<LiveSaga>;
   /** The children's caches, by kind. */
-  readonly children: ReadonlyMap<string, ObjectCache<LiveObject>>;
+  readonly children: ReadonlyMap<string, ChildCache<LiveObject>>;
 }
 
 /** Where the watches send keys: one function per controller. */
@@ -85,7 +92,7 @@ export class Watches implements Caches {
         for (const saga of this.sagas.list())
           if (saga.metadata.namespace === aiService.metadata.namespace) targets.saga(keyOfObject(saga));
       },
-      scope,
+      { ...scope, transform: withoutLastApplied },
     );
     this.sagas = new Informer<LiveSaga>(
       options.client,
@@ -94,7 +101,7 @@ export class Watches implements Caches {
         targets.saga(keyOfObject(saga));
         for (const service of namedServices(saga)) targets.aiService(keyOf(saga.metadata.namespace, service));
       },
-      scope,
+      { ...scope, transform: withoutLastApplied },
     );
     this.watchChild = (type) => {
       const informer = new Informer<LiveObject>(
@@ -119,7 +126,7 @@ export class Watches implements Caches {
    * their caches hold their first list.
    */
   async watchKinds(types: readonly ResourceType[]): Promise<void> {
-    await Promise.all(types.filter((t) => !this.children.has(t.kind)).map((t) => this.watchChild(t).start()));
+    for (const type of types.filter((t) => !this.children.has(t.kind))) await this.watchChild(type).start();
   }
 
   /** Stops watching kinds the cluster no longer serves, and forgets their objects. */
@@ -130,13 +137,14 @@ export class Watches implements Caches {
     }
   }
 
-  /** Resolves once every cache holds its first list. */
+  /**
+   * Resolves once every cache holds its first list. The first lists run one after another:
+   * each holds a page as text and as objects until it is trimmed, and a dozen side by side
+   * raised a restart's peak RSS at 1000 AiServices from about 220 to 260 MiB. (Relists after
+   * an outage stay independent, so one stuck list cannot hold back the others.)
+   */
   async start(): Promise<void> {
-    await Promise.all([
-      this.aiServices.start(),
-      this.sagas.start(),
-      ...[...this.children.values()].map((i) => i.start()),
-    ]);
+    for (const informer of [this.aiServices, this.sagas, ...this.children.values()]) await informer.start();
   }
 
   stop(): void {
@@ -157,20 +165,62 @@ function namedServices(saga: LiveSaga): string[] {
 }
 
 /**
- * What the reconcilers read of a child: its identity, owner, labels and annotations, and
- * the fields render writes (compared with what it wants). A Deployment's status feeds the
- * AiService's status; every other child's status, and kubectl's last-applied copy, are
- * never read and are dropped.
+ * What the reconcilers read of a child: its identity and owners, the fields the operator
+ * applied (its part of managedFields: what render writes, compared with what it wants),
+ * and, for a Deployment, the status that feeds the AiService's status. The API server's
+ * defaults, other writers' fields, kubectl's last-applied copy and every other status are
+ * never read and are not kept.
  */
+export function trimChild(child: LiveObject): LiveObject {
+  const fields = appliedFields(child, FIELD_MANAGER);
+  const owned = (fields ? projectFields(child, fields) : {}) as Partial<LiveObject>;
+  const { name, namespace, uid, resourceVersion, generation, deletionTimestamp, ownerReferences } =
+    child.metadata;
+  const trimmed: LiveObject = {
+    ...owned,
+    apiVersion: child.apiVersion,
+    kind: child.kind,
+    metadata: {
+      ...owned.metadata,
+      name,
+      ...(namespace !== undefined ? { namespace } : {}),
+      ...(uid !== undefined ? { uid } : {}),
+      ...(resourceVersion !== undefined ? { resourceVersion } : {}),
+      ...(generation !== undefined ? { generation } : {}),
+      ...(deletionTimestamp !== undefined ? { deletionTimestamp } : {}),
+      ...(ownerReferences !== undefined ? { ownerReferences } : {}),
+    },
+  };
+  if (child.kind === 'Deployment' && child.status) trimmed.status = deploymentStatus(child.status);
+  return trimmed;
+}
+
+/** What the AiService's status is computed from (see deploymentState in the reconciler). */
+function deploymentStatus(status: Record<string, unknown>): Record<string, unknown> {
+  const { observedGeneration, replicas, updatedReplicas, readyReplicas, availableReplicas } = status;
+  const conditions = (status.conditions ?? []) as {
+    type: string;
+    status: string;
+    reason?: string;
+    message?: string;
+  }[];
+  return {
+    observedGeneration,
+    replicas,
+    updatedReplicas,
+    readyReplicas,
+    availableReplicas,
+    conditions: conditions.map(({ type, status, reason, message }) => ({ type, status, reason, message })),
+  };
+}
+
 const LAST_APPLIED = 'kubectl.kubernetes.io/last-applied-configuration';
 
-function trimChild(child: LiveObject): LiveObject {
-  const { status, ...rest } = child;
-  const annotations = child.metadata.annotations as Record<string, string> | undefined;
-  if (annotations?.[LAST_APPLIED] !== undefined) {
-    const kept = { ...annotations };
-    delete kept[LAST_APPLIED];
-    rest.metadata = { ...rest.metadata, annotations: kept };
-  }
-  return child.kind === 'Deployment' && status ? { ...rest, status } : rest;
+/** AiServices and Sagas are kept whole but for kubectl's last-applied copy of their spec. */
+function withoutLastApplied<T extends LiveObject>(object: T): T {
+  const annotations = object.metadata.annotations as Record<string, string> | undefined;
+  if (annotations?.[LAST_APPLIED] === undefined) return object;
+  const kept = { ...annotations };
+  delete kept[LAST_APPLIED];
+  return { ...object, metadata: { ...object.metadata, annotations: kept } };
 }

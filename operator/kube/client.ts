@@ -9,7 +9,9 @@ import {
   Watch,
   type KubernetesObject,
 } from '@kubernetes/client-node';
-import { fetch } from 'undici';
+import { createHash } from 'node:crypto';
+import type { AgentOptions, RequestOptions } from 'node:https';
+import { Agent, ProxyAgent, fetch, type Dispatcher } from 'undici';
 import { collectionPath, objectPath, type ResourceType } from './resources.js';
 
 export const FIELD_MANAGER = 'aimesh-operator';
@@ -44,6 +46,8 @@ export type ChildWriter = Pick<KubeClient, 'apply' | 'applyStatus' | 'delete'>;
 
 export class KubeClient {
   private readonly server: string;
+  /** The one connection pool every request shares, and the TLS settings it was made for. */
+  private pool?: { key: string; dispatcher: Dispatcher | undefined };
 
   constructor(
     readonly config: KubeConfig,
@@ -54,18 +58,24 @@ export class KubeClient {
     this.server = cluster.server;
   }
 
+  /**
+   * Lists a kind page by page; `each` trims every item as its page arrives, so only trimmed
+   * objects pile up, not a whole kind as the API server sends it.
+   */
   async list<T extends KubernetesObject>(
     type: ResourceType,
     query: { namespace?: string; labelSelector?: string } = {},
+    each: (item: T) => T = (item) => item,
   ): Promise<ObjectList<T>> {
     const items: T[] = [];
     let resourceVersion: string;
     let continueToken: string | undefined;
     do {
       const page = (await this.request('GET', collectionPath(type, query.namespace), {
-        query: { labelSelector: query.labelSelector, limit: '500', continue: continueToken },
+        query: { labelSelector: query.labelSelector, limit: '250', continue: continueToken },
       })) as { metadata: { resourceVersion: string; continue?: string }; items: T[] };
-      for (const item of page.items) items.push({ ...item, apiVersion: type.apiVersion, kind: type.kind });
+      for (const item of page.items)
+        items.push(each({ ...item, apiVersion: type.apiVersion, kind: type.kind }));
       resourceVersion = page.metadata.resourceVersion;
       continueToken = page.metadata.continue || undefined;
     } while (continueToken);
@@ -184,18 +194,20 @@ export class KubeClient {
     const url = new URL(this.server + path);
     for (const [key, value] of Object.entries(options.query ?? {}))
       if (value !== undefined) url.searchParams.set(key, value);
-    // Authentication (token, client certificate, exec plugin) and TLS come from the kubeconfig.
-    const context = new RequestContext(url.toString(), HttpMethod.GET);
-    await this.config.applySecurityAuthentication(context);
+    const { headers, dispatcher } = await this.connection(url);
     const response = await fetch(url, {
       method,
       headers: {
-        ...context.getHeaders(),
+        ...headers,
         accept: 'application/json',
+        // The API server gzips large answers (lists) when asked; inflating them runs on
+        // libuv's threads, whose malloc arenas then keep the freed memory. The API server is
+        // near (in the cluster), so uncompressed costs bandwidth, not time.
+        'accept-encoding': 'identity',
         ...(options.body !== undefined ? { 'content-type': options.contentType ?? 'application/json' } : {}),
       },
       body: options.body === undefined ? undefined : JSON.stringify(options.body),
-      dispatcher: context.getDispatcher() as never,
+      dispatcher: dispatcher as never,
     });
     const text = await response.text();
     // Paths the server does not serve at all (a kind whose CRD is not installed) answer
@@ -212,6 +224,59 @@ export class KubeClient {
     if (text && parsed === undefined)
       throw new ApiError(response.status, `${method} ${path}: answer is not JSON`);
     return parsed;
+  }
+
+  /**
+   * Authentication headers (token, client certificate, exec plugin) and TLS settings come
+   * from the kubeconfig for every request, since tokens and certificates rotate; the
+   * connection pool is made once per distinct TLS setting and shared. client-node's own
+   * applySecurityAuthentication builds a new undici Agent for every call, so each request
+   * opened its own TLS connection (a handshake, a CA parse and buffers per request): that
+   * cost most of the operator's memory outside the V8 heap, and much of its time.
+   */
+  private async connection(url: URL): Promise<{ headers: Record<string, string>; dispatcher?: Dispatcher }> {
+    const https: RequestOptions = {};
+    await this.config.applyToHTTPSOptions(https);
+    const headers: Record<string, string> = {};
+    for (const [name, value] of Object.entries(https.headers ?? {}))
+      if (value !== undefined) headers[name] = String(value);
+    if (https.auth) headers.authorization = `Basic ${Buffer.from(https.auth).toString('base64')}`;
+    const tls: AgentOptions = {
+      ca: https.ca,
+      cert: https.cert,
+      key: https.key,
+      pfx: https.pfx,
+      passphrase: https.passphrase,
+      ...(https.rejectUnauthorized !== undefined ? { rejectUnauthorized: https.rejectUnauthorized } : {}),
+      ...(https.servername !== undefined ? { servername: https.servername } : {}),
+    };
+    const options = this.config.createDispatcherOptions(this.config.getCurrentCluster(), tls);
+    if (options.type === 'socks') {
+      // Rare (a SOCKS proxy in the kubeconfig): client-node's per-request dispatcher.
+      const context = new RequestContext(url.toString(), HttpMethod.GET);
+      await this.config.applySecurityAuthentication(context);
+      return { headers: context.getHeaders(), dispatcher: context.getDispatcher() as Dispatcher | undefined };
+    }
+    const key = createHash('sha256')
+      .update(
+        JSON.stringify(options, (_name, value: unknown) =>
+          Buffer.isBuffer(value) ? value.toString('base64') : value,
+        ),
+      )
+      .digest('hex');
+    if (this.pool?.key !== key) {
+      const previous = this.pool?.dispatcher;
+      const dispatcher =
+        options.type === 'agent'
+          ? new Agent({ connect: options.connect })
+          : options.type === 'proxy'
+            ? new ProxyAgent({ uri: options.uri, requestTls: options.requestTls, connect: options.connect })
+            : undefined;
+      this.pool = { key, dispatcher };
+      // In-flight requests on the old pool finish; it takes no new ones.
+      void previous?.close().catch(() => undefined);
+    }
+    return { headers, dispatcher: this.pool.dispatcher };
   }
 }
 

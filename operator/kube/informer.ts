@@ -29,6 +29,8 @@ const MAX_BACKOFF_MS = 30_000;
 
 export class Informer<T extends KubernetesObject> {
   private readonly store = new Map<string, T>();
+  /** Keys by the uid of their controller owner, so finding an owner's objects is not a scan. */
+  private readonly byOwner = new Map<string, Set<string>>();
   private resourceVersion = '';
   private stopped = false;
   private current?: { abort: () => void };
@@ -67,6 +69,16 @@ export class Informer<T extends KubernetesObject> {
     return [...this.store.values()];
   }
 
+  /** The objects whose controller owner (ownerReferences with controller: true) has this uid. */
+  ownedBy(uid: string): T[] {
+    const keys = this.byOwner.get(uid);
+    if (!keys) return [];
+    return [...keys].flatMap((key) => {
+      const object = this.store.get(key);
+      return object ? [object] : [];
+    });
+  }
+
   private async firstSync(): Promise<void> {
     for (;;) {
       try {
@@ -80,7 +92,9 @@ export class Informer<T extends KubernetesObject> {
   }
 
   private async relist(): Promise<void> {
-    const { resourceVersion, items } = await this.client.list<T>(this.type, this.options);
+    const { resourceVersion, items } = await this.client.list<T>(this.type, this.options, (item) =>
+      this.trim(item),
+    );
     const seen = new Set<string>();
     for (const item of items) {
       const key = keyOfObject(item);
@@ -89,7 +103,7 @@ export class Informer<T extends KubernetesObject> {
     }
     for (const [key, object] of this.store) {
       if (seen.has(key)) continue;
-      this.store.delete(key);
+      this.remove(key, object);
       this.handler('deleted', object);
     }
     this.resourceVersion = resourceVersion;
@@ -116,10 +130,10 @@ export class Informer<T extends KubernetesObject> {
           const typed = { ...object, apiVersion: this.type.apiVersion, kind: this.type.kind } as T;
           const key = keyOfObject(typed);
           if (eventType === 'DELETED') {
-            this.store.delete(key);
+            this.remove(key, this.store.get(key));
             this.handler('deleted', typed);
           } else {
-            this.upsert(key, typed);
+            this.upsert(key, this.trim(typed));
           }
         },
         (error) => {
@@ -140,16 +154,37 @@ export class Informer<T extends KubernetesObject> {
     if (handle) this.current = handle;
   }
 
+  /** What the cache keeps of an object: the transform's part, never managedFields. */
+  private trim(object: T): T {
+    if (this.options.transform) object = this.options.transform(object);
+    // managedFields are often the largest part of an object and the controller never reads
+    // them past the transform (controller-runtime drops them from its cache too).
+    if (object.metadata?.managedFields) delete object.metadata.managedFields;
+    return object;
+  }
+
+  /** Stores an object already trimmed. */
   private upsert(key: string, object: T): void {
     const previous = this.store.get(key);
-    // managedFields are often the largest part of an object and the controller never reads
-    // them (controller-runtime drops them from its cache too).
-    if (object.metadata?.managedFields) delete object.metadata.managedFields;
-    if (this.options.transform) object = this.options.transform(object);
+    const owner = controllerUid(object);
+    if (previous && controllerUid(previous) !== owner) this.unindex(key, previous);
+    if (owner) this.byOwner.set(owner, (this.byOwner.get(owner) ?? new Set()).add(key));
     this.store.set(key, object);
     if (!previous) this.handler('added', object);
     else if (previous.metadata?.resourceVersion !== object.metadata?.resourceVersion)
       this.handler('updated', object);
+  }
+
+  private remove(key: string, object: T | undefined): void {
+    this.store.delete(key);
+    if (object) this.unindex(key, object);
+  }
+
+  private unindex(key: string, object: T): void {
+    const owner = controllerUid(object);
+    const keys = owner ? this.byOwner.get(owner) : undefined;
+    keys?.delete(key);
+    if (owner && keys?.size === 0) this.byOwner.delete(owner);
   }
 
   private retry(action: () => Promise<void>, delayMs: number): void {
@@ -179,4 +214,8 @@ export function keyOfObject(object: KubernetesObject): string {
 
 function isInactivityTimeout(error: unknown): boolean {
   return (error as { name?: string }).name === 'TimeoutError';
+}
+
+function controllerUid(object: KubernetesObject): string | undefined {
+  return object.metadata?.ownerReferences?.find((o) => o.controller)?.uid;
 }

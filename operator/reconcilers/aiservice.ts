@@ -43,9 +43,10 @@ export interface AiServiceReconcilerOptions {
 
 export class AiServiceReconciler implements Reconciler {
   readonly name = 'aiservice';
+  /** The last render per AiService, as JSON: a string is a fraction of the objects' heap size. */
   private readonly rendered = new Map<
     string,
-    { fingerprint: string; desired: KubeObject[]; asksForIstio: boolean }
+    { fingerprint: string; desired: string; asksForIstio: boolean }
   >();
 
   constructor(private readonly options: AiServiceReconcilerOptions) {}
@@ -109,7 +110,8 @@ export class AiServiceReconciler implements Reconciler {
       istio,
     ]);
     const memo = this.rendered.get(key);
-    if (memo?.fingerprint === fingerprint) return { ...memo, istio };
+    if (memo?.fingerprint === fingerprint)
+      return { desired: JSON.parse(memo.desired) as KubeObject[], asksForIstio: memo.asksForIstio, istio };
     this.rendered.delete(key);
 
     const validation = validateResource({ ...live, status: undefined });
@@ -127,9 +129,9 @@ export class AiServiceReconciler implements Reconciler {
       istio,
       owner: { apiVersion: AI_SERVICE.apiVersion, kind: AI_SERVICE.kind, name, uid: live.metadata.uid ?? '' },
     });
-    const rendered = { fingerprint, desired, asksForIstio: asksForIstio(validation.resource) };
-    this.rendered.set(key, rendered);
-    return { ...rendered, istio };
+    const asked = asksForIstio(validation.resource);
+    this.rendered.set(key, { fingerprint, desired: JSON.stringify(desired), asksForIstio: asked });
+    return { desired, asksForIstio: asked, istio };
   }
 
   /** Applies each desired object that the cache shows differs; stops at the first failure. */
@@ -162,12 +164,11 @@ export class AiServiceReconciler implements Reconciler {
   private async prune(owner: LiveObject, desired: KubeObject[]): Promise<string[]> {
     const wanted = new Set(desired.map((o) => `${o.kind}/${o.metadata.name}`));
     const deleted: string[] = [];
+    const uid = owner.metadata.uid;
+    if (!uid) return deleted;
     for (const [kind, informer] of this.options.caches.children) {
-      for (const child of informer.list()) {
-        const owned = child.metadata.ownerReferences?.some(
-          (o) => o.controller && o.uid === owner.metadata.uid,
-        );
-        if (!owned || wanted.has(`${kind}/${child.metadata.name}`)) continue;
+      for (const child of informer.ownedBy(uid)) {
+        if (wanted.has(`${kind}/${child.metadata.name}`)) continue;
         await this.options.client.delete(
           informer.type,
           child.metadata.namespace ?? '',

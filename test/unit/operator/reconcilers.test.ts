@@ -27,6 +27,9 @@ class FakeCache<T extends LiveObject> implements ObjectCache<T> {
   list(): T[] {
     return [...this.objects.values()];
   }
+  ownedBy(uid: string): T[] {
+    return this.list().filter((o) => o.metadata.ownerReferences?.some((r) => r.controller && r.uid === uid));
+  }
   put(object: T): void {
     this.objects.set(`${object.metadata.namespace}/${object.metadata.name}`, object);
   }

@@ -1,0 +1,208 @@
+/**
+ * What the operator benchmarks share: N AiServices on a real control plane, the operator
+ * run as the chart runs it (its ServiceAccount, its V8 flags), and what it costs: time,
+ * API writes by verb and kind, reconciles, and memory sampled inside the process.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parse, stringify } from 'yaml';
+import { REPO_DIR } from '../test/env/components.js';
+import { waitFor, type ControlPlane } from '../test/env/index.js';
+import { startOperator, type OperatorProcess } from '../test/e2e/operator-process.js';
+
+/** The V8 flags the chart gives the operator (charts/aimesh-operator/values.yaml, NODE_OPTIONS). */
+export function chartNodeArgs(): string[] {
+  const values = parse(readFileSync(join(REPO_DIR, 'charts', 'aimesh-operator', 'values.yaml'), 'utf8')) as {
+    operator: { nodeOptions?: string };
+  };
+  return (values.operator.nodeOptions ?? '').split(/\s+/).filter(Boolean);
+}
+
+export const CHILDREN_PER_SERVICE = 9;
+
+export function aiService(namespace: string, i: number, count: number) {
+  return {
+    apiVersion: 'aimesh.io/v1alpha1',
+    kind: 'AiService',
+    metadata: { name: `svc-${i}`, namespace },
+    spec: {
+      image: `registry.example.com/bench/svc-${i}:1.0.0`,
+      replicas: 2,
+      upstreams: [
+        {
+          name: `svc-${(i + 1) % count}`,
+          timeout: '5s',
+          retries: { attempts: 2, perTryTimeout: '2s' },
+          loadBalancer: { strategy: 'least-request' },
+        },
+      ],
+      security: { mtls: 'STRICT', allowedCallers: [{ serviceAccount: `svc-${(i + count - 1) % count}` }] },
+    },
+  };
+}
+
+export async function applyAiServices(
+  cluster: ControlPlane,
+  namespace: string,
+  count: number,
+): Promise<void> {
+  await cluster.kubectl(['create', 'namespace', namespace]);
+  const list = {
+    apiVersion: 'v1',
+    kind: 'List',
+    items: Array.from({ length: count }, (_, i) => aiService(namespace, i, count)),
+  };
+  const applied = await cluster.kubectl(['apply', '--server-side', '-f', '-'], stringify(list));
+  if (applied.code !== 0) throw new Error(applied.stderr);
+}
+
+/** AiServices whose status says their latest generation was observed. */
+export async function converged(cluster: ControlPlane, namespace: string): Promise<number> {
+  const got = await cluster.kubectl(['get', 'aiservices', '-n', namespace, '-o', 'json']);
+  const items = (
+    JSON.parse(got.stdout) as {
+      items: { metadata: { generation: number }; status?: { observedGeneration?: number } }[];
+    }
+  ).items;
+  return items.filter((i) => i.status?.observedGeneration === i.metadata.generation).length;
+}
+
+export async function countChildren(cluster: ControlPlane, namespace: string): Promise<number> {
+  const got = await cluster.kubectl([
+    'get',
+    'serviceaccount,configmap,service,deployment,pdb,destinationrule,virtualservice,peerauthentication,authorizationpolicy',
+    '-n',
+    namespace,
+    '-l',
+    'app.kubernetes.io/managed-by=aimesh-operator',
+    '-o',
+    'name',
+  ]);
+  return got.stdout.split('\n').filter(Boolean).length;
+}
+
+/** API writes (Lease renewals excluded), in all and by "verb kind". */
+export async function writesOf(op: OperatorProcess): Promise<{ total: number; byKind: Map<string, number> }> {
+  const byKind = new Map<string, number>();
+  let total = 0;
+  for (const line of (await op.metrics()).split('\n')) {
+    const match = /^aimesh_operator_api_writes_total\{([^}]*)\} (\S+)$/.exec(line);
+    if (!match) continue;
+    const labels = Object.fromEntries(
+      [...(match[1] ?? '').matchAll(/(\w+)="([^"]*)"/g)].map((m) => [m[1], m[2]] as const),
+    );
+    if (labels.kind === 'Lease') continue;
+    const value = Number(match[2]);
+    if (value === 0) continue;
+    total += value;
+    byKind.set(`${labels.verb} ${labels.kind}`, value);
+  }
+  return { total, byKind };
+}
+
+/** "apply-status AiService 10, create Event 3", or "none". */
+export function describeWrites(byKind: Map<string, number>): string {
+  const parts = [...byKind].sort(([, a], [, b]) => b - a).map(([what, n]) => `${what} ${n}`);
+  return parts.length > 0 ? parts.join(', ') : 'none';
+}
+
+/**
+ * Node flags that make the operator append `process.memoryUsage()` and the V8 heap spaces'
+ * sizes to `file` every `intervalMs` (one JSON line each): where the resident memory goes.
+ */
+export function memorySamplerArgs(file: string, intervalMs = 250): string[] {
+  const code = [
+    'import { appendFileSync } from "node:fs";',
+    'import { getHeapSpaceStatistics } from "node:v8";',
+    'setInterval(() => {',
+    '  const spaces = Object.fromEntries(getHeapSpaceStatistics().map((s) => [s.space_name, s.space_used_size]));',
+    `  appendFileSync(${JSON.stringify(file)}, JSON.stringify({ t: Date.now(), ...process.memoryUsage(), spaces }) + "\\n");`,
+    `}, ${intervalMs}).unref();`,
+  ].join('\n');
+  return ['--import', `data:text/javascript,${encodeURIComponent(code)}`];
+}
+
+export interface MemorySample {
+  t: number;
+  rss: number;
+  heapTotal: number;
+  heapUsed: number;
+  external: number;
+  arrayBuffers: number;
+  spaces: Record<string, number>;
+}
+
+export function readSamples(file: string): MemorySample[] {
+  if (!existsSync(file)) return [];
+  return readFileSync(file, 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => JSON.parse(line) as MemorySample);
+}
+
+/** The sample with the highest RSS, and the highest heap used seen. */
+export function memoryPeaks(samples: MemorySample[]): { atPeak?: MemorySample; heapUsedMax: number } {
+  let atPeak: MemorySample | undefined;
+  let heapUsedMax = 0;
+  for (const s of samples) {
+    if (!atPeak || s.rss > atPeak.rss) atPeak = s;
+    heapUsedMax = Math.max(heapUsedMax, s.heapUsed);
+  }
+  return { atPeak, heapUsedMax };
+}
+
+export const mib = (bytes: number) => Math.round(bytes / 2 ** 20);
+
+/** "rss 180, heap used 90 of 120 (old 60, new 8, code 4, large objects 12), external 10, array buffers 2" (MiB). */
+export function describeSample(s: MemorySample): string {
+  const sp = s.spaces;
+  return (
+    `RSS ${mib(s.rss)} MiB: V8 heap ${mib(s.heapTotal)} MiB reserved, ${mib(s.heapUsed)} used ` +
+    `(old ${mib(sp.old_space ?? 0)}, young ${mib(sp.new_space ?? 0)}, code ${mib(sp.code_space ?? 0)}, ` +
+    `large objects ${mib(sp.large_object_space ?? 0)}, trusted ${mib((sp.trusted_space ?? 0) + (sp.trusted_large_object_space ?? 0))}); ` +
+    `external ${mib(s.external)} MiB, of which array buffers ${mib(s.arrayBuffers)} MiB; ` +
+    `the rest (${mib(s.rss - s.heapTotal - s.external)} MiB) is code, Node and native allocations`
+  );
+}
+
+/** Peak resident memory of a process, from the kernel (VmHWM). */
+export function peakRssMiB(pid: number): number {
+  const match = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return Math.round(Number(match?.[1] ?? 0) / 1024);
+}
+
+/** Waits until the operator's writes stop changing and its queue is empty for 5 s. */
+export async function waitQuiet(operator: OperatorProcess): Promise<void> {
+  let last = -1;
+  await waitFor(
+    'operator quiet for 5 s',
+    async () => {
+      const now = (await writesOf(operator)).total;
+      const quiet = now === last && (await operator.counter('aimesh_operator_workqueue_depth')) === 0;
+      last = now;
+      if (!quiet) await new Promise((r) => setTimeout(r, 5000));
+      return quiet;
+    },
+    600_000,
+  );
+}
+
+export interface OperatorRun {
+  operator: OperatorProcess;
+  samplesFile: string;
+}
+
+/** Starts the operator as the chart runs it, sampling its memory into the log folder. */
+export async function startSampledOperator(
+  kubeconfig: string,
+  identity: string,
+  logs: string,
+  nodeArgs: string[],
+): Promise<OperatorRun> {
+  const samplesFile = join(logs, `memory-${identity}.jsonl`);
+  const operator = await startOperator(kubeconfig, identity, logs, [], {
+    compiled: true,
+    nodeArgs: [...nodeArgs, ...memorySamplerArgs(samplesFile)],
+  });
+  return { operator, samplesFile };
+}
