@@ -154,8 +154,8 @@ export const sidecarConfig = z
         path: z.string().max(4096).default('/var/lib/aimesh/sagas').describe('Folder of the file store.'),
         prefix: z.string().max(256).default('aimesh/sagas').describe('KV prefix of the Consul store.'),
         sessionTtl: duration(
-          'How long a dead orchestrator holds its executions before a peer takes them (Consul session TTL).',
-          { min: '10s', max: '24h' },
+          "How long a dead orchestrator holds its executions before a peer takes them (Consul session TTL; Consul waits up to twice this). Consul refuses a TTL under its servers' session_ttl_min (10s unless configured): lower that setting on the servers to use a shorter TTL here.",
+          { min: '1s', max: '24h' },
         ).default('10s'),
       })
       .prefault({})

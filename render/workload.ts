@@ -24,7 +24,7 @@ const CONFIG_FILE = 'sidecar.json';
 const CONTROL_TOKEN_VOLUME = 'aimesh-control-token';
 const DEFAULT_APP_RESOURCES = { requests: { cpu: '100m', memory: '128Mi' }, limits: { memory: '512Mi' } };
 export const DEFAULT_SIDECAR_RESOURCES = {
-  requests: { cpu: '50m', memory: '64Mi' },
+  requests: { cpu: '50m', memory: '96Mi' },
   limits: { memory: '256Mi' },
 };
 /**
