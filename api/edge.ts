@@ -20,6 +20,7 @@ export const EDGE_DEFAULTS = {
   maxHeaderBytes: 16 * 1024,
   maxConnections: 4096,
   maxConcurrentStreams: 1000,
+  maxRequestBodyBytes: 256 * 2 ** 20,
 } as const;
 
 export const edgeSchema = withRules(
@@ -64,6 +65,14 @@ export const edgeSchema = withRules(
         .default(EDGE_DEFAULTS.maxConcurrentStreams)
         .describe(
           'Most open streams per HTTP/2 (h2c, gRPC) connection (SETTINGS_MAX_CONCURRENT_STREAMS); more are refused with REFUSED_STREAM.',
+        ),
+      maxRequestBodyBytes: z
+        .int()
+        .min(1024)
+        .max(16 * 2 ** 30)
+        .default(EDGE_DEFAULTS.maxRequestBodyBytes)
+        .describe(
+          'Largest HTTP request body in bytes. A request that declares a larger Content-Length is answered 413 before any upstream call; a streamed body (chunked, or HTTP/2 without a length) that grows past it cancels its upstream call and is answered 413. gRPC calls are not counted: streaming RPCs carry messages for as long as they run.',
         ),
     })
     .describe(

@@ -333,6 +333,8 @@ export type AiServiceSpecProps = {
       maxConnections?: number;
       /** Most open streams per HTTP/2 (h2c, gRPC) connection (SETTINGS_MAX_CONCURRENT_STREAMS); more are refused with REFUSED_STREAM. */
       maxConcurrentStreams?: number;
+      /** Largest HTTP request body in bytes. A request that declares a larger Content-Length is answered 413 before any upstream call; a streamed body (chunked, or HTTP/2 without a length) that grows past it cancels its upstream call and is answered 413. gRPC calls are not counted: streaming RPCs carry messages for as long as they run. */
+      maxRequestBodyBytes?: number;
     };
   };
   /** Metrics and tracing. */

@@ -9,7 +9,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Http2ServerRequest } from 'node:http2';
-import { PassThrough, type Duplex, type Readable } from 'node:stream';
+import { PassThrough, Transform, type Duplex, type Readable } from 'node:stream';
 import { AimeshError, asAimeshError, describe } from '../../lib/errors/index.js';
 import type { Logger } from '../../lib/log/index.js';
 import type { SidecarMetrics } from '../admin/index.js';
@@ -37,6 +37,8 @@ export function outboundHandler(routes: () => Routes, metrics: SidecarMetrics, l
       if (failure.code === 'internal')
         log.error('proxy error', { url: req.url, error: failure, cause: failure.cause });
       else log.debug('request failed', { url: req.url, code: failure.code, error: failure.message });
+      // The rest of a body over the limit is not read: the connection cannot carry another request.
+      if (failure.code === 'input.too-large' && !res.headersSent) res.setHeader('connection', 'close');
       sendError(res, failure);
     });
   };
@@ -130,13 +132,16 @@ async function serve(
   const upstream = routes.upstream(target.service);
   if (upstream.config.protocol === 'grpc' || isGrpc(req))
     return forwardGrpc(upstream, req, res, target.path, signal);
+  const body = hasBody(req)
+    ? boundedBody(req, routes.config.source.edge.maxRequestBodyBytes, signal)
+    : undefined;
   const headers = endToEnd(req.headers);
   headers.host = target.service;
   const request: StackRequest = {
     method: req.method ?? 'GET',
     path: target.path,
     headers,
-    ...(hasBody(req) ? { body: req as Readable } : {}),
+    ...(body ? { body: body.stream } : {}),
     ...hashKey(upstream.config, req),
     signal,
   };
@@ -144,6 +149,8 @@ async function serve(
   try {
     response = await upstream.call(request);
   } catch (error) {
+    // The app's fault, not the upstream's: no fallback answers it.
+    if (body?.overLimit) throw body.overLimit;
     return fallback(routes, metrics, upstream, request, res, asAimeshError(error));
   }
   if (response.status >= 500 && upstream.config.fallback) {
@@ -164,6 +171,45 @@ async function serve(
     response.status === 200 &&
     upstream.config.fallback?.staleCacheMaxAgeMs !== undefined;
   return respond(res, response, keepForStaleCache ? { upstream, key: request.path } : undefined);
+}
+
+/**
+ * The request body, bounded by the edge's maxRequestBodyBytes. A declared length over it is
+ * refused before any upstream call. A streamed body is counted as it passes; past the limit
+ * the call is cancelled as if the app had left (so the upstream's breaker and outlier
+ * detection do not count the app's fault against it) and the app gets 413.
+ */
+function boundedBody(
+  req: IncomingMessage,
+  max: number,
+  signal: CallSignal,
+): { stream: Readable; overLimit?: AimeshError } {
+  const tooLarge = (what: string) =>
+    new AimeshError(
+      'input.too-large',
+      `${what} is over the sidecar's limit of ${max} bytes (spec.sidecar.edge.maxRequestBodyBytes)`,
+      { details: { limit: max, cancelled: true } },
+    );
+  const length = req.headers['content-length'];
+  if (length !== undefined && /^\d+$/.test(length)) {
+    if (Number(length) > max) throw tooLarge(`a request body of ${length} bytes`);
+    return { stream: req };
+  }
+  const bounded: { stream: Readable; overLimit?: AimeshError } = { stream: req };
+  let seen = 0;
+  const counter = new Transform({
+    transform(chunk: Buffer, _encoding, done) {
+      seen += chunk.length;
+      if (seen <= max) return done(null, chunk);
+      bounded.overLimit ??= tooLarge('the streamed request body');
+      signal.abort(bounded.overLimit);
+      done(bounded.overLimit);
+    },
+  });
+  req.once('error', (error) => counter.destroy(error));
+  req.pipe(counter);
+  bounded.stream = counter;
+  return bounded;
 }
 
 /** Which upstream the app asked for: /v1/invoke/<service>/..., an absolute URI, or Host. */

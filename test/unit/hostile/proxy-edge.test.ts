@@ -72,6 +72,7 @@ beforeAll(async () => {
       { name: 'hasty-greeter', protocol: 'grpc', timeout: '300ms' },
     ],
     providers: [{ name: 'llm', baseUrl: `http://127.0.0.1:${portOf(llm)}/v1`, priority: 1 }],
+    edge: { maxRequestBodyBytes: 2048 },
   };
   routes = Routes.build(compileConfig(sidecarConfig.parse(config)), {
     metrics: sidecarMetrics(),
@@ -272,6 +273,50 @@ describe('the edge refuses what is too big or too many', () => {
     await fourth.closed;
     expect(fourth.data()).toMatch(/^HTTP\/1\.1 200 /);
     second.socket.destroy();
+  });
+});
+
+describe('request bodies over maxRequestBodyBytes', () => {
+  it('a declared length over the limit is answered 413 before any upstream call, and the connection closed', async () => {
+    let arrived = false;
+    seen.once('arrived:/declared-big', () => (arrived = true));
+    const { socket, data, closed } = rawClient(listener.port);
+    socket.write('POST /v1/invoke/web/declared-big HTTP/1.1\r\nHost: web\r\nContent-Length: 4096\r\n\r\n');
+    socket.write('x'.repeat(100));
+    await closed;
+    expect(data()).toMatch(/^HTTP\/1\.1 413 /);
+    expect(data()).toMatch(/\r\nconnection: close\r\n/i);
+    expect(data()).toContain('"code":"input.too-large"');
+    expect(data()).toContain('maxRequestBodyBytes');
+    expect(arrived).toBe(false);
+  });
+
+  it('a streamed (chunked) body that grows past the limit cancels its upstream call and is answered 413', async () => {
+    const upstreamClosed = once(seen, 'closed:/upload');
+    const { socket, data, closed } = rawClient(listener.port);
+    socket.write('POST /v1/invoke/web/upload HTTP/1.1\r\nHost: web\r\nTransfer-Encoding: chunked\r\n\r\n');
+    const chunk = 'y'.repeat(512);
+    const drip = setInterval(
+      () => socket.writable && socket.write(`${chunk.length.toString(16)}\r\n${chunk}\r\n`),
+      20,
+    );
+    try {
+      await closed;
+    } finally {
+      clearInterval(drip);
+    }
+    expect(data()).toMatch(/^HTTP\/1\.1 413 /);
+    await withGuard(upstreamClosed, 'the upstream request was not closed');
+  });
+
+  it('a body within the limit goes through whole', async () => {
+    const { socket, data, closed } = rawClient(listener.port);
+    socket.write(
+      `POST /v1/invoke/web/body-ok HTTP/1.1\r\nHost: web\r\nContent-Length: 2000\r\nConnection: close\r\n\r\n${'z'.repeat(2000)}`,
+    );
+    await closed;
+    expect(data()).toMatch(/^HTTP\/1\.1 200 /);
+    expect(data()).toContain('"url":"/body-ok"');
   });
 });
 
