@@ -68,7 +68,7 @@ export async function startTracing(
   env: Record<string, string | undefined> = process.env,
 ): Promise<Tracing> {
   let settings = tracingSettings(config, env);
-  let sdk = settings ? await startSdk(settings, env) : undefined;
+  let sdk = settings ? await startSdk(settings) : undefined;
   let current = trace.getTracer(TRACER_NAME);
   // Reloads are applied one at a time, in order.
   let applying = Promise.resolve();
@@ -91,7 +91,7 @@ export async function startTracing(
     context.disable();
     propagation.disable();
     settings = nextSettings;
-    sdk = settings ? await startSdk(settings, env) : undefined;
+    sdk = settings ? await startSdk(settings) : undefined;
     current = trace.getTracer(TRACER_NAME);
     if (flushError) throw flushError;
   };
@@ -114,10 +114,7 @@ export async function startTracing(
  * would otherwise carry, and the all-in-one NodeSDK also starts metrics and logs pipelines
  * (from OTEL_* defaults) that the sidecar does not use.
  */
-async function startSdk(
-  settings: TracingSettings,
-  env: Record<string, string | undefined>,
-): Promise<{ shutdown: () => Promise<void> }> {
+async function startSdk(settings: TracingSettings): Promise<{ shutdown: () => Promise<void> }> {
   const [exporterModule, sdkTrace, hooks, core, resources] = await Promise.all([
     import('@opentelemetry/exporter-trace-otlp-http'),
     import('@opentelemetry/sdk-trace'),
@@ -126,10 +123,10 @@ async function startSdk(
     import('@opentelemetry/resources'),
   ]);
   const exporter = new exporterModule.OTLPTraceExporter({ url: settings.tracesUrl });
-  // OTEL_RESOURCE_ATTRIBUTES as the standard says; the service name from the settings wins.
+  // OTEL_RESOURCE_ATTRIBUTES, read by the SDK's own detector; the service name from the settings wins.
   const resource = resources
     .defaultResource()
-    .merge(resourceFromEnv(resources, env))
+    .merge(resources.detectResources({ detectors: [resources.resourceAttributesEnvDetector] }))
     .merge(resources.resourceFromAttributes({ 'service.name': settings.serviceName }));
   const provider = new sdkTrace.TracerProvider({
     resource,
@@ -147,22 +144,4 @@ async function startSdk(
   );
   trace.setGlobalTracerProvider(provider);
   return { shutdown: () => provider.shutdown() };
-}
-
-/** OTEL_RESOURCE_ATTRIBUTES (key=value,key=value, percent-encoded values) as a resource. */
-function resourceFromEnv(
-  resources: typeof import('@opentelemetry/resources'),
-  env: Record<string, string | undefined>,
-) {
-  const attributes: Record<string, string> = {};
-  for (const pair of (env.OTEL_RESOURCE_ATTRIBUTES ?? '').split(',')) {
-    const at = pair.indexOf('=');
-    if (at <= 0) continue;
-    try {
-      attributes[pair.slice(0, at).trim()] = decodeURIComponent(pair.slice(at + 1).trim());
-    } catch {
-      // A malformed value is skipped, as the SDK's own detector does.
-    }
-  }
-  return resources.resourceFromAttributes(attributes);
 }
