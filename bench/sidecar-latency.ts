@@ -151,12 +151,7 @@ const upstream = createServer((_req, res) => {
 await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve));
 const upstreamPort = (upstream.address() as AddressInfo).port;
 
-function startSidecar(
-  config: string,
-  registry: string,
-  admin: number,
-  extraFlags: string[] = [],
-): ChildProcess {
+function startSidecar(config: string, registry: string, extraFlags: string[] = []): ChildProcess {
   return start(
     process.execPath,
     [
@@ -210,7 +205,7 @@ async function upstreamGrowth(): Promise<(string | number)[][]> {
         upstreams: names.map((name) => ({ name, retries: { attempts: 2 }, timeout: '5s' })),
       }),
     );
-    const sidecar = startSidecar(config, registry, admin);
+    const sidecar = startSidecar(config, registry);
     try {
       await ready(`http://127.0.0.1:${admin}/readyz`);
       const paths = names.map((name) => `/v1/invoke/${name}/`);
@@ -276,7 +271,7 @@ try {
       upstreams: [{ name: 'echo', retries: { attempts: 2 }, timeout: '5s' }],
     }),
   );
-  const sidecar = startSidecar(config, registry, sidecarAdmin as number);
+  const sidecar = startSidecar(config, registry);
   await ready(`http://127.0.0.1:${sidecarAdmin}/readyz`);
 
   const nodeProxy = start(
@@ -379,10 +374,7 @@ try {
   // Where the sidecar's CPU goes: a fresh sidecar with --cpu-prof at the fixed rate.
   await stopProcess(sidecar);
   const profileDir = join(dir, 'profile');
-  const profiled = startSidecar(config, registry, sidecarAdmin as number, [
-    '--cpu-prof',
-    `--cpu-prof-dir=${profileDir}`,
-  ]);
+  const profiled = startSidecar(config, registry, ['--cpu-prof', `--cpu-prof-dir=${profileDir}`]);
   await ready(`http://127.0.0.1:${sidecarAdmin}/readyz`);
   const profileTarget = { ...targets[1], pid: profiled.pid } as Target;
   await throughput(profileTarget);
