@@ -5,7 +5,6 @@ import { AIMESH_VERSION } from '../api/index.js';
 import { describe } from '../lib/errors/index.js';
 import type { ConsulDefaults } from '../render/index.js';
 import { COMMANDS, UsageError, commandHelp, overview } from './help.js';
-import { runValidate } from './validate.js';
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...args] = argv;
@@ -13,7 +12,9 @@ async function main(argv: string[]): Promise<number> {
   switch (command) {
     case 'validate':
       if (args.length === 0) throw new UsageError('validate needs at least one file, folder or "-"', command);
-      return runValidate(args);
+      // Loaded on demand, like every command: validate brings the YAML parser, which the
+      // sidecar and the operator never need in memory.
+      return (await import('./validate.js')).runValidate(args);
     case 'operator':
       return runOperatorCommand(args);
     case 'render':
