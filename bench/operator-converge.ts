@@ -16,6 +16,8 @@ import {
   chartNodeArgs,
   converged,
   countChildren,
+  cpuSplit,
+  describeCpu,
   describeSample,
   describeWrites,
   memoryPeaks,
@@ -44,12 +46,14 @@ try {
   const operator = first.operator;
   operators.push(operator);
   const started = Date.now();
+  const cpu = cpuSplit({ ...cluster.pids, operator: operator.process.pid });
   await waitFor(
     `${COUNT} AiServices converged`,
     async () => (await converged(cluster, NAMESPACE)) === COUNT,
     1_800_000,
   );
   const convergeMs = Date.now() - started;
+  const convergeCpu = describeCpu(cpu(), convergeMs);
   // Status follows the Deployments' own status, which kube-controller-manager fills in
   // after creating them: wait until the operator has stopped writing before stopping it.
   await waitQuiet(operator);
@@ -115,6 +119,7 @@ try {
     ['AiServices', COUNT],
     [`children created (${CHILDREN_PER_SERVICE} per AiService)`, children],
     ['time until every AiService reports its generation observed', `${(convergeMs / 1000).toFixed(1)} s`],
+    ['  CPU spent meanwhile, by process', convergeCpu],
     ['API writes until quiet (Lease excluded)', firstWrites.total],
     ['  by verb and kind', describeWrites(firstWrites.byKind)],
     ['reconciles', reconciles],

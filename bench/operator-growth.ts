@@ -14,6 +14,8 @@ import {
   chartNodeArgs,
   converged,
   countChildren,
+  cpuSplit,
+  describeCpu,
   describeWrites,
   memoryPeaks,
   mib,
@@ -40,6 +42,8 @@ interface Figures {
   reconciles: number;
   peakRss: number;
   peakHeapUsed: number;
+  /** CPU by process while converging: what the time was spent on. */
+  cpu: string;
 }
 
 async function measure(count: number): Promise<Figures> {
@@ -56,12 +60,14 @@ async function measure(count: number): Promise<Figures> {
     );
     try {
       const started = Date.now();
+      const cpu = cpuSplit({ ...cluster.pids, operator: operator.process.pid });
       await waitFor(
         `${count} AiServices converged`,
         async () => (await converged(cluster, NAMESPACE)) === count,
         3_600_000,
       );
       const convergeMs = Date.now() - started;
+      const convergeCpu = describeCpu(cpu(), convergeMs);
       await waitQuiet(operator);
       const children = await countChildren(cluster, NAMESPACE);
       if (children !== count * CHILDREN_PER_SERVICE)
@@ -75,6 +81,7 @@ async function measure(count: number): Promise<Figures> {
         reconciles: await operator.counter('aimesh_operator_reconciles_total'),
         peakRss: peakRssMiB(operator.process.pid),
         peakHeapUsed: mib(memoryPeaks(readSamples(samplesFile)).heapUsedMax),
+        cpu: convergeCpu,
       };
       console.log(JSON.stringify(figures));
       return figures;
@@ -134,6 +141,7 @@ function report(results: Figures[]): string {
     `- converge time: ${growth(results, (f) => f.convergeMs / 1000, 's')} (wall clock on a shared machine: read with the load average above)`,
     `- writes: ${growth(results, (f) => f.writes, 'writes')}`,
     `- writes by verb and kind at ${results.at(-1)?.count ?? 0}: ${results.at(-1)?.byKind ?? ''}`,
+    ...results.map((f) => `- CPU while converging ${f.count}: ${f.cpu}`),
     ...(missing.length > 0 ? [`- not measured in this run: ${missing.join(', ')}`] : []),
     '',
     `Each size on a fresh control plane (etcd + kube-apiserver + kube-controller-manager from test/env, no kubelet); one operator with 2 workers as the Helm chart's ServiceAccount, from the built JavaScript with the chart's V8 flags (\`${NODE_ARGS.join(' ')}\`). Heap used is the highest of samples taken every 250 ms inside the operator, garbage included.`,

@@ -6,9 +6,11 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse, stringify } from 'yaml';
+import { cpus } from 'node:os';
 import { REPO_DIR } from '../test/env/components.js';
 import { waitFor, type ControlPlane } from '../test/env/index.js';
 import { startOperator, type OperatorProcess } from '../test/e2e/operator-process.js';
+import { cpuMs } from './report.js';
 
 /** The V8 flags the chart gives the operator (charts/aimesh-operator/values.yaml, NODE_OPTIONS). */
 export function chartNodeArgs(): string[] {
@@ -192,6 +194,20 @@ export interface OperatorRun {
   samplesFile: string;
 }
 
+/**
+ * The environment the chart's Deployment gives the operator besides NODE_OPTIONS
+ * (charts/aimesh-operator/templates/deployment.yaml): read from the template, so the
+ * benchmark runs what the chart installs.
+ */
+export function chartEnv(): Record<string, string> {
+  const template = readFileSync(
+    join(REPO_DIR, 'charts', 'aimesh-operator', 'templates', 'deployment.yaml'),
+    'utf8',
+  );
+  const arenas = /- name: MALLOC_ARENA_MAX\s+value: "(\d+)"/.exec(template);
+  return arenas ? { MALLOC_ARENA_MAX: arenas[1] as string } : {};
+}
+
 /** Starts the operator as the chart runs it, sampling its memory into the log folder. */
 export async function startSampledOperator(
   kubeconfig: string,
@@ -203,6 +219,25 @@ export async function startSampledOperator(
   const operator = await startOperator(kubeconfig, identity, logs, [], {
     compiled: true,
     nodeArgs: [...nodeArgs, ...memorySamplerArgs(samplesFile)],
+    env: chartEnv(),
   });
   return { operator, samplesFile };
+}
+
+/**
+ * CPU time each process spends from now until the returned function is called: where the
+ * machine's time goes while the operator converges (the API server, etcd, the controller
+ * manager, the operator), since all of them share its cores.
+ */
+export function cpuSplit(processes: Record<string, number>): () => { name: string; ms: number }[] {
+  const before = Object.entries(processes).map(([name, pid]) => ({ name, pid, ms: cpuMs(pid) }));
+  return () => before.map(({ name, pid, ms }) => ({ name, ms: cpuMs(pid) - ms })).sort((a, b) => b.ms - a.ms);
+}
+
+/** "kube-apiserver 61.2 s (51% of 2 cores)", ... for a window of `wallMs`. */
+export function describeCpu(split: { name: string; ms: number }[], wallMs: number): string {
+  const capacity = wallMs * cpus().length;
+  return split
+    .map(({ name, ms }) => `${name} ${(ms / 1000).toFixed(1)} s (${Math.round((ms / capacity) * 100)}%)`)
+    .join(', ');
 }

@@ -23,7 +23,7 @@ import { REPO_DIR } from '../test/env/components.js';
 import { freePorts, waitFor } from '../test/env/index.js';
 import { installDebianPackages } from '../test/env/node.js';
 import { summarizeCpuProfile } from './cpu-profile.js';
-import { table, writeSection } from './report.js';
+import { cpuMs, table, writeSection } from './report.js';
 
 const RATE = Number(process.env.AIMESH_BENCH_RATE ?? 500);
 /** The rate at which memory and CPU per request are measured. */
@@ -75,14 +75,6 @@ function rssMiB(pid: number, field: 'VmRSS' | 'VmHWM' | 'RssAnon' | 'RssFile'): 
 /** Forgets the process's peak RSS, so VmHWM afterwards is the peak of what follows. */
 function resetPeak(pid: number): void {
   writeFileSync(`/proc/${pid}/clear_refs`, '5');
-}
-
-/** User + system CPU time of a process (all its threads), in milliseconds. */
-function cpuMs(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  // Fields after the command name (which may hold spaces): utime and stime are 14 and 15.
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100; // USER_HZ is 100 on Linux
 }
 
 function percentile(sorted: number[], p: number): number {

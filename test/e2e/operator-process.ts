@@ -61,7 +61,12 @@ export async function startOperator(
   identity: string,
   logDir: string,
   extraArgs: string[] = [],
-  run: { compiled?: boolean; nodeArgs?: string[]; leaseNamespace?: string } = {},
+  run: {
+    compiled?: boolean;
+    nodeArgs?: string[];
+    leaseNamespace?: string;
+    env?: Record<string, string>;
+  } = {},
 ): Promise<OperatorProcess> {
   const probePort = await freePort();
   // Benchmarks run the built JavaScript (`npm run build`), as the image does; tests run the
@@ -84,6 +89,7 @@ export async function startOperator(
       ...extraArgs,
     ],
     logDir,
+    run.env,
   );
   const base = `http://127.0.0.1:${probePort}`;
   await waitFor(`operator ${identity} /healthz`, async () => (await fetch(`${base}/healthz`)).ok, 60_000);

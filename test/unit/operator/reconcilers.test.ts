@@ -191,6 +191,27 @@ describe('AiService reconciler', () => {
     expect(status.conditions.find((c) => c.type === 'Ready')?.reason).toBe('ApplyFailed');
   });
 
+  it('applies the Deployment only after what its pods refer to, and not at all when that fails', async () => {
+    const { cluster, reconciler } = setup();
+    const [service] = loadExample('suoke-life/data.yaml').filter((o) => o.kind === 'AiService');
+    cluster.aiServices.put(service as LiveObject);
+    const key = `suoke-life/${service?.metadata.name}`;
+
+    cluster.failApplyOf('ServiceAccount');
+    await expect(reconciler.reconcile(key)).rejects.toBeInstanceOf(AimeshError);
+    const applied = cluster.writes.filter((w) => w.verb === 'apply').map((w) => w.kind);
+    // The rest of the first wave went through; the Deployment waits for its ServiceAccount.
+    expect(applied).toEqual(expect.arrayContaining(['ConfigMap', 'Service']));
+    expect(applied).not.toContain('Deployment');
+
+    cluster.failApplyOf(undefined);
+    await reconciler.reconcile(key);
+    const kinds = cluster.writes.filter((w) => w.verb === 'apply').map((w) => w.kind);
+    expect(kinds.at(-1)).toBe('Deployment');
+    expect(kinds.filter((k) => k === 'Deployment')).toHaveLength(1);
+    expect(kinds.lastIndexOf('ServiceAccount')).toBeLessThan(kinds.indexOf('Deployment'));
+  });
+
   it('refuses an invalid spec with a terminal error and an InvalidSpec condition, applying nothing', async () => {
     const { cluster, reconciler } = setup();
     cluster.aiServices.put({
