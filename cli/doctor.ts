@@ -4,10 +4,10 @@
  * aimesh sidecar but does not (the same scan the operator runs). Exit code 1 when
  * anything needs fixing.
  */
-import { KubeConfig } from '@kubernetes/client-node';
 import { parseArgs } from 'node:util';
 import { scanForMisses } from '../operator/admission/scan.js';
 import { KubeClient } from '../operator/kube/client.js';
+import { loadKubeCredentials } from '../operator/kube/config.js';
 import { MUTATING_WEBHOOK_CONFIGURATION } from '../operator/kube/resources.js';
 import { DEFAULT_SIDECAR_IMAGE } from '../render/index.js';
 
@@ -21,10 +21,9 @@ export async function runDoctor(args: string[]): Promise<number> {
       'webhook-configuration': { type: 'string', default: 'aimesh-aimesh-operator' },
     },
   });
-  const config = new KubeConfig();
-  if (values.kubeconfig) config.loadFromFile(values.kubeconfig);
-  else config.loadFromDefault();
-  const client = new KubeClient(config);
+  const client = new KubeClient(
+    await loadKubeCredentials(values.kubeconfig ? { kubeconfig: values.kubeconfig } : {}),
+  );
   const problems: string[] = [];
 
   const name = values['webhook-configuration'];

@@ -3,9 +3,9 @@
  * campaigns for the leader lease (unless told not to), and runs the controllers only
  * while it leads. SIGTERM stops the work, releases the lease and exits.
  */
-import { KubeConfig } from '@kubernetes/client-node';
 import { hostname } from 'node:os';
 import { KubeClient } from './kube/client.js';
+import { loadKubeCredentials } from './kube/config.js';
 import { LeaderElector } from './leader/index.js';
 import { Manager } from './manager.js';
 import { createLogger } from '../lib/log/index.js';
@@ -55,10 +55,11 @@ export interface RunningOperator {
 export async function runOperator(options: OperatorOptions): Promise<RunningOperator> {
   const log = createLogger('operator');
   const metrics = operatorMetrics();
-  const config = new KubeConfig();
-  if (options.kubeconfig) config.loadFromFile(options.kubeconfig);
-  else config.loadFromDefault();
-  const client = new KubeClient(config, { onWrite: (verb, kind) => metrics.apiWrites.inc({ verb, kind }) });
+  const credentials = await loadKubeCredentials(options.kubeconfig ? { kubeconfig: options.kubeconfig } : {});
+  log.info('API server', { server: credentials.server, credentials: credentials.source });
+  const client = new KubeClient(credentials, {
+    onWrite: (verb, kind) => metrics.apiWrites.inc({ verb, kind }),
+  });
   const newController = () =>
     new Manager({
       client,

@@ -4,7 +4,6 @@
  * serves, and the cache of AiServices the injection webhook reads. It runs whether or not
  * this replica leads: webhooks must answer even while a new leader is being elected.
  */
-import { KubeConfig, VersionApi } from '@kubernetes/client-node';
 import type { Registry } from 'prom-client';
 import { validateResource, type AiService } from '../../api/index.js';
 import { describe } from '../../lib/errors/index.js';
@@ -55,7 +54,7 @@ export interface RunningAdmission {
 export async function startAdmission(options: AdmissionOptions): Promise<RunningAdmission> {
   const { log } = options;
   const aiServices = new ValidAiServices(options.client, options.watchNamespace, log);
-  const version = await kubernetesVersion(options.client.config).catch((error: unknown) => {
+  const version = await options.client.serverVersion().catch((error: unknown) => {
     log.warn('could not read the Kubernetes version; assuming native sidecars (1.29+)', {
       error: describe(error),
     });
@@ -143,9 +142,4 @@ class ValidAiServices {
       return entry?.resource ? [entry.resource] : [];
     });
   }
-}
-
-async function kubernetesVersion(config: KubeConfig): Promise<string> {
-  const info = await config.makeApiClient(VersionApi).getCode();
-  return info.gitVersion;
 }

@@ -2,16 +2,10 @@
  * The operator's view of the API server: list, watch, server-side apply (objects and
  * status), delete. Every write goes through here, so writes are counted in one place.
  */
-import {
-  HttpMethod,
-  KubeConfig,
-  RequestContext,
-  Watch,
-  type KubernetesObject,
-} from '@kubernetes/client-node';
+import type { KubernetesObject } from '@kubernetes/client-node';
 import { createHash } from 'node:crypto';
-import type { AgentOptions, RequestOptions } from 'node:https';
 import { Agent, ProxyAgent, fetch, type Dispatcher } from 'undici';
+import type { KubeCredentials } from './config.js';
 import { collectionPath, objectPath, type ResourceType } from './resources.js';
 
 export const FIELD_MANAGER = 'aimesh-operator';
@@ -50,12 +44,15 @@ export class KubeClient {
   private pool?: { key: string; dispatcher: Dispatcher | undefined };
 
   constructor(
-    readonly config: KubeConfig,
+    private readonly credentials: KubeCredentials,
     private readonly options: KubeClientOptions = {},
   ) {
-    const cluster = config.getCurrentCluster();
-    if (!cluster) throw new Error('kubeconfig has no current cluster');
-    this.server = cluster.server;
+    this.server = credentials.server;
+  }
+
+  /** The API server's version (gitVersion, e.g. v1.36.3). */
+  async serverVersion(): Promise<string> {
+    return ((await this.request('GET', '/version')) as { gitVersion: string }).gitVersion;
   }
 
   /**
@@ -106,25 +103,63 @@ export class KubeClient {
     return missing;
   }
 
-  /** Starts a watch; `done` is called once when it ends, for whatever reason. */
+  /**
+   * Starts a watch; `done` is called once when it ends, for whatever reason: with nothing
+   * when the server ended it (its timeout) or it went quiet longer than the connection's
+   * body timeout, so the caller re-watches from the last resourceVersion; with the error
+   * otherwise. Like client-go, the server is asked to end it after 5 to 10 minutes, so
+   * watches are spread out over time and re-established on a fresh connection.
+   */
   async watch(
     type: ResourceType,
     query: { namespace?: string; labelSelector?: string; resourceVersion: string },
     onEvent: (type: WatchEventType, object: KubernetesObject) => void,
     done: (error: unknown) => void,
   ): Promise<{ abort: () => void }> {
-    const params = {
-      resourceVersion: query.resourceVersion,
-      allowWatchBookmarks: true,
-      labelSelector: query.labelSelector,
-    };
-    const controller = await new Watch(this.config).watch(
-      collectionPath(type, query.namespace),
-      params,
-      (eventType: string, object: KubernetesObject) => onEvent(eventType as WatchEventType, object),
-      done,
-    );
-    return { abort: () => controller.abort() };
+    const url = new URL(this.server + collectionPath(type, query.namespace));
+    url.searchParams.set('watch', 'true');
+    url.searchParams.set('allowWatchBookmarks', 'true');
+    url.searchParams.set('resourceVersion', query.resourceVersion);
+    url.searchParams.set('timeoutSeconds', String(300 + Math.floor(Math.random() * 300)));
+    if (query.labelSelector) url.searchParams.set('labelSelector', query.labelSelector);
+    const aborter = new AbortController();
+    const { headers, dispatcher } = await this.connection();
+    const response = await fetch(url, {
+      headers: { ...headers, accept: 'application/json', 'accept-encoding': 'identity' },
+      signal: aborter.signal,
+      dispatcher: dispatcher as never,
+    });
+    if (!response.ok || !response.body) {
+      const status = parseJson(await response.text()) as { message?: string; reason?: string } | undefined;
+      throw new ApiError(
+        response.status,
+        `watch ${url.pathname}: ${status?.message ?? response.statusText}`,
+        status?.reason,
+      );
+    }
+    const body = response.body;
+    void (async () => {
+      // One JSON object per line; a chunk may end in the middle of one.
+      const decoder = new TextDecoder();
+      let pending = '';
+      try {
+        for await (const chunk of body) {
+          pending += decoder.decode(chunk as Uint8Array, { stream: true });
+          let newline: number;
+          while ((newline = pending.indexOf('\n')) >= 0) {
+            const line = pending.slice(0, newline);
+            pending = pending.slice(newline + 1);
+            if (!line.trim()) continue;
+            const event = JSON.parse(line) as { type: WatchEventType; object: KubernetesObject };
+            onEvent(event.type, event.object);
+          }
+        }
+        done(undefined);
+      } catch (error) {
+        done(aborter.signal.aborted || isBodyTimeout(error) ? undefined : error);
+      }
+    })();
+    return { abort: () => aborter.abort() };
   }
 
   async get<T extends KubernetesObject>(
@@ -194,7 +229,7 @@ export class KubeClient {
     const url = new URL(this.server + path);
     for (const [key, value] of Object.entries(options.query ?? {}))
       if (value !== undefined) url.searchParams.set(key, value);
-    const { headers, dispatcher } = await this.connection(url);
+    const { headers, dispatcher } = await this.connection();
     const response = await fetch(url, {
       method,
       headers: {
@@ -227,57 +262,45 @@ export class KubeClient {
   }
 
   /**
-   * Authentication headers (token, client certificate, exec plugin) and TLS settings come
-   * from the kubeconfig for every request, since tokens and certificates rotate; the
-   * connection pool is made once per distinct TLS setting and shared. client-node's own
-   * applySecurityAuthentication builds a new undici Agent for every call, so each request
-   * opened its own TLS connection (a handshake, a CA parse and buffers per request): that
-   * cost most of the operator's memory outside the V8 heap, and much of its time.
+   * Authentication headers and TLS settings are asked for before every request, since
+   * tokens and certificates rotate; the connection pool is made once per distinct TLS
+   * setting and shared. (client-node's applySecurityAuthentication built a new undici
+   * Agent for every call, so each request opened its own TLS connection: a handshake, a CA
+   * parse and buffers per request.)
    */
-  private async connection(url: URL): Promise<{ headers: Record<string, string>; dispatcher?: Dispatcher }> {
-    const https: RequestOptions = {};
-    await this.config.applyToHTTPSOptions(https);
-    const headers: Record<string, string> = {};
-    for (const [name, value] of Object.entries(https.headers ?? {}))
-      if (value !== undefined) headers[name] = String(value);
-    if (https.auth) headers.authorization = `Basic ${Buffer.from(https.auth).toString('base64')}`;
-    const tls: AgentOptions = {
-      ca: https.ca,
-      cert: https.cert,
-      key: https.key,
-      pfx: https.pfx,
-      passphrase: https.passphrase,
-      ...(https.rejectUnauthorized !== undefined ? { rejectUnauthorized: https.rejectUnauthorized } : {}),
-      ...(https.servername !== undefined ? { servername: https.servername } : {}),
-    };
-    const options = this.config.createDispatcherOptions(this.config.getCurrentCluster(), tls);
-    if (options.type === 'socks') {
-      // Rare (a SOCKS proxy in the kubeconfig): client-node's per-request dispatcher.
-      const context = new RequestContext(url.toString(), HttpMethod.GET);
-      await this.config.applySecurityAuthentication(context);
-      return { headers: context.getHeaders(), dispatcher: context.getDispatcher() as Dispatcher | undefined };
-    }
+  private async connection(): Promise<{ headers: Record<string, string>; dispatcher?: Dispatcher }> {
+    const { headers, tls } = await this.credentials.current();
+    const proxy = this.credentials.proxy;
     const key = createHash('sha256')
       .update(
-        JSON.stringify(options, (_name, value: unknown) =>
+        JSON.stringify({ tls, proxy }, (_name, value: unknown) =>
           Buffer.isBuffer(value) ? value.toString('base64') : value,
         ),
       )
       .digest('hex');
     if (this.pool?.key !== key) {
       const previous = this.pool?.dispatcher;
-      const dispatcher =
-        options.type === 'agent'
-          ? new Agent({ connect: options.connect })
-          : options.type === 'proxy'
-            ? new ProxyAgent({ uri: options.uri, requestTls: options.requestTls, connect: options.connect })
-            : undefined;
+      const dispatcher = proxy
+        ? new ProxyAgent({ uri: proxy, requestTls: tls })
+        : new Agent({ connect: tls, ...WATCH_FRIENDLY_TIMEOUTS });
       this.pool = { key, dispatcher };
       // In-flight requests on the old pool finish; it takes no new ones.
       void previous?.close().catch(() => undefined);
     }
     return { headers, dispatcher: this.pool.dispatcher };
   }
+}
+
+/**
+ * A watch may be quiet for minutes (bookmarks come about once a minute); undici's default
+ * body timeout (5 min) would cut it, which the watch takes as a clean end and re-opens.
+ */
+const WATCH_FRIENDLY_TIMEOUTS = { bodyTimeout: 10 * 60_000 };
+
+function isBodyTimeout(error: unknown): boolean {
+  const code = (error as { code?: string; cause?: { code?: string } }).code;
+  const cause = (error as { cause?: { code?: string } }).cause?.code;
+  return code === 'UND_ERR_BODY_TIMEOUT' || cause === 'UND_ERR_BODY_TIMEOUT';
 }
 
 function parseJson(text: string): unknown {

@@ -1,6 +1,6 @@
 /**
  * A list-then-watch cache of one kind, level-triggered like client-go's reflector:
- * - a watch that ends cleanly or by client-node's 30 s inactivity timeout is re-opened
+ * - a watch that ends cleanly (the server's timeout, a quiet connection) is re-opened
  *   from the last resourceVersion (bookmarks keep it fresh);
  * - any other failure (410 Gone, API server down or restarted) backs off and relists,
  *   reporting objects that changed or vanished meanwhile, so no change is missed.
@@ -138,7 +138,7 @@ export class Informer<T extends KubernetesObject> {
         },
         (error) => {
           if (this.stopped) return;
-          if (!relistNeeded && (error === null || error === undefined || isInactivityTimeout(error))) {
+          if (!relistNeeded && (error === null || error === undefined)) {
             this.retry(() => this.watch(), 0);
           } else {
             if (error) this.options.onError?.(error);
@@ -210,10 +210,6 @@ export function keyOf(namespace: string | undefined, name: string): string {
 
 export function keyOfObject(object: KubernetesObject): string {
   return keyOf(object.metadata?.namespace, object.metadata?.name ?? '');
-}
-
-function isInactivityTimeout(error: unknown): boolean {
-  return (error as { name?: string }).name === 'TimeoutError';
 }
 
 function controllerUid(object: KubernetesObject): string | undefined {
