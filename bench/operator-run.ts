@@ -14,10 +14,19 @@ import { cpuMs } from './report.js';
 
 /** The V8 flags the chart gives the operator (charts/aimesh-operator/values.yaml, NODE_OPTIONS). */
 export function chartNodeArgs(): string[] {
+  return (chartValues().nodeOptions ?? '').split(/\s+/).filter(Boolean);
+}
+
+/** The chart's concurrent reconciles (operator.workers), passed as the chart passes it. */
+export function chartWorkers(): number {
+  return chartValues().workers ?? 2;
+}
+
+function chartValues(): { nodeOptions?: string; workers?: number } {
   const values = parse(readFileSync(join(REPO_DIR, 'charts', 'aimesh-operator', 'values.yaml'), 'utf8')) as {
-    operator: { nodeOptions?: string };
+    operator: { nodeOptions?: string; workers?: number };
   };
-  return (values.operator.nodeOptions ?? '').split(/\s+/).filter(Boolean);
+  return values.operator;
 }
 
 export const CHILDREN_PER_SERVICE = 9;
@@ -216,7 +225,7 @@ export async function startSampledOperator(
   nodeArgs: string[],
 ): Promise<OperatorRun> {
   const samplesFile = join(logs, `memory-${identity}.jsonl`);
-  const operator = await startOperator(kubeconfig, identity, logs, [], {
+  const operator = await startOperator(kubeconfig, identity, logs, [`--workers=${chartWorkers()}`], {
     compiled: true,
     nodeArgs: [...nodeArgs, ...memorySamplerArgs(samplesFile)],
     env: chartEnv(),

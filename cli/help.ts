@@ -65,14 +65,14 @@ ${INPUTS}`,
     usage: 'operator [flags]',
     summary: 'run the controller that reconciles AiServices and Sagas',
     details: `flags:
-  --kubeconfig <file>        kubeconfig to use (default: in-cluster, then ~/.kube/config)
+  --kubeconfig <file>        kubeconfig to use (default: $KUBECONFIG, in-cluster, then ~/.kube/config)
   --namespace <ns>           watch one namespace only (default: all)
   --probe-address <h:p>      /healthz, /readyz and /metrics (default: 0.0.0.0:8081)
   --leader-elect=false       run without leader election (one replica only)
   --lease-namespace <ns>     namespace of the leader Lease (default: $POD_NAMESPACE or default)
   --lease-name <name>        name of the leader Lease (default: aimesh-operator)
   --identity <id>            this replica's name in the Lease (default: $POD_NAME)
-  --workers <n>              concurrent reconciles (default: 2)
+  --workers <n>              concurrent reconciles (default: 8)
   --sidecar-image <image>    sidecar image for AiService pods (default: this version's image)
 
 Consul, for every sidecar (an AiService's spec.discovery.consul fields win):

@@ -94,7 +94,7 @@ async function runOperatorCommand(args: string[]): Promise<number> {
       'lease-namespace': { type: 'string', default: process.env.POD_NAMESPACE ?? 'default' },
       'lease-name': { type: 'string', default: 'aimesh-operator' },
       identity: { type: 'string' },
-      workers: { type: 'string', default: '2' },
+      workers: { type: 'string', default: '8' },
       'sidecar-image': { type: 'string' },
       'webhook-address': { type: 'string', default: '' },
       'webhook-secret': { type: 'string', default: 'aimesh-webhook-tls' },

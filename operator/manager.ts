@@ -58,7 +58,7 @@ export class Manager {
       CHILD_TYPES.filter((t) => !ISTIO_TYPES.includes(t)),
     );
     const events = new EventRecorder(client, log);
-    const workers = options.workers ?? 2;
+    const workers = options.workers ?? 8;
     if (options.missDetection)
       this.misses = new MissDetector({
         ...options.missDetection,

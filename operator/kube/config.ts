@@ -1,6 +1,6 @@
 /**
  * Where the API server is and how to authenticate to it: from a kubeconfig file or, in a
- * pod, from its ServiceAccount, in client-go's order (--kubeconfig, $KUBECONFIG,
+ * pod, from its ServiceAccount, in controller-runtime's order (--kubeconfig, $KUBECONFIG,
  * in-cluster, ~/.kube/config).
  *
  * What almost every operator meets (a token, a token file, a client certificate, basic
