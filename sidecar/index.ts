@@ -9,11 +9,11 @@ import { durationMs, type SidecarConfig } from '../api/index.js';
 import { AimeshError } from '../lib/errors/index.js';
 import { createLogger, type Logger } from '../lib/log/index.js';
 import { startProbeServer } from '../lib/probe/index.js';
-import { redact, sidecarMetrics, type SidecarMetrics } from './admin/index.js';
+import { aggregatedMetrics, redact, sidecarMetrics } from './admin/index.js';
 import { loadSidecarConfig, watchSidecarConfig } from './config/index.js';
-import { compileConfig, compileEdge, type CompiledConfig, type CompiledSaga } from './config/compile.js';
+import { compileConfig, compileEdge } from './config/compile.js';
 import {
-  ConsulClient,
+  consulClientFor,
   ConsulDiscovery,
   ConsulRegistration,
   DEFAULT_LOCAL_REGISTRY,
@@ -25,17 +25,8 @@ import {
 } from './discovery/index.js';
 import { listenHttp1AndH2c, outboundHandler, outboundUpgradeHandler } from './proxy/index.js';
 import { Routes } from './routes.js';
-import {
-  ConsulSagaStore,
-  controlAuth,
-  FileSagaStore,
-  type ControlAuth,
-  SagaEngine,
-  stackStepCaller,
-  startSagaApi,
-  loadSagaGrpc,
-} from './saga/index.js';
-import { startTracing, type Tracing } from './telemetry.js';
+import { controlAuth, startSagaThread, type SagaThread } from './saga/index.js';
+import { startTracing } from './telemetry.js';
 
 export interface SidecarOptions {
   configFile: string;
@@ -61,21 +52,9 @@ export async function runSidecar(options: SidecarOptions): Promise<RunningSideca
   const loaded = loadSidecarConfig(options.configFile);
   if (!loaded.ok)
     throw new AimeshError('input.invalid', `invalid sidecar config:\n  ${loaded.errors.join('\n  ')}`);
-  // Before any listener: a configured token that cannot be had stops the start here.
-  const authLog = log.child({ part: 'sagas' });
-  let authSettings = loaded.config.controlAuth;
-  let currentAuth = controlAuth(authSettings, authLog);
-  /** The control APIs check through this, so a reload that names another token file applies at once. */
-  const auth: ControlAuth = (authorization) => currentAuth?.(authorization);
-  const reloadAuth = (next: SidecarConfig) => {
-    if (JSON.stringify(next.controlAuth) === JSON.stringify(authSettings)) return;
-    try {
-      currentAuth = controlAuth(next.controlAuth, authLog);
-      authSettings = next.controlAuth;
-    } catch (error) {
-      authLog.error('the new control API token file cannot be had; keeping the last token', { error });
-    }
-  };
+  // Before any listener: a configured token that cannot be had stops the start here. The saga
+  // thread, which serves the control APIs, reads it again and follows reloads.
+  controlAuth(loaded.config.controlAuth, log.child({ part: 'sagas' }));
   const metrics = sidecarMetrics();
   const tracing = await startTracing(loaded.config);
   const discovery = createDiscovery(loaded.config, options, log.child({ part: 'discovery' }));
@@ -83,10 +62,13 @@ export async function runSidecar(options: SidecarOptions): Promise<RunningSideca
   const compiled = compileConfig(loaded.config);
   let routes = Routes.build(compiled, deps);
   const unwatch = new Map<string, () => void>();
+  /** The saga engine and its control APIs, on their own thread, when this sidecar orchestrates sagas. */
+  let sagas: SagaThread | undefined;
 
-  /** Endpoints go to the upstream of the routes current when discovery reports them. */
+  /** Endpoints go to the upstream of the routes current when discovery reports them, and to the saga thread. */
   const onDiscovery = (state: UpstreamState) => {
     routes.find(state.service)?.setEndpoints(state.endpoints, state.stale);
+    sagas?.setEndpoints(state);
   };
   const watchUpstreams = () => {
     const names = new Set(routes.all().map((u) => u.config.name));
@@ -98,7 +80,10 @@ export async function runSidecar(options: SidecarOptions): Promise<RunningSideca
     for (const upstream of routes.all()) {
       const current = discovery.states().find((s) => s.service === upstream.config.name);
       // Only an answer counts: a watch that has not heard from its source yet has no endpoints to give.
-      if (current && current.updatedAt > 0) upstream.setEndpoints(current.endpoints, current.stale);
+      if (current && current.updatedAt > 0) {
+        upstream.setEndpoints(current.endpoints, current.stale);
+        sagas?.setEndpoints(current);
+      }
       if (!unwatch.has(upstream.config.name))
         unwatch.set(upstream.config.name, discovery.watch(upstream.config.name, onDiscovery));
     }
@@ -109,6 +94,8 @@ export async function runSidecar(options: SidecarOptions): Promise<RunningSideca
     const previous = routes;
     routes = Routes.build(compileConfig(next), deps, previous);
     outbound.setEdge(compileEdge(next.edge));
+    // Before the endpoints watchUpstreams gives it, so they reach the thread's new routes.
+    sagas?.applyConfig(next);
     watchUpstreams();
     previous.retireUnusedBy(routes);
   };
@@ -131,10 +118,39 @@ export async function runSidecar(options: SidecarOptions): Promise<RunningSideca
       onEdgeClose: (reason) => metrics.edgeClosed.inc({ reason }),
     },
   );
+  /** Set at once, so discovery and reloads reach the thread while it starts. */
+  const startSagas = async (config: SidecarConfig) => {
+    const thread = startSagaThread({
+      config,
+      owner: options.instanceId ?? `${config.service.name}-${hostname()}`,
+      ...(options.consulAddress ? { consulAddress: options.consulAddress } : {}),
+      endpoints: discovery.states(),
+      log: log.child({ part: 'sagas' }),
+      // As a crashed process would: the kubelet restarts the container, sagas and all.
+      onCrash: () => {
+        log.flush();
+        process.exit(1);
+      },
+    });
+    sagas = thread;
+    try {
+      await thread.started;
+    } catch (error) {
+      if (sagas === thread) sagas = undefined;
+      throw error;
+    }
+  };
+  // Before the admin port answers, as when the engine ran on this thread: whoever waits for
+  // the sidecar's probes finds the control APIs listening too.
+  if (loaded.config.sagas.length > 0) await startSagas(loaded.config);
   const admin = await startProbeServer({
     host: options.adminAddress,
     port: listen.admin,
-    registry: metrics.registry,
+    // One exposition: the saga thread's series aggregated with the main thread's.
+    registry: {
+      contentType: metrics.registry.contentType,
+      metrics: async () => aggregatedMetrics(metrics.registry, sagas ? [await sagas.metrics()] : []),
+    },
     ready: () => {
       if (draining) return { ready: false, reason: 'draining' };
       const waiting = discovery
@@ -163,31 +179,14 @@ export async function runSidecar(options: SidecarOptions): Promise<RunningSideca
     },
   });
 
-  let sagas =
-    loaded.config.sagas.length > 0
-      ? await startSagas(compiled, options, () => routes, metrics.registry, tracing.tracer, log, auth)
-      : undefined;
   // A Saga applied after the orchestrator started reaches it by a config reload: start the
-  // engine then, or give the running one the new definitions. One reload at a time.
+  // thread then. A running thread has had the new config from applyConfig (new definitions).
   let sagasReloading = Promise.resolve();
   const reloadSagas = (next: SidecarConfig) => {
-    sagasReloading = sagasReloading
-      .then(async () => {
-        if (next.sagas.length === 0 || draining) return;
-        const nextCompiled = compileConfig(next);
-        if (sagas) sagas.addDefinitions(nextCompiled.sagas);
-        else
-          sagas = await startSagas(
-            nextCompiled,
-            options,
-            () => routes,
-            metrics.registry,
-            tracing.tracer,
-            log,
-            auth,
-          );
-      })
-      .catch((error: unknown) => log.error('could not start the sagas of the new config', { error }));
+    if (sagas || next.sagas.length === 0 || draining) return;
+    sagasReloading = startSagas(next).catch((error: unknown) =>
+      log.error('could not start the sagas of the new config', { error }),
+    );
   };
   const deregister = await register(loaded.config, options, log.child({ part: 'registration' }));
   const stopWatchingConfig = watchSidecarConfig(
@@ -195,7 +194,6 @@ export async function runSidecar(options: SidecarOptions): Promise<RunningSideca
     loaded.hash,
     (next) => {
       applyConfig(next);
-      reloadAuth(next);
       reloadSagas(next);
       tracing
         .apply(next)
@@ -234,77 +232,6 @@ export async function runSidecar(options: SidecarOptions): Promise<RunningSideca
       log.info('stopped');
     })());
   return { outboundPort: outbound.port, adminPort: admin.port, stop };
-}
-
-/** The saga engine and its control API, when this sidecar orchestrates sagas. */
-async function startSagas(
-  compiled: CompiledConfig,
-  options: SidecarOptions,
-  routes: () => Routes,
-  registry: SidecarMetrics['registry'],
-  tracer: Tracing['tracer'],
-  parentLog: Logger,
-  auth: ControlAuth,
-): Promise<{
-  addDefinitions: (sagas: ReadonlyMap<string, CompiledSaga>) => void;
-  stop: () => Promise<void>;
-}> {
-  const log = parentLog.child({ part: 'sagas' });
-  const config = compiled.source;
-  const owner = options.instanceId ?? `${config.service.name}-${hostname()}`;
-  const consul = consulClient(config, options);
-  const store =
-    config.sagaStore.kind === 'file'
-      ? new FileSagaStore(config.sagaStore.path)
-      : new ConsulSagaStore(consul, {
-          prefix: config.sagaStore.prefix,
-          sessionTtl: config.sagaStore.sessionTtl,
-          owner,
-        });
-  const engine = new SagaEngine({
-    // New sagas are added on reload (addDefinitions); a running saga's steps do not change
-    // under its executions in flight.
-    definitions: compiled.sagas,
-    store,
-    call: stackStepCaller(routes),
-    log,
-    registry,
-    tracer,
-  });
-  const api = await startSagaApi(engine, config.listen.address, config.listen.control, log, auth);
-  const { startSagaGrpcApi } = await loadSagaGrpc();
-  const grpcApi = await startSagaGrpcApi(engine, config.listen.address, config.listen.controlGrpc, auth);
-  await engine.startRecovery();
-  log.info('saga engine started', {
-    sagas: config.sagas.map((s) => s.name),
-    store: config.sagaStore.kind,
-    control: api.port,
-    tokenFile: config.controlAuth.tokenFile ?? 'none: the control API is open to the pod',
-  });
-  return {
-    addDefinitions: (next) => {
-      // New sagas start at once; a changed definition of a running saga would change the
-      // steps of executions in flight, so it waits for the next restart, said in the log.
-      const added: string[] = [];
-      for (const [name, saga] of next) {
-        if (!compiled.sagas.has(name)) {
-          compiled.sagas.set(name, saga);
-          added.push(name);
-        } else if (JSON.stringify(compiled.sagas.get(name)?.spec) !== JSON.stringify(saga.spec)) {
-          log.warn('a saga definition changed; it applies when the sidecar restarts', { saga: name });
-        }
-      }
-      if (added.length > 0) log.info('sagas added', { sagas: added });
-    },
-    stop: async () => {
-      await engine.stop();
-      await new Promise((resolve) => api.server.close(resolve));
-      api.server.closeAllConnections();
-      grpcApi.server.forceShutdown();
-      await store.close();
-      await consul.close();
-    },
-  };
 }
 
 function createDiscovery(config: SidecarConfig, options: SidecarOptions, log: Logger): Discovery {
@@ -391,19 +318,9 @@ async function register(
   };
 }
 
-/**
- * The one way the sidecar builds a Consul client (discovery, registration, the saga store):
- * the address from the flag or the config, and the token, CA, server name and datacenter
- * from the config.
- */
-function consulClient(config: SidecarConfig, options: SidecarOptions): ConsulClient {
-  const consul = config.discovery.consul;
-  return new ConsulClient(options.consulAddress ?? consul.address, {
-    ...(consul.tokenFile ? { tokenFile: consul.tokenFile } : {}),
-    ...(consul.caFile ? { caFile: consul.caFile } : {}),
-    ...(consul.tlsServerName ? { tlsServerName: consul.tlsServerName } : {}),
-    ...(consul.datacenter ? { datacenter: consul.datacenter } : {}),
-  });
+/** The address from the flag (CONSUL_HTTP_ADDR in a pod) wins over the config's. */
+function consulClient(config: SidecarConfig, options: SidecarOptions) {
+  return consulClientFor(config, options.consulAddress);
 }
 
 /** Three beats of the app's check interval, so one late beat does not fail the check. */

@@ -4,17 +4,25 @@
  * sidecar's admin dumps). The operator and the sidecar both serve it.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { Registry } from 'prom-client';
 
 export interface Readiness {
   ready: boolean;
   reason: string;
 }
 
+/**
+ * What /metrics serves: a prom-client Registry, or anything that renders one exposition the
+ * same way (the sidecar aggregates its saga thread's registry with its own).
+ */
+export interface MetricsSource {
+  readonly contentType: string;
+  metrics: () => Promise<string>;
+}
+
 export interface ProbeServerOptions {
   host: string;
   port: number;
-  registry: Registry;
+  registry: MetricsSource;
   ready: () => Readiness;
   /** Extra read-only JSON routes by exact path, e.g. `/admin/endpoints`. */
   routes?: Record<string, () => unknown>;

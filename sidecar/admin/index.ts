@@ -1,2 +1,9 @@
-export { GONE_ENDPOINT, NO_ENDPOINT, sidecarMetrics, type SidecarMetrics } from './metrics.js';
+export {
+  aggregatedMetrics,
+  GONE_ENDPOINT,
+  NO_ENDPOINT,
+  sidecarMetrics,
+  type MetricsJson,
+  type SidecarMetrics,
+} from './metrics.js';
 export { redact } from './redact.js';

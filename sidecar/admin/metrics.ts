@@ -1,16 +1,40 @@
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { AggregatorRegistry, Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
 export type SidecarMetrics = ReturnType<typeof sidecarMetrics>;
 
-/** The sidecar's Prometheus metrics, in their own registry (one sidecar per process). */
-export function sidecarMetrics() {
-  const metrics = registeredMetrics();
+/** A registry's metrics as prom-client JSON: what crosses from the saga thread. */
+export type MetricsJson = Awaited<ReturnType<Registry['getMetricsAsJSON']>>;
+
+/**
+ * One exposition of `registry` and other threads' registries: series of the same name and
+ * labels are merged by their metric's aggregator (counters and histograms sum; the gauges
+ * both threads set keep the larger value), so each series shows once.
+ */
+export async function aggregatedMetrics(registry: Registry, others: MetricsJson[]): Promise<string> {
+  if (others.length === 0) return registry.metrics();
+  const shared = new Set(others.flat().map((m) => m.name));
+  // A metric only this registry has passes as it is: its aggregator is for merging copies of
+  // it, and some of prom-client's process metrics (process_start_time_seconds) omit themselves.
+  const own = (await registry.getMetricsAsJSON()).map((m) =>
+    shared.has(m.name) ? m : { ...m, aggregator: 'first' as const },
+  );
+  return AggregatorRegistry.aggregate([own, ...others]).metrics();
+}
+
+/**
+ * The sidecar's Prometheus metrics, in their own registry (one sidecar per process). The saga
+ * thread has a registry of its own, aggregated with the main one into one exposition: it
+ * leaves out the process metrics (the main thread reports the process once), and the gauges
+ * both threads set for the same upstream keep the larger value rather than a sum.
+ */
+export function sidecarMetrics(options: { processMetrics?: boolean } = {}) {
+  const metrics = registeredMetrics(options.processMetrics ?? true);
   return { ...metrics, perEndpoint: new EndpointSeries(metrics) };
 }
 
-function registeredMetrics() {
+function registeredMetrics(processMetrics: boolean) {
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: 'aimesh_sidecar_' });
+  if (processMetrics) collectDefaultMetrics({ register: registry, prefix: 'aimesh_sidecar_' });
   return {
     registry,
     requests: new Counter({
@@ -49,6 +73,8 @@ function registeredMetrics() {
       help: 'Circuit breaker state per endpoint: 0 closed, 1 half-open, 2 open.',
       labelNames: ['upstream', 'endpoint'] as const,
       registers: [registry],
+      // Each thread has its own breakers: the worse state shows.
+      aggregator: 'max',
     }),
     ejections: new Counter({
       name: 'aimesh_sidecar_ejections_total',
@@ -61,12 +87,16 @@ function registeredMetrics() {
       help: 'Endpoints known per upstream.',
       labelNames: ['upstream'] as const,
       registers: [registry],
+      // Both threads know the upstream: the same count, not twice it.
+      aggregator: 'max',
     }),
     discoveryStale: new Gauge({
       name: 'aimesh_sidecar_discovery_stale',
       help: '1 while an upstream is served from last-known endpoints because discovery is unreachable.',
       labelNames: ['upstream'] as const,
       registers: [registry],
+      // Both threads hear the same discovery.
+      aggregator: 'max',
     }),
     aiRequests: new Counter({
       name: 'aimesh_ai_requests_total',

@@ -4,7 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { Agent, request } from 'undici';
-import { durationMs } from '../../api/index.js';
+import { durationMs, type SidecarConfig } from '../../api/index.js';
 import { headerValue, queryValue } from '../../lib/encode/index.js';
 import { AimeshError, describe } from '../../lib/errors/index.js';
 
@@ -324,4 +324,19 @@ export function isPermissionDenied(error: unknown): boolean {
 /** Consul answered 404: the key, session or service is not there. */
 function isNotFound(error: unknown): boolean {
   return error instanceof AimeshError && error.details.consulStatus === 404;
+}
+
+/**
+ * The one way the sidecar builds a Consul client (discovery, registration, the saga store):
+ * the address from the flag (`address`) or the config, and the token, CA, server name and
+ * datacenter from the config.
+ */
+export function consulClientFor(config: SidecarConfig, address?: string): ConsulClient {
+  const consul = config.discovery.consul;
+  return new ConsulClient(address ?? consul.address, {
+    ...(consul.tokenFile ? { tokenFile: consul.tokenFile } : {}),
+    ...(consul.caFile ? { caFile: consul.caFile } : {}),
+    ...(consul.tlsServerName ? { tlsServerName: consul.tlsServerName } : {}),
+    ...(consul.datacenter ? { datacenter: consul.datacenter } : {}),
+  });
 }

@@ -30,6 +30,8 @@ export interface SidecarProcessOptions {
    * the sidecar container, as the image runs it: for benchmarks. Tests run the sources.
    */
   built?: boolean;
+  /** More Node options for the sidecar process, e.g. `--inspect=127.0.0.1:<port>`. */
+  nodeArgs?: string[];
 }
 
 /** Runs `aimesh sidecar` as its own process on free loopback ports, as it runs in a pod. */
@@ -52,6 +54,7 @@ export async function startSidecar(
     `sidecar-${name}`,
     globalThis.process.execPath,
     [
+      ...(options.nodeArgs ?? []),
       ...(options.built
         ? [
             ...sidecarNodeOptions(DEFAULT_SIDECAR_RESOURCES.limits.memory).split(' '),
