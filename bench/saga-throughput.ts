@@ -482,7 +482,7 @@ try {
           proxy,
         ),
         '',
-        `One sidecar with the file store; ${PROXY_RATE} req/s for ${LOAD_SECONDS} s to an echo upstream through its outbound proxy, from a load generator in its own process (latency from the scheduled send time), first alone, then while ${SAGA_RATE} executions/s are started on the same sidecar.`,
+        `One sidecar with the file store; ${PROXY_RATE} req/s for ${LOAD_SECONDS} s to an echo upstream through its outbound proxy, from a load generator in its own process (latency from the scheduled send time), first alone, then while ${SAGA_RATE} executions/s are started on the same sidecar. The sagas (engine, store, step calls, control APIs) run on a worker thread of the sidecar, so they do not hold up the proxy's event loop; they still share the machine's 2 cores with the proxy, the load generator, the upstream and the step services.`,
         '',
         '### Opening a file store with many finished executions',
         '',
