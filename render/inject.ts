@@ -5,7 +5,6 @@
  * warnings a person can act on. The admission webhook sends the patch back to the API
  * server; `aimesh inject` applies it to files. Nothing here does I/O.
  */
-import { k8s } from 'cdk8s-plus-27';
 import {
   DNS_LABEL,
   GROUP_VERSION,
@@ -20,6 +19,7 @@ import {
   type AiService,
   type InjectionSettings,
 } from '../api/index.js';
+import { canonicalCopy } from '../lib/json/index.js';
 import { sidecarConfigMapName } from './names.js';
 import { consulConnection, type ConsulDefaults } from './consul.js';
 import { sidecarConfigFor } from './sidecar-config.js';
@@ -112,8 +112,9 @@ export function decideInjection(pod: PodLike, context: InjectionContext): Inject
     config: config.source,
     consul: consulConnection(resource, context.consul),
   });
+  // Keys sorted, as cdk8s sorts them in a rendered Deployment: the same sidecar, the same text.
   const container = {
-    ...json(k8s.toJson_Container(parts.container)),
+    ...canonicalCopy(parts.container),
     ...(context.nativeSidecar ? { restartPolicy: 'Always' } : {}),
   };
   const added: Record<string, string> = {
@@ -132,12 +133,12 @@ export function decideInjection(pod: PodLike, context: InjectionContext): Inject
       patch.push({ op: 'add', path: `/metadata/annotations/${pointer(key)}`, value });
   }
   (spec.containers ?? []).forEach((app, index) => {
-    const env = parts.appEnv((app.env ?? []).map((e) => e.name)).map((e) => json(k8s.toJson_EnvVar(e)));
+    const env = parts.appEnv((app.env ?? []).map((e) => e.name)).map(canonicalCopy);
     if (env.length > 0) {
       if (app.env === undefined) patch.push({ op: 'add', path: `/spec/containers/${index}/env`, value: env });
       else for (const e of env) patch.push({ op: 'add', path: `/spec/containers/${index}/env/-`, value: e });
     }
-    const mounts = parts.appVolumeMounts.map((m) => json(k8s.toJson_VolumeMount(m)));
+    const mounts = parts.appVolumeMounts.map(canonicalCopy);
     if (app.volumeMounts === undefined)
       patch.push({ op: 'add', path: `/spec/containers/${index}/volumeMounts`, value: mounts });
     else
@@ -152,7 +153,7 @@ export function decideInjection(pod: PodLike, context: InjectionContext): Inject
   } else {
     patch.push({ op: 'add', path: '/spec/containers/-', value: container });
   }
-  const volumes = parts.volumes.map((v) => json(k8s.toJson_Volume(v)));
+  const volumes = parts.volumes.map(canonicalCopy);
   if (spec.volumes === undefined) patch.push({ op: 'add', path: '/spec/volumes', value: volumes });
   else for (const v of volumes) patch.push({ op: 'add', path: '/spec/volumes/-', value: v });
 
@@ -319,10 +320,6 @@ function defaultServiceName(pod: PodLike, fallbackName: string | undefined): str
 
 function pointer(key: string): string {
   return key.replaceAll('~', '~0').replaceAll('/', '~1');
-}
-
-function json(value: Record<string, unknown> | undefined): Record<string, unknown> {
-  return value ?? {};
 }
 
 /**

@@ -1,4 +1,18 @@
-import { k8s } from 'cdk8s-plus-27';
+import type {
+  V1Container,
+  V1DeploymentSpec,
+  V1EnvVar,
+  V1ObjectMeta,
+  V1PodDisruptionBudgetSpec,
+  V1PodSpec,
+  V1Probe,
+  V1SecurityContext,
+  V1ServiceSpec,
+  V1Volume,
+  V1VolumeMount,
+  V2HorizontalPodAutoscalerSpec,
+} from '@kubernetes/client-node';
+import { ApiObject } from 'cdk8s';
 import type { Construct } from 'constructs';
 import { SIDECAR_PORTS, durationMs, type AiService } from '../api/index.js';
 import { CONSUL_SECRETS_DIR, CONSUL_VOLUME, consulSecretItems, type ConsulConnection } from './consul.js';
@@ -68,7 +82,22 @@ function quantityBytes(quantity: string | number): number | undefined {
   return match && factor !== undefined ? Number(match[1]) * factor : undefined;
 }
 
-const RESTRICTED: k8s.SecurityContext = {
+/**
+ * Compute resources as an AiService gives them: a quantity may be a JSON number, which
+ * Kubernetes accepts and client-node's types (strings only) do not.
+ */
+type Quantities = { requests?: Record<string, string | number>; limits?: Record<string, string | number> };
+
+/**
+ * The Kubernetes objects are plain JSON in cdk8s `ApiObject`s, typed with client-node's
+ * types (imported as types only: nothing of client-node is loaded at run time).
+ */
+type Container = Omit<V1Container, 'resources'> & { resources?: Quantities };
+type DeploymentSpec = Omit<V1DeploymentSpec, 'template'> & {
+  template: { metadata?: V1ObjectMeta; spec: Omit<V1PodSpec, 'containers'> & { containers: Container[] } };
+};
+
+const RESTRICTED: V1SecurityContext = {
   allowPrivilegeEscalation: false,
   readOnlyRootFilesystem: true,
   runAsNonRoot: true,
@@ -95,83 +124,97 @@ export function addWorkload(scope: Construct, resource: AiService, options: Work
   const ownsPods = spec.workload === undefined;
 
   if (ownsPods)
-    new k8s.KubeServiceAccount(scope, 'service-account', { metadata, automountServiceAccountToken: false });
+    new ApiObject(scope, 'service-account', {
+      apiVersion: 'v1',
+      kind: 'ServiceAccount',
+      metadata,
+      automountServiceAccountToken: false,
+    });
 
   if (sidecar) {
-    new k8s.KubeConfigMap(scope, 'sidecar-config', {
+    new ApiObject(scope, 'sidecar-config', {
+      apiVersion: 'v1',
+      kind: 'ConfigMap',
       metadata: { ...metadata, name: sidecarConfigMapName(name) },
       data: { [CONFIG_FILE]: options.sidecarConfigJson },
     });
   }
 
   if (ownsPods) {
-    new k8s.KubeDeployment(scope, 'deployment', {
-      metadata,
-      spec: {
-        // With autoscaling the HPA owns the replica count, so it is left out of what we apply.
-        ...(spec.autoscaling ? {} : { replicas: spec.replicas ?? 1 }),
-        selector: { matchLabels: selectorFor(resource) },
-        strategy: { type: 'RollingUpdate', rollingUpdate: { maxUnavailable: k8s.IntOrString.fromNumber(0) } },
-        template: {
-          metadata: { labels: labelsFor(resource), annotations: sidecar?.podAnnotations ?? {} },
-          spec: {
-            serviceAccountName: name,
-            automountServiceAccountToken: false,
-            securityContext: { runAsNonRoot: true, seccompProfile: { type: 'RuntimeDefault' } },
-            containers: [
-              appContainer(resource, sidecar),
-              // A native sidecar is moved to initContainers on the output (markNativeSidecar).
-              ...(sidecar ? [sidecar.container] : []),
-            ],
-            volumes: [{ name: 'tmp', emptyDir: {} }, ...(sidecar?.volumes ?? [])],
-          },
+    const deployment: DeploymentSpec = {
+      // With autoscaling the HPA owns the replica count, so it is left out of what we apply.
+      ...(spec.autoscaling ? {} : { replicas: spec.replicas ?? 1 }),
+      selector: { matchLabels: selectorFor(resource) },
+      strategy: { type: 'RollingUpdate', rollingUpdate: { maxUnavailable: 0 } },
+      template: {
+        metadata: { labels: labelsFor(resource), annotations: sidecar?.podAnnotations ?? {} },
+        spec: {
+          serviceAccountName: name,
+          automountServiceAccountToken: false,
+          securityContext: { runAsNonRoot: true, seccompProfile: { type: 'RuntimeDefault' } },
+          containers: [
+            appContainer(resource, sidecar),
+            // A native sidecar is moved to initContainers on the output (markNativeSidecar).
+            ...(sidecar ? [sidecar.container] : []),
+          ],
+          volumes: [{ name: 'tmp', emptyDir: {} }, ...(sidecar?.volumes ?? [])],
         },
       },
+    };
+    new ApiObject(scope, 'deployment', {
+      apiVersion: 'apps/v1',
+      kind: 'Deployment',
+      metadata,
+      spec: deployment,
     });
   }
-  new k8s.KubeService(scope, 'service', {
-    metadata,
-    spec: {
-      selector: selectorFor(resource),
-      ports: [
-        {
-          name: spec.protocol,
-          port: spec.port,
-          targetPort: k8s.IntOrString.fromNumber(spec.port),
-          appProtocol: spec.protocol === 'grpc' ? 'grpc' : 'http',
-        },
-      ],
-    },
-  });
+  const service: V1ServiceSpec = {
+    selector: selectorFor(resource),
+    ports: [
+      {
+        name: spec.protocol,
+        port: spec.port,
+        targetPort: spec.port,
+        appProtocol: spec.protocol === 'grpc' ? 'grpc' : 'http',
+      },
+    ],
+  };
+  new ApiObject(scope, 'service', { apiVersion: 'v1', kind: 'Service', metadata, spec: service });
 
   if (ownsPods && spec.autoscaling) {
-    new k8s.KubeHorizontalPodAutoscalerV2(scope, 'autoscaler', {
-      metadata,
-      spec: {
-        scaleTargetRef: { apiVersion: 'apps/v1', kind: 'Deployment', name },
-        minReplicas: spec.autoscaling.minReplicas,
-        maxReplicas: spec.autoscaling.maxReplicas,
-        metrics: [
-          {
-            type: 'Resource',
-            resource: {
-              name: 'cpu',
-              target: { type: 'Utilization', averageUtilization: spec.autoscaling.targetCPUPercent },
-            },
+    const autoscaler: V2HorizontalPodAutoscalerSpec = {
+      scaleTargetRef: { apiVersion: 'apps/v1', kind: 'Deployment', name },
+      minReplicas: spec.autoscaling.minReplicas,
+      maxReplicas: spec.autoscaling.maxReplicas,
+      metrics: [
+        {
+          type: 'Resource',
+          resource: {
+            name: 'cpu',
+            target: { type: 'Utilization', averageUtilization: spec.autoscaling.targetCPUPercent },
           },
-        ],
-      },
+        },
+      ],
+    };
+    new ApiObject(scope, 'autoscaler', {
+      apiVersion: 'autoscaling/v2',
+      kind: 'HorizontalPodAutoscaler',
+      metadata,
+      spec: autoscaler,
     });
   }
 
   const leastReplicas = spec.autoscaling?.minReplicas ?? spec.replicas ?? 1;
   if (ownsPods && leastReplicas > 1) {
-    new k8s.KubePodDisruptionBudget(scope, 'disruption-budget', {
+    const budget: V1PodDisruptionBudgetSpec = {
+      maxUnavailable: 1,
+      selector: { matchLabels: selectorFor(resource) },
+    };
+    new ApiObject(scope, 'disruption-budget', {
+      apiVersion: 'policy/v1',
+      kind: 'PodDisruptionBudget',
       metadata,
-      spec: {
-        maxUnavailable: k8s.IntOrString.fromNumber(1),
-        selector: { matchLabels: selectorFor(resource) },
-      },
+      spec: budget,
     });
   }
 }
@@ -186,15 +229,15 @@ export type SidecarConfigSource =
 /** Everything a pod needs to run the aimesh sidecar, wherever the pod comes from. */
 export interface SidecarParts {
   /** A plain container; a native sidecar is this container in initContainers with restartPolicy Always. */
-  container: k8s.Container;
+  container: Container;
   /** The volumes the sidecar mounts; all named aimesh-*, so they cannot collide with the app's. */
-  volumes: k8s.Volume[];
+  volumes: V1Volume[];
   /** Prometheus scrape annotations for the sidecar's /metrics, when metrics are on. */
   podAnnotations: Record<string, string>;
   /** What an app container needs to find the sidecar, minus what it sets itself. */
-  appEnv: (setByApp: readonly string[]) => k8s.EnvVar[];
+  appEnv: (setByApp: readonly string[]) => V1EnvVar[];
   /** What every app container mounts: the saga control API token, read-only. */
-  appVolumeMounts: k8s.VolumeMount[];
+  appVolumeMounts: V1VolumeMount[];
 }
 
 export interface SidecarOptions {
@@ -234,12 +277,12 @@ export function sidecarFor(resource: AiService, options: SidecarOptions): Sideca
   };
 }
 
-function appContainer(resource: AiService, sidecar: SidecarParts | undefined): k8s.Container {
+function appContainer(resource: AiService, sidecar: SidecarParts | undefined): Container {
   const { spec } = resource;
-  const probeHandler: Pick<k8s.Probe, 'httpGet' | 'grpc'> =
+  const probeHandler: Pick<V1Probe, 'httpGet' | 'grpc'> =
     spec.protocol === 'grpc'
       ? { grpc: { port: spec.port } }
-      : { httpGet: { path: spec.healthCheck.path, port: k8s.IntOrString.fromNumber(spec.port) } };
+      : { httpGet: { path: spec.healthCheck.path, port: spec.port } };
   const timing = {
     periodSeconds: seconds(spec.healthCheck.interval),
     timeoutSeconds: seconds(spec.healthCheck.timeout),
@@ -257,7 +300,7 @@ function appContainer(resource: AiService, sidecar: SidecarParts | undefined): k
       ),
       ...(sidecar?.appEnv(spec.env.map((v) => v.name)) ?? []),
     ],
-    resources: quantities(spec.resources ?? DEFAULT_APP_RESOURCES),
+    resources: spec.resources ?? DEFAULT_APP_RESOURCES,
     readinessProbe: { ...probeHandler, ...timing },
     livenessProbe: { ...probeHandler, ...timing, failureThreshold: timing.failureThreshold * 2 },
     securityContext: RESTRICTED,
@@ -265,11 +308,7 @@ function appContainer(resource: AiService, sidecar: SidecarParts | undefined): k
   };
 }
 
-function sidecarContainer(
-  resource: AiService,
-  sidecarImage: string,
-  consul: ConsulConnection,
-): k8s.Container {
+function sidecarContainer(resource: AiService, sidecarImage: string, consul: ConsulConnection): Container {
   const { spec } = resource;
   const sidecarResources = spec.sidecar.resources ?? DEFAULT_SIDECAR_RESOURCES;
   const field = (fieldPath: string) => ({ valueFrom: { fieldRef: { fieldPath } } });
@@ -291,20 +330,20 @@ function sidecarContainer(
       { name: 'CONSUL_HTTP_ADDR', value: consul.address },
       { name: 'NODE_OPTIONS', value: sidecarNodeOptions(sidecarResources.limits?.memory) },
     ],
-    resources: quantities(sidecarResources),
+    resources: sidecarResources,
     readinessProbe: {
-      httpGet: { path: '/readyz', port: k8s.IntOrString.fromNumber(SIDECAR_PORTS.admin) },
+      httpGet: { path: '/readyz', port: SIDECAR_PORTS.admin },
       periodSeconds: 5,
     },
     livenessProbe: {
-      httpGet: { path: '/healthz', port: k8s.IntOrString.fromNumber(SIDECAR_PORTS.admin) },
+      httpGet: { path: '/healthz', port: SIDECAR_PORTS.admin },
       periodSeconds: 10,
     },
     // A node starting many pods at once can take the sidecar tens of seconds to start; the
     // liveness probe must not kill it meanwhile (seen on the one-node test cluster: 20
     // sidecars restarting one another). Up to 60 s to start, then liveness takes over.
     startupProbe: {
-      httpGet: { path: '/healthz', port: k8s.IntOrString.fromNumber(SIDECAR_PORTS.admin) },
+      httpGet: { path: '/healthz', port: SIDECAR_PORTS.admin },
       periodSeconds: 2,
       failureThreshold: 30,
     },
@@ -331,13 +370,13 @@ function sidecarVolumes(
   resource: AiService,
   config: SidecarConfigSource,
   consul: ConsulConnection,
-): k8s.Volume[] {
-  const list: k8s.Volume[] = [
+): V1Volume[] {
+  const list: V1Volume[] = [
     config.kind === 'configMap'
       ? { name: 'aimesh-config', configMap: { name: config.name } }
       : {
           name: 'aimesh-config',
-          downwardApi: {
+          downwardAPI: {
             items: [
               { path: CONFIG_FILE, fieldRef: { fieldPath: `metadata.annotations['${config.annotation}']` } },
             ],
@@ -346,10 +385,7 @@ function sidecarVolumes(
     { name: 'aimesh-tmp', emptyDir: {} },
     // In memory: the token never reaches the node's disk. It lives as long as the pod, so a
     // restarted sidecar container finds the token the app holds.
-    {
-      name: CONTROL_TOKEN_VOLUME,
-      emptyDir: { medium: 'Memory', sizeLimit: k8s.Quantity.fromString('1Mi') },
-    },
+    { name: CONTROL_TOKEN_VOLUME, emptyDir: { medium: 'Memory', sizeLimit: '1Mi' } },
   ];
   for (const provider of resource.spec.providers) {
     if (!provider.apiKeySecretRef) continue;
@@ -377,21 +413,6 @@ function sidecarVolumes(
 
 const providerVolume = (provider: string) => `aimesh-provider-${provider}`;
 
-type Quantities = { requests?: Record<string, string | number>; limits?: Record<string, string | number> };
-
-function quantities(resources: Quantities): k8s.ResourceRequirements {
-  const convert = (map?: Record<string, string | number>) =>
-    map
-      ? Object.fromEntries(
-          Object.entries(map).map(([k, v]) => [
-            k,
-            typeof v === 'number' ? k8s.Quantity.fromNumber(v) : k8s.Quantity.fromString(v),
-          ]),
-        )
-      : undefined;
-  return { requests: convert(resources.requests), limits: convert(resources.limits) };
-}
-
 /** Whole seconds for a probe field, at least 1. */
 function seconds(duration: string): number {
   return Math.max(1, Math.ceil(durationMs(duration) / 1000));
@@ -400,8 +421,9 @@ function seconds(duration: string): number {
 /**
  * Makes the sidecar a native sidecar (an init container with restartPolicy: Always,
  * Kubernetes 1.29+): it starts before the app and keeps running beside it. Done on the
- * rendered output because cdk8s-plus-27's typed Deployment predates native sidecars and
- * drops fields it does not know; the container itself is rendered with the typed API.
+ * rendered output, as injection does on a pod: `sidecarFor` builds one container for both
+ * placements. Added after cdk8s sorts the keys, restartPolicy and initContainers come last,
+ * as in every render the operator has applied so far.
  */
 export function markNativeSidecar(objects: { kind: string; spec?: unknown }[]): void {
   for (const object of objects) {

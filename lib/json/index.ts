@@ -12,3 +12,11 @@ function sortKeys(_key: string, value: unknown): unknown {
   if (value === null || typeof value !== 'object' || Array.isArray(value)) return value;
   return Object.fromEntries(Object.entries(value).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
 }
+
+/**
+ * A JSON copy of `value` with keys sorted at every level and undefined fields left out: an
+ * object exactly as cdk8s renders it (its `ApiObject` sorts keys the same way).
+ */
+export function canonicalCopy<T>(value: T): T {
+  return JSON.parse(JSON.stringify(value, sortKeys)) as T;
+}
