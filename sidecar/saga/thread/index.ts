@@ -24,6 +24,11 @@ import {
 
 export type { Metrics as ThreadMetrics } from './protocol.js';
 
+/** How long a scrape waits for the thread's metrics (Prometheus's own scrape timeout is 10 s). */
+const METRICS_WAIT_MS = 5_000;
+/** How long a stop waits for the thread to close its APIs and store before ending it. */
+const STOP_WAIT_MS = 10_000;
+
 export interface SagaThreadOptions {
   config: SidecarConfig;
   /** Who holds the store's locks: the instance id. */
@@ -128,7 +133,25 @@ export function startSagaThread(options: SagaThreadOptions): SagaThread {
       if (phase === 'gone') return Promise.resolve([]);
       const id = nextId++;
       return new Promise<Metrics>((resolve, reject) => {
-        pending.set(id, { resolve, reject });
+        // A thread too busy to answer in time must not hold up the scrape of the proxy's
+        // own metrics: those are served without the saga series, and the log says why.
+        const timer = setTimeout(() => {
+          pending.delete(id);
+          log.warn('the saga thread did not answer for its metrics in time; serving the rest', {
+            waitedMs: METRICS_WAIT_MS,
+          });
+          resolve([]);
+        }, METRICS_WAIT_MS);
+        pending.set(id, {
+          resolve: (metrics) => {
+            clearTimeout(timer);
+            resolve(metrics);
+          },
+          reject: (error) => {
+            clearTimeout(timer);
+            reject(error);
+          },
+        });
         send({ type: 'metrics', id });
       });
     },
@@ -136,7 +159,15 @@ export function startSagaThread(options: SagaThreadOptions): SagaThread {
       if (phase === 'gone') return;
       phase = 'stopping';
       send({ type: 'stop' });
-      await stopped;
+      // Every state change is in the store before it is acted on, so a thread that cannot
+      // stop in time loses nothing by being ended: its executions recover on the next start.
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<'late'>(
+        (resolve) => (timer = setTimeout(() => resolve('late'), STOP_WAIT_MS)),
+      );
+      if ((await Promise.race([stopped, late])) === 'late')
+        log.warn('the saga thread did not stop in time; ending it', { waitedMs: STOP_WAIT_MS });
+      clearTimeout(timer);
       await worker.terminate();
     },
   };
