@@ -15,7 +15,6 @@ import {
   applyAiServices,
   chartNodeArgs,
   chartWorkers,
-  converged,
   countChildren,
   cpuSplit,
   describeCpu,
@@ -27,6 +26,7 @@ import {
   readSamples,
   startSampledOperator,
   waitQuiet,
+  waitConverged,
   writesOf,
 } from './operator-run.js';
 import { table, writeSection } from './report.js';
@@ -48,11 +48,7 @@ try {
   operators.push(operator);
   const started = Date.now();
   const cpu = cpuSplit({ ...cluster.pids, operator: operator.process.pid });
-  await waitFor(
-    `${COUNT} AiServices converged`,
-    async () => (await converged(cluster, NAMESPACE)) === COUNT,
-    1_800_000,
-  );
+  await waitConverged(cluster, NAMESPACE, COUNT, 1_800_000);
   const convergeMs = Date.now() - started;
   const convergeCpu = describeCpu(cpu(), convergeMs);
   // Status follows the Deployments' own status, which kube-controller-manager fills in

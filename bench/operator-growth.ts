@@ -6,14 +6,13 @@
  * AIMESH_BENCH_GROWTH_SIZES sets the sizes (100,500,1000,2000).
  */
 import { join } from 'node:path';
-import { startControlPlane, waitFor } from '../test/env/index.js';
+import { startControlPlane } from '../test/env/index.js';
 import { installOperatorIdentity } from '../test/e2e/operator-process.js';
 import {
   CHILDREN_PER_SERVICE,
   applyAiServices,
   chartNodeArgs,
   chartWorkers,
-  converged,
   countChildren,
   cpuSplit,
   describeCpu,
@@ -24,6 +23,7 @@ import {
   readSamples,
   startSampledOperator,
   waitQuiet,
+  waitConverged,
   writesOf,
 } from './operator-run.js';
 import { table, writeSection } from './report.js';
@@ -62,11 +62,7 @@ async function measure(count: number): Promise<Figures> {
     try {
       const started = Date.now();
       const cpu = cpuSplit({ ...cluster.pids, operator: operator.process.pid });
-      await waitFor(
-        `${count} AiServices converged`,
-        async () => (await converged(cluster, NAMESPACE)) === count,
-        3_600_000,
-      );
+      await waitConverged(cluster, NAMESPACE, count, 3_600_000);
       const convergeMs = Date.now() - started;
       const convergeCpu = describeCpu(cpu(), convergeMs);
       await waitQuiet(operator);

@@ -59,3 +59,27 @@ export function cpuMs(pid: number): number {
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100; // USER_HZ is 100 on Linux
 }
+
+/**
+ * How busy the machine's CPUs are from now until the returned function is called, as a
+ * share of all of them (from /proc/stat): whether a latency figure was taken on a machine
+ * with time to spare or one whose cores were all taken.
+ */
+export function machineBusy(): () => number {
+  const read = () => {
+    const fields = (readFileSync('/proc/stat', 'utf8').split('\n')[0] ?? '')
+      .trim()
+      .split(/\s+/)
+      .slice(1)
+      .map(Number);
+    const total = fields.reduce((a, b) => a + b, 0);
+    const idle = (fields[3] ?? 0) + (fields[4] ?? 0); // idle + iowait
+    return { total, idle };
+  };
+  const before = read();
+  return () => {
+    const after = read();
+    const total = after.total - before.total;
+    return total > 0 ? 1 - (after.idle - before.idle) / total : 0;
+  };
+}

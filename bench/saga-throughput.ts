@@ -31,7 +31,7 @@ import { BaselineConsulSagaStore } from './baselines/consul-kv-store.js';
 import { BaselineFileSagaStore } from './baselines/file-per-execution-store.js';
 import { startConsulServer } from './consul-server.js';
 import { engineThroughput } from './saga-engine-load.js';
-import { table, writeSection } from './report.js';
+import { machineBusy, table, writeSection } from './report.js';
 
 const EXECUTIONS = Number(process.env.AIMESH_BENCH_EXECUTIONS ?? 2000);
 /** Parts to run (engine, sidecar, proxy, open), to look at one alone; all by default. */
@@ -306,7 +306,9 @@ async function proxyRows(): Promise<(string | number)[][]> {
       return JSON.parse(await nextLine()) as { p50: number; p99: number; errors: number };
     };
     await run(); // warm-up: JIT, connection pools
+    const quietBusy = machineBusy();
     const quietRun = await run();
+    const quietCpu = quietBusy();
     // Sagas at a fixed rate in the same sidecar while the proxy is measured again.
     let stop = false;
     let sagaStarted = 0;
@@ -334,20 +336,23 @@ async function proxyRows(): Promise<(string | number)[][]> {
       await Promise.all(pending);
     })();
     await new Promise((r) => setTimeout(r, 1000));
+    const loadedBusy = machineBusy();
     const loadedRun = await run();
+    const loadedCpu = loadedBusy();
     stop = true;
     await sagaLoad;
     const loadStates = await finishedAll(sidecar, loadIds);
     const loadNotCompleted = loadStates.filter((state) => state !== 'completed').length;
     console.log('proxy alone', quietRun, 'with sagas', loadedRun);
     return [
-      ['none', quietRun.p50.toFixed(2), quietRun.p99.toFixed(2), quietRun.errors, '-'],
+      ['none', quietRun.p50.toFixed(2), quietRun.p99.toFixed(2), quietRun.errors, '-', percent(quietCpu)],
       [
         `${SAGA_RATE} executions/s started (${sagaStarted} in all, ${sagaErrors} refused, ${loadNotCompleted} not completed)`,
         loadedRun.p50.toFixed(2),
         loadedRun.p99.toFixed(2),
         loadedRun.errors,
         `${(loadedRun.p99 - quietRun.p99).toFixed(2)} ms`,
+        percent(loadedCpu),
       ],
     ];
   } finally {
@@ -355,6 +360,10 @@ async function proxyRows(): Promise<(string | number)[][]> {
     await registration?.deregister();
     for (const s of sidecars.splice(0)) await s.stop();
   }
+}
+
+function percent(share: number): string {
+  return `${Math.round(share * 100)}%`;
 }
 
 /** Part 4: a store holding many finished executions, opened in a fresh process. */
@@ -478,11 +487,18 @@ try {
         '### Proxy latency with sagas in the same sidecar',
         '',
         table(
-          ['saga load', `p50 ms @ ${PROXY_RATE}/s`, `p99 ms @ ${PROXY_RATE}/s`, 'errors', 'p99 change'],
+          [
+            'saga load',
+            `p50 ms @ ${PROXY_RATE}/s`,
+            `p99 ms @ ${PROXY_RATE}/s`,
+            'errors',
+            'p99 change',
+            'machine CPU busy (2 cores)',
+          ],
           proxy,
         ),
         '',
-        `One sidecar with the file store; ${PROXY_RATE} req/s for ${LOAD_SECONDS} s to an echo upstream through its outbound proxy, from a load generator in its own process (latency from the scheduled send time), first alone, then while ${SAGA_RATE} executions/s are started on the same sidecar. The sagas (engine, store, step calls, control APIs) run on a worker thread of the sidecar, so they do not hold up the proxy's event loop; they still share the machine's 2 cores with the proxy, the load generator, the upstream and the step services.`,
+        `One sidecar with the file store; ${PROXY_RATE} req/s for ${LOAD_SECONDS} s to an echo upstream through its outbound proxy, from a load generator in its own process (latency from the scheduled send time), first alone, then while ${SAGA_RATE} executions/s are started on the same sidecar. The sagas (engine, store, step calls, control APIs) run on a worker thread of the sidecar, so they do not hold up the proxy's event loop; they still share the machine's 2 cores with the proxy, the load generator, the upstream and the step services: the last column says how much of those cores was taken while each row was measured.`,
         '',
         '### Opening a file store with many finished executions',
         '',
