@@ -277,8 +277,11 @@ export function chartEnv(): Record<string, string> {
     join(REPO_DIR, 'charts', 'aimesh-operator', 'templates', 'deployment.yaml'),
     'utf8',
   );
-  const arenas = /- name: MALLOC_ARENA_MAX\s+value: "(\d+)"/.exec(template);
-  return arenas ? { MALLOC_ARENA_MAX: arenas[1] as string } : {};
+  // glibc's malloc settings, which the template gives as literal values.
+  const env: Record<string, string> = {};
+  for (const match of template.matchAll(/- name: (MALLOC_\w+)\s+value: "([^"]*)"/g))
+    env[match[1] as string] = match[2] as string;
+  return env;
 }
 
 /** Starts the operator as the chart runs it, sampling its memory into the log folder. */
