@@ -15,18 +15,15 @@ import {
   applyAiServices,
   chartNodeArgs,
   chartWorkers,
-  countChildren,
-  cpuSplit,
-  describeCpu,
   describeSample,
   describeWrites,
+  measureConvergence,
   memoryPeaks,
   mib,
   peakRssMiB,
   readSamples,
   startSampledOperator,
   waitQuiet,
-  waitConverged,
   writesOf,
 } from './operator-run.js';
 import { table, writeSection } from './report.js';
@@ -46,20 +43,7 @@ try {
   const first = await startSampledOperator(kubeconfig, 'bench', logs, [...NODE_ARGS, ...EXTRA_ARGS]);
   const operator = first.operator;
   operators.push(operator);
-  const started = Date.now();
-  const cpu = cpuSplit({ ...cluster.pids, operator: operator.process.pid });
-  await waitConverged(cluster, NAMESPACE, COUNT, 1_800_000);
-  const convergeMs = Date.now() - started;
-  const convergeCpu = describeCpu(cpu(), convergeMs);
-  // Status follows the Deployments' own status, which kube-controller-manager fills in
-  // after creating them: wait until the operator has stopped writing before stopping it.
-  await waitQuiet(operator);
-  const children = await countChildren(cluster, NAMESPACE);
-  if (children !== COUNT * CHILDREN_PER_SERVICE)
-    throw new Error(`expected ${COUNT * CHILDREN_PER_SERVICE} children, found ${children}`);
-  const firstWrites = await writesOf(operator);
-  const reconciles = await operator.counter('aimesh_operator_reconciles_total');
-  const peak = peakRssMiB(operator.process.pid);
+  const converging = await measureConvergence(cluster, operator, NAMESPACE, COUNT, 1_800_000);
   await operator.process.stop();
   operators.pop();
   const firstMemory = memoryPeaks(readSamples(first.samplesFile));
@@ -114,13 +98,16 @@ try {
 
   const rows: (string | number)[][] = [
     ['AiServices', COUNT],
-    [`children created (${CHILDREN_PER_SERVICE} per AiService)`, children],
-    ['time until every AiService reports its generation observed', `${(convergeMs / 1000).toFixed(1)} s`],
-    ['  CPU spent meanwhile, by process', convergeCpu],
-    ['API writes until quiet (Lease excluded)', firstWrites.total],
-    ['  by verb and kind', describeWrites(firstWrites.byKind)],
-    ['reconciles', reconciles],
-    ['operator peak RSS (first start)', `${peak} MiB`],
+    [`children created (${CHILDREN_PER_SERVICE} per AiService)`, converging.children],
+    [
+      'time until every AiService reports its generation observed',
+      `${(converging.convergeMs / 1000).toFixed(1)} s`,
+    ],
+    ['  CPU spent meanwhile, by process', converging.cpu],
+    ['API writes until quiet (Lease excluded)', converging.writes.total],
+    ['  by verb and kind', describeWrites(converging.writes.byKind)],
+    ['reconciles', converging.reconciles],
+    ['operator peak RSS (first start)', `${converging.peakRss} MiB`],
     ['operator peak heap used (first start)', `${mib(firstMemory.heapUsedMax)} MiB`],
     ['time to re-check all after a restart', `${(resyncMs / 1000).toFixed(1)} s`],
     ['API writes after a restart with nothing changed', restartWrites.total],

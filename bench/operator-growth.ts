@@ -9,22 +9,15 @@ import { join } from 'node:path';
 import { startControlPlane } from '../test/env/index.js';
 import { installOperatorIdentity } from '../test/e2e/operator-process.js';
 import {
-  CHILDREN_PER_SERVICE,
   applyAiServices,
   chartNodeArgs,
   chartWorkers,
-  countChildren,
-  cpuSplit,
-  describeCpu,
   describeWrites,
+  measureConvergence,
   memoryPeaks,
   mib,
-  peakRssMiB,
   readSamples,
   startSampledOperator,
-  waitQuiet,
-  waitConverged,
-  writesOf,
 } from './operator-run.js';
 import { table, writeSection } from './report.js';
 
@@ -60,25 +53,16 @@ async function measure(count: number): Promise<Figures> {
       NODE_ARGS,
     );
     try {
-      const started = Date.now();
-      const cpu = cpuSplit({ ...cluster.pids, operator: operator.process.pid });
-      await waitConverged(cluster, NAMESPACE, count, 3_600_000);
-      const convergeMs = Date.now() - started;
-      const convergeCpu = describeCpu(cpu(), convergeMs);
-      await waitQuiet(operator);
-      const children = await countChildren(cluster, NAMESPACE);
-      if (children !== count * CHILDREN_PER_SERVICE)
-        throw new Error(`expected ${count * CHILDREN_PER_SERVICE} children, found ${children}`);
-      const writes = await writesOf(operator);
+      const converging = await measureConvergence(cluster, operator, NAMESPACE, count, 3_600_000);
       const figures = {
         count,
-        convergeMs,
-        writes: writes.total,
-        byKind: describeWrites(writes.byKind),
-        reconciles: await operator.counter('aimesh_operator_reconciles_total'),
-        peakRss: peakRssMiB(operator.process.pid),
+        convergeMs: converging.convergeMs,
+        writes: converging.writes.total,
+        byKind: describeWrites(converging.writes.byKind),
+        reconciles: converging.reconciles,
+        peakRss: converging.peakRss,
         peakHeapUsed: mib(memoryPeaks(readSamples(samplesFile)).heapUsedMax),
-        cpu: convergeCpu,
+        cpu: converging.cpu,
       };
       console.log(JSON.stringify(figures));
       return figures;

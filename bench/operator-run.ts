@@ -317,3 +317,45 @@ export function describeCpu(split: { name: string; ms: number }[], wallMs: numbe
     .map(({ name, ms }) => `${name} ${(ms / 1000).toFixed(1)} s (${Math.round((ms / capacity) * 100)}%)`)
     .join(', ');
 }
+
+export interface Convergence {
+  convergeMs: number;
+  /** CPU by process while converging: what the time was spent on. */
+  cpu: string;
+  children: number;
+  writes: { total: number; byKind: Map<string, number> };
+  reconciles: number;
+  peakRss: number;
+}
+
+/**
+ * What converging `count` AiServices costs a just-started operator: the time until each
+ * reports its generation observed and the CPU spent meanwhile; then, once the operator has
+ * stopped writing (status follows the Deployments' own status, which the controller manager
+ * fills in after creating them), its writes, reconciles and peak RSS. Checks every child exists.
+ */
+export async function measureConvergence(
+  cluster: ControlPlane,
+  operator: OperatorProcess,
+  namespace: string,
+  count: number,
+  timeoutMs: number,
+): Promise<Convergence> {
+  const started = Date.now();
+  const cpu = cpuSplit({ ...cluster.pids, operator: operator.process.pid });
+  await waitConverged(cluster, namespace, count, timeoutMs);
+  const convergeMs = Date.now() - started;
+  const spent = describeCpu(cpu(), convergeMs);
+  await waitQuiet(operator);
+  const children = await countChildren(cluster, namespace);
+  if (children !== count * CHILDREN_PER_SERVICE)
+    throw new Error(`expected ${count * CHILDREN_PER_SERVICE} children, found ${children}`);
+  return {
+    convergeMs,
+    cpu: spent,
+    children,
+    writes: await writesOf(operator),
+    reconciles: await operator.counter('aimesh_operator_reconciles_total'),
+    peakRss: peakRssMiB(operator.process.pid),
+  };
+}

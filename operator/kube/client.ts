@@ -3,9 +3,8 @@
  * status), delete. Every write goes through here, so writes are counted in one place.
  */
 import type { KubernetesObject } from '@kubernetes/client-node';
-import { createHash } from 'node:crypto';
 import { Agent, ProxyAgent, fetch, type Dispatcher } from 'undici';
-import type { KubeCredentials } from './config.js';
+import type { KubeCredentials, TlsSettings } from './config.js';
 import { collectionPath, objectPath, type ResourceType } from './resources.js';
 
 export const FIELD_MANAGER = 'aimesh-operator';
@@ -41,7 +40,7 @@ export type ChildWriter = Pick<KubeClient, 'apply' | 'applyStatus' | 'delete'>;
 export class KubeClient {
   private readonly server: string;
   /** The one connection pool every request shares, and the TLS settings it was made for. */
-  private pool?: { key: string; dispatcher: Dispatcher | undefined };
+  private pool?: { tls: TlsSettings; dispatcher: Dispatcher };
 
   constructor(
     private readonly credentials: KubeCredentials,
@@ -270,25 +269,30 @@ export class KubeClient {
    */
   private async connection(): Promise<{ headers: Record<string, string>; dispatcher?: Dispatcher }> {
     const { headers, tls } = await this.credentials.current();
-    const proxy = this.credentials.proxy;
-    const key = createHash('sha256')
-      .update(
-        JSON.stringify({ tls, proxy }, (_name, value: unknown) =>
-          Buffer.isBuffer(value) ? value.toString('base64') : value,
-        ),
-      )
-      .digest('hex');
-    if (this.pool?.key !== key) {
+    if (!this.pool || !sameTls(this.pool.tls, tls)) {
       const previous = this.pool?.dispatcher;
+      const proxy = this.credentials.proxy;
       const dispatcher = proxy
         ? new ProxyAgent({ uri: proxy, requestTls: tls })
         : new Agent({ connect: tls, ...WATCH_FRIENDLY_TIMEOUTS });
-      this.pool = { key, dispatcher };
+      this.pool = { tls, dispatcher };
       // In-flight requests on the old pool finish; it takes no new ones.
       void previous?.close().catch(() => undefined);
     }
     return { headers, dispatcher: this.pool.dispatcher };
   }
+}
+
+/** Whether two TLS settings are the same: a rotated CA or client certificate is not. */
+function sameTls(a: TlsSettings, b: TlsSettings): boolean {
+  const same = (x: unknown, y: unknown) => (Buffer.isBuffer(x) && Buffer.isBuffer(y) ? x.equals(y) : x === y);
+  return (
+    same(a.ca, b.ca) &&
+    same(a.cert, b.cert) &&
+    same(a.key, b.key) &&
+    a.rejectUnauthorized === b.rejectUnauthorized &&
+    a.servername === b.servername
+  );
 }
 
 /**

@@ -70,13 +70,14 @@ function inCluster(env: NodeJS.ProcessEnv, saDir: string): KubeCredentials {
   const host = env.KUBERNETES_SERVICE_HOST as string;
   const port = env.KUBERNETES_SERVICE_PORT ?? '443';
   const token = rereadEvery(join(saDir, 'token'));
-  const ca = rereadEvery(join(saDir, 'ca.crt'));
+  // Every pod gets the CA beside its token; without it the system's CAs are used.
+  const ca = existsSync(join(saDir, 'ca.crt')) ? rereadEvery(join(saDir, 'ca.crt')) : undefined;
   return {
     server: `https://${host.includes(':') ? `[${host}]` : host}:${port}`,
     source: `the pod's ServiceAccount (${saDir})`,
     current: async () => ({
       headers: { authorization: `Bearer ${token().toString('utf8').trim()}` },
-      tls: existsSync(join(saDir, 'ca.crt')) ? { ca: ca() } : {},
+      tls: ca ? { ca: ca() } : {},
     }),
   };
 }

@@ -136,11 +136,17 @@ describe('the stack: retries, budget, balancer', () => {
 describe('the stack: request bodies and retries', () => {
   const flaky: Script = (_endpoint, _request, n) => (n === 1 ? answer(503) : answer(200, 'ok'));
   const retries = { attempts: 2, retryOn: ['5xx' as const], retryNonIdempotent: true };
+  /** A POST whose body arrives in these chunks. */
+  const post = (chunks: string[]) => ({
+    method: 'POST',
+    path: '/x',
+    headers: {},
+    body: Readable.from(chunks.map((c) => Buffer.from(c))),
+  });
 
   it('buffers a body within the limit and resends it whole on a retry', async () => {
     const { upstream, transport } = upstreamOf({ retries }, flaky);
-    const body = Readable.from([Buffer.from('hello '), Buffer.from('world')]);
-    const response = await upstream.call({ method: 'POST', path: '/x', headers: {}, body });
+    const response = await upstream.call(post(['hello ', 'world']));
     expect(response.status).toBe(200);
     expect(transport.sent.map((t) => t.body)).toEqual(['hello world', 'hello world']);
   });
@@ -157,30 +163,15 @@ describe('the stack: request bodies and retries', () => {
 
   it('takes its buffer size from retries.bufferBytes; 0 sends every body once', async () => {
     const small = upstreamOf({ retries: { ...retries, bufferBytes: 8 } }, flaky);
-    const fits = await small.upstream.call({
-      method: 'POST',
-      path: '/x',
-      headers: {},
-      body: Readable.from([Buffer.from('12345678')]),
-    });
+    const fits = await small.upstream.call(post(['12345678']));
     expect(fits.status).toBe(200);
     expect(small.transport.sent.map((t) => t.body)).toEqual(['12345678', '12345678']);
     const over = upstreamOf({ retries: { ...retries, bufferBytes: 8 } }, flaky);
-    const sentOnce = await over.upstream.call({
-      method: 'POST',
-      path: '/x',
-      headers: {},
-      body: Readable.from([Buffer.from('12345'), Buffer.from('6789')]),
-    });
+    const sentOnce = await over.upstream.call(post(['12345', '6789']));
     expect(sentOnce.status).toBe(503);
     expect(over.transport.sent.map((t) => t.body)).toEqual(['123456789']);
     const none = upstreamOf({ retries: { ...retries, bufferBytes: 0 } }, flaky);
-    const once = await none.upstream.call({
-      method: 'POST',
-      path: '/x',
-      headers: {},
-      body: Readable.from([Buffer.from('x')]),
-    });
+    const once = await none.upstream.call(post(['x']));
     expect(once.status).toBe(503);
     expect(none.transport.sent).toHaveLength(1);
     // A request without a body has nothing to keep: it is retried still.
