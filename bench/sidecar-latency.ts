@@ -19,7 +19,7 @@ import { join } from 'node:path';
 import { Pool } from 'undici';
 import { DEFAULT_SIDECAR_RESOURCES, sidecarNodeOptions } from '../render/index.js';
 import { registerLocally } from '../sidecar/discovery/index.js';
-import { REPO_DIR } from '../test/env/components.js';
+import { BUILT_ENTRY } from '../image/bundle.js';
 import { freePorts, waitFor } from '../test/env/index.js';
 import { installDebianPackages } from '../test/env/node.js';
 import { summarizeCpuProfile } from './cpu-profile.js';
@@ -149,8 +149,8 @@ function startSidecar(config: string, registry: string, extraFlags: string[] = [
     [
       ...SIDECAR_FLAGS,
       ...extraFlags,
-      // The compiled CLI, as the container image runs it (npm run build first).
-      join(REPO_DIR, 'dist', 'cli', 'main.js'),
+      // The bundled CLI, as the container image runs it (npm run build first).
+      BUILT_ENTRY,
       'sidecar',
       `--config=${config}`,
       '--admin-address=127.0.0.1',

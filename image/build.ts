@@ -7,7 +7,9 @@
  * Dockerfile copies that folder onto an empty image, so both ways give the same image.
  *
  * Layers, lowest first: the Node runtime (binary and shared libraries), the production
- * node_modules, and the compiled dist/ with package.json (which makes dist/ ESM).
+ * node_modules, and the application bundled by esbuild into /app/aimesh (image/bundle.ts:
+ * minified ES modules of only the code the commands reach; node_modules stays for what is
+ * loaded by name at run time, the Kubernetes client and the YAML parser).
  */
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -26,10 +28,13 @@ import { homedir, tmpdir } from 'node:os';
 import { basename, dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { REPO_DIR } from '../test/env/components.js';
+import { BUNDLE_ENTRY, bundleApp } from './bundle.js';
 import { goArch, writeImageTarball } from './oci.js';
 import { NONROOT, nodeBinary, sharedLibraries, stageNodeRuntime } from './runtime.js';
 
 export const IMAGE_REPOSITORY = 'ghcr.io/aimesh/aimesh';
+/** What the image's entrypoint runs: the CLI's bundle. */
+const IMAGE_ENTRY = `/app/aimesh/${BUNDLE_ENTRY}`;
 const IMAGE_DIR = fileURLToPath(new URL('.', import.meta.url));
 
 export interface BuiltImage {
@@ -74,7 +79,7 @@ export async function buildAimeshImage(): Promise<BuiltImage> {
       {
         name,
         layers: [runtime, dependencies, app],
-        entrypoint: ['/usr/local/bin/node', '/app/dist/cli/main.js'],
+        entrypoint: ['/usr/local/bin/node', IMAGE_ENTRY],
         env: { NODE_ENV: 'production', PATH: '/usr/local/bin:/usr/bin:/bin' },
         user: `${NONROOT}:${NONROOT}`,
         workdir: '/app',
@@ -107,25 +112,10 @@ export function stageRootfs(root: string): void {
   stageApp(join(root, 'app'));
 }
 
-/** dist/ compiled from the sources by the build tsconfig, without source maps or typings. */
+/** The application, bundled from the sources (the bundle's modules are .mjs: no package.json needed). */
 function stageApp(appDir: string): void {
   mkdirSync(appDir, { recursive: true });
-  copyFileSync(join(REPO_DIR, 'package.json'), join(appDir, 'package.json'));
-  run(
-    nodeBinary(),
-    [
-      join(REPO_DIR, 'node_modules', 'typescript', 'bin', 'tsc'),
-      '-p',
-      join(REPO_DIR, 'tsconfig.build.json'),
-      '--outDir',
-      join(appDir, 'dist'),
-      '--sourceMap',
-      'false',
-      '--declaration',
-      'false',
-    ],
-    REPO_DIR,
-  );
+  bundleApp(join(appDir, 'aimesh'));
 }
 
 /**

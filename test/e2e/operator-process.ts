@@ -1,6 +1,7 @@
 import { join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { REPO_DIR } from '../env/components.js';
+import { BUILT_ENTRY } from '../../image/bundle.js';
 import {
   freePort,
   kubeVersionFlag,
@@ -69,11 +70,9 @@ export async function startOperator(
   } = {},
 ): Promise<OperatorProcess> {
   const probePort = await freePort();
-  // Benchmarks run the built JavaScript (`npm run build`), as the image does; tests run the
+  // Benchmarks run the bundle `npm run build` writes, as the image does; tests run the
   // sources through tsx so they need no build step.
-  const entry = run.compiled
-    ? [join(REPO_DIR, 'dist', 'cli', 'main.js')]
-    : ['--import', 'tsx', join(REPO_DIR, 'cli', 'main.ts')];
+  const entry = run.compiled ? [BUILT_ENTRY] : ['--import', 'tsx', join(REPO_DIR, 'cli', 'main.ts')];
   const child = startProcess(
     `operator-${identity}`,
     // node itself, not the tsx wrapper, so the pid is the operator's (kill -9 must kill it).

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import type { SidecarConfigInput } from '../../api/index.js';
 import { DEFAULT_SIDECAR_RESOURCES, sidecarNodeOptions } from '../../render/index.js';
 import { REPO_DIR } from '../env/components.js';
+import { BUILT_ENTRY } from '../../image/bundle.js';
 import { freePorts, startProcess, waitFor, type ManagedProcess } from '../env/index.js';
 
 export interface SidecarProcess {
@@ -26,8 +27,8 @@ export interface SidecarProcess {
 
 export interface SidecarProcessOptions {
   /**
-   * Runs the compiled CLI (dist/, `npm run build` first) with the V8 flags the render gives
-   * the sidecar container, as the image runs it: for benchmarks. Tests run the sources.
+   * Runs the bundled CLI (dist/image/, `npm run build` first) with the V8 flags the render
+   * gives the sidecar container, as the image runs it: for benchmarks. Tests run the sources.
    */
   built?: boolean;
   /** More Node options for the sidecar process, e.g. `--inspect=127.0.0.1:<port>`. */
@@ -56,10 +57,7 @@ export async function startSidecar(
     [
       ...(options.nodeArgs ?? []),
       ...(options.built
-        ? [
-            ...sidecarNodeOptions(DEFAULT_SIDECAR_RESOURCES.limits.memory).split(' '),
-            join(REPO_DIR, 'dist', 'cli', 'main.js'),
-          ]
+        ? [...sidecarNodeOptions(DEFAULT_SIDECAR_RESOURCES.limits.memory).split(' '), BUILT_ENTRY]
         : ['--import', 'tsx', join(REPO_DIR, 'cli', 'main.ts')]),
       'sidecar',
       `--config=${file}`,
