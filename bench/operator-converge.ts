@@ -126,7 +126,7 @@ try {
     'operator-converge',
     `Operator: converge ${COUNT} AiServices`,
     'npm run bench:operator',
-    `${table(['figure', 'value'], rows)}\n\nWhere the memory is (sampled in the operator every 250 ms):\n\n${breakdown}\n\nReal etcd + kube-apiserver + kube-controller-manager from test/env on the same machine (no kubelet, so pods stay Pending); one operator with ${chartWorkers()} workers (the chart's operator.workers), running as the Helm chart's ServiceAccount, from the built JavaScript with the chart's V8 flags (\`${NODE_ARGS.join(' ')}\`). With no kubelet no pod starts, so each Deployment reaches its 600 s progress deadline and its AiService turns Degraded: a run slower than that sees those status writes, after a restart too, and they are true changes.\n`,
+    `${table(['figure', 'value'], rows)}\n\nWhere the memory is (sampled in the operator every 250 ms):\n\n${breakdown}\n\nReal etcd + kube-apiserver + kube-controller-manager from test/env on the same machine (no kubelet, so pods stay Pending); one operator with ${chartWorkers()} workers (the chart's operator.workers), running as the Helm chart's ServiceAccount, from the bundle the image runs (image/bundle.ts) with the chart's V8 flags (\`${NODE_ARGS.join(' ')}\`). With no kubelet no pod starts, so each Deployment reaches its 600 s progress deadline and its AiService turns Degraded: a run slower than that sees those status writes, after a restart too, and they are true changes.\n`,
   );
   console.log(table(['figure', 'value'], rows));
   console.log(breakdown);

@@ -125,7 +125,7 @@ function report(results: Figures[]): string {
     ...results.map((f) => `- CPU while converging ${f.count}: ${f.cpu}`),
     ...(missing.length > 0 ? [`- not measured in this run: ${missing.join(', ')}`] : []),
     '',
-    `Each size on a fresh control plane (etcd + kube-apiserver + kube-controller-manager from test/env, no kubelet); one operator with ${chartWorkers()} workers (the chart's operator.workers) as the Helm chart's ServiceAccount, from the built JavaScript with the chart's V8 flags (\`${NODE_ARGS.join(' ')}\`). Heap used is the highest of samples taken every 250 ms inside the operator, garbage included.`,
+    `Each size on a fresh control plane (etcd + kube-apiserver + kube-controller-manager from test/env, no kubelet); one operator with ${chartWorkers()} workers (the chart's operator.workers) as the Helm chart's ServiceAccount, from the bundle the image runs (image/bundle.ts) with the chart's V8 flags (\`${NODE_ARGS.join(' ')}\`). Heap used is the highest of samples taken every 250 ms inside the operator, garbage included.`,
   ].join('\n');
   writeSection(
     'operator-growth',

@@ -482,7 +482,7 @@ try {
           sidecar,
         ),
         '',
-        `The orchestrator sidecar (the compiled CLI with the render's V8 flags, as the image runs it) driven through its HTTP control API: 200 executions in flight, each started then long-polled until finished (\`GET /v1/executions/<id>?wait=30s\`), four step services (Node HTTP servers in the benchmark process; 100 ms per call during the crash runs) reached through the sidecar's outbound proxy, all on the same 2 cores. Consul: a one-node server with a data folder (\`-server -bootstrap-expect=1\`), \`session_ttl_min = "1s"\`; session TTL ${SESSION_TTL}, lock-delay 0s, recovery every 2 s: a dead orchestrator's executions are taken within 2 × TTL + 2 s.`,
+        `The orchestrator sidecar (the bundled CLI with the render's V8 flags, as the image runs it) driven through its HTTP control API: 200 executions in flight, each started then long-polled until finished (\`GET /v1/executions/<id>?wait=30s\`), four step services (Node HTTP servers in the benchmark process; 100 ms per call during the crash runs) reached through the sidecar's outbound proxy, all on the same 2 cores. Consul: a one-node server with a data folder (\`-server -bootstrap-expect=1\`), \`session_ttl_min = "1s"\`; session TTL ${SESSION_TTL}, lock-delay 0s, recovery every 2 s: a dead orchestrator's executions are taken within 2 × TTL + 2 s.`,
         '',
         '### Proxy latency with sagas in the same sidecar',
         '',

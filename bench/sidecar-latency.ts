@@ -20,6 +20,7 @@ import { Pool } from 'undici';
 import { DEFAULT_SIDECAR_RESOURCES, sidecarNodeOptions } from '../render/index.js';
 import { registerLocally } from '../sidecar/discovery/index.js';
 import { BUILT_ENTRY } from '../image/bundle.js';
+import { REPO_DIR } from '../test/env/components.js';
 import { freePorts, waitFor } from '../test/env/index.js';
 import { installDebianPackages } from '../test/env/node.js';
 import { summarizeCpuProfile } from './cpu-profile.js';
@@ -143,14 +144,23 @@ const upstream = createServer((_req, res) => {
 await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve));
 const upstreamPort = (upstream.address() as AddressInfo).port;
 
-function startSidecar(config: string, registry: string, extraFlags: string[] = []): ChildProcess {
+/**
+ * The bundled CLI, as the container image runs it (npm run build first). The CPU profile
+ * runs tsc's build of the same sources instead: in the bundle every frame is in one minified
+ * file, in dist/ each names its package and module.
+ */
+function startSidecar(
+  config: string,
+  registry: string,
+  extraFlags: string[] = [],
+  entry = BUILT_ENTRY,
+): ChildProcess {
   return start(
     process.execPath,
     [
       ...SIDECAR_FLAGS,
       ...extraFlags,
-      // The bundled CLI, as the container image runs it (npm run build first).
-      BUILT_ENTRY,
+      entry,
       'sidecar',
       `--config=${config}`,
       '--admin-address=127.0.0.1',
@@ -366,7 +376,12 @@ try {
   // Where the sidecar's CPU goes: a fresh sidecar with --cpu-prof at the fixed rate.
   await stopProcess(sidecar);
   const profileDir = join(dir, 'profile');
-  const profiled = startSidecar(config, registry, ['--cpu-prof', `--cpu-prof-dir=${profileDir}`]);
+  const profiled = startSidecar(
+    config,
+    registry,
+    ['--cpu-prof', `--cpu-prof-dir=${profileDir}`],
+    join(REPO_DIR, 'dist', 'cli', 'main.js'),
+  );
   await ready(`http://127.0.0.1:${sidecarAdmin}/readyz`);
   const profileTarget = { ...targets[1], pid: profiled.pid } as Target;
   await throughput(profileTarget);
@@ -418,7 +433,7 @@ try {
         ],
       ),
       '',
-      `The sidecar runs with the V8 flags the render puts in its container's NODE_OPTIONS for the default memory limit (${DEFAULT_SIDECAR_RESOURCES.limits.memory}): \`${SIDECAR_FLAGS.join(' ')}\`. File-backed RSS is mostly pages of the node binary: shared by every process of the same image on a node and reclaimable, but counted in RSS.`,
+      `The sidecar runs the bundle the image runs (image/bundle.ts), with the V8 flags the render puts in its container's NODE_OPTIONS for the default memory limit (${DEFAULT_SIDECAR_RESOURCES.limits.memory}): \`${SIDECAR_FLAGS.join(' ')}\`. File-backed RSS is mostly pages of the node binary: shared by every process of the same image on a node and reclaimable, but counted in RSS.`,
       '',
       '### Growth with the number of upstreams',
       '',
@@ -439,6 +454,8 @@ try {
       `A fresh sidecar per row with that many upstreams (one endpoint each, retries and a timeout; 64 is the most an AiService may list), every upstream called once, then ${RATE} req/s for ${SECONDS} s spread over all of them.`,
       '',
       `### Where the sidecar's CPU goes (--cpu-prof, ${RATE} req/s for ${SECONDS} s)`,
+      '',
+      "Profiled on tsc's build of the same sources (dist/), where each frame names its package; the figures above are the bundle the image runs.",
       '',
       profile,
     ].join('\n'),

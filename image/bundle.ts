@@ -35,11 +35,15 @@ export const BUNDLE_ENTRY = 'main.mjs';
 export const BUILT_ENTRY = join(REPO_DIR, 'dist', 'image', BUNDLE_ENTRY);
 
 /**
- * Loaded by name at run time from node_modules, not bundled: the Kubernetes client is only
- * for kubeconfigs with exec plugins or auth providers (the operator reads plain ones itself),
- * and its own dependency tree does not bundle cleanly.
+ * Loaded by name at run time from node_modules, not bundled:
+ * - the Kubernetes client, only for kubeconfigs with exec plugins or auth providers (the
+ *   operator reads plain ones itself); its own dependency tree does not bundle cleanly;
+ * - the YAML parser, which is CommonJS and loaded with `await import()`: a CommonJS module
+ *   in its own chunk exports only `default` from esbuild's bundle, so `(await
+ *   import('yaml')).parse` would be undefined, where Node's loader finds the named exports.
+ *   The image-bundle test reads a YAML kubeconfig through the bundle for this.
  */
-const EXTERNAL = ['@kubernetes/client-node'];
+const EXTERNAL = ['@kubernetes/client-node', 'yaml'];
 
 export function bundleApp(outDir: string): void {
   rmSync(outDir, { recursive: true, force: true });

@@ -1,11 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AIMESH_VERSION } from '../../api/index.js';
 import { BUNDLE_ENTRY, bundleApp } from '../../image/bundle.js';
 import { REPO_DIR } from '../env/components.js';
+import { sharedEnvironment } from './shared.js';
 
 /**
  * The image runs the CLI bundled by esbuild, not the sources. Each command is its own
@@ -21,6 +22,9 @@ beforeAll(() => {
   dir = mkdtempSync(join(tmpdir(), 'aimesh-bundle-'));
   bundle = join(dir, 'bundle');
   bundleApp(bundle);
+  // What the bundle loads by name comes from node_modules beside it, as /app/node_modules
+  // is beside /app/aimesh in the image.
+  symlinkSync(join(REPO_DIR, 'node_modules'), join(dir, 'node_modules'));
 });
 
 afterAll(() => {
@@ -73,6 +77,19 @@ describe('the bundle the image runs', () => {
     expect(bundled.status).toBe(sources.status);
     expect(bundled.stdout + bundled.stderr).toBe(sources.stdout + sources.stderr);
     expect(bundled.stdout + bundled.stderr).toContain('unknown-field.yaml');
+  });
+
+  it('reads a YAML kubeconfig and asks the API server as the sources do (doctor)', () => {
+    // The kubeconfig's YAML parser is loaded on demand; a CommonJS package imported that way
+    // loses its named exports in a bundle's chunk (image/bundle.ts keeps it external).
+    const { kubeconfig } = sharedEnvironment().controlPlane;
+    expect(readFileSync(kubeconfig, 'utf8').trimStart().startsWith('{')).toBe(false);
+    const bundled = fromBundle(['doctor', `--kubeconfig=${kubeconfig}`]);
+    const sources = fromSources(['doctor', `--kubeconfig=${kubeconfig}`]);
+    expect(bundled.stderr).not.toMatch(/not YAML|is not a function/);
+    expect(bundled.status).toBe(sources.status);
+    expect(bundled.stdout).toBe(sources.stdout);
+    expect(bundled.stdout.length).toBeGreaterThan(0);
   });
 
   it('prints the saga .proto and the CRDs as the sources do', () => {
