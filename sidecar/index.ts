@@ -47,6 +47,9 @@ export interface RunningSidecar {
   stop: () => Promise<void>;
 }
 
+/** Beyond the drain time: deregistration and closing discovery, after a saga thread died. */
+const CRASH_DRAIN_SLACK_MS = 10_000;
+
 export async function runSidecar(options: SidecarOptions): Promise<RunningSidecar> {
   const log = createLogger('sidecar');
   const loaded = loadSidecarConfig(options.configFile);
@@ -64,6 +67,19 @@ export async function runSidecar(options: SidecarOptions): Promise<RunningSideca
   const unwatch = new Map<string, () => void>();
   /** The saga engine and its control APIs, on their own thread, when this sidecar orchestrates sagas. */
   let sagas: SagaThread | undefined;
+  /** Drains and stops everything; set once the sidecar has started. */
+  const lifecycle: { stop?: () => Promise<void> } = {};
+  const exitAfterDrain = () => {
+    const exit = () => {
+      log.flush();
+      process.exit(1);
+    };
+    // A drain that hangs must not keep a sidecar without its sagas running.
+    setTimeout(exit, options.drainMs + CRASH_DRAIN_SLACK_MS);
+    (lifecycle.stop?.() ?? Promise.resolve())
+      .catch((error: unknown) => log.error('draining after the saga thread died failed', { error }))
+      .finally(exit);
+  };
 
   /** Endpoints go to the upstream of the routes current when discovery reports them, and to the saga thread. */
   const onDiscovery = (state: UpstreamState) => {
@@ -126,11 +142,10 @@ export async function runSidecar(options: SidecarOptions): Promise<RunningSideca
       ...(options.consulAddress ? { consulAddress: options.consulAddress } : {}),
       endpoints: discovery.states(),
       log: log.child({ part: 'sagas' }),
-      // As a crashed process would: the kubelet restarts the container, sagas and all.
-      onCrash: () => {
-        log.flush();
-        process.exit(1);
-      },
+      // The kubelet restarts the container, sagas and all, as after a crash; but the proxy
+      // drains first (readiness off, deregistered, requests in flight finished), so the
+      // app's calls do not die with the saga thread.
+      onCrash: () => exitAfterDrain(),
     });
     sagas = thread;
     try {
@@ -231,6 +246,7 @@ export async function runSidecar(options: SidecarOptions): Promise<RunningSideca
         .catch((error: unknown) => log.warn('flushing the last spans failed; they are lost', { error }));
       log.info('stopped');
     })());
+  lifecycle.stop = stop;
   return { outboundPort: outbound.port, adminPort: admin.port, stop };
 }
 

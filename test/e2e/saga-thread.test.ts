@@ -17,7 +17,8 @@ import { calls, startStepService, type StepService } from './step-services.js';
  * not the process): the admin port then answers nothing, yet a saga started through the
  * control API runs every step and completes. Once the main thread goes on, /metrics shows
  * the saga thread's series and the main thread's in one exposition, each series once. A
- * thread that dies takes the sidecar down with it, as a crashed process would.
+ * thread that dies takes the sidecar down with it, as a crashed process would, after the
+ * proxy has drained.
  */
 const consulAddress = sharedEnvironment().consul.address;
 const consul = new ConsulClient(consulAddress);
@@ -134,7 +135,7 @@ describe('the saga thread', () => {
     expect(text).toContain(`aimesh_sidecar_endpoints{upstream="${STEP_SERVICE}"} 1\n`);
   }, 60_000);
 
-  it('a saga thread that dies ends the sidecar with exit code 1, said in the log', async () => {
+  it('a saga thread that dies ends the sidecar with exit code 1 after a drain, said in the log', async () => {
     const debug = await inspector(inspectPort);
     // The inspector reaches a worker through its parent's session.
     const attached = debug.next('NodeWorker.attachedToWorker');
@@ -157,6 +158,12 @@ describe('the saga thread', () => {
     const log = readFileSync(sidecar.process.logFile, 'utf8');
     expect(log).toContain('the saga thread died');
     expect(log).toContain('saga thread test crash');
+    // It drained before it exited: readiness off, requests in flight finished, then stopped.
+    const died = log.indexOf('the saga thread died');
+    expect(log.indexOf('"message":"draining"', died)).toBeGreaterThan(died);
+    expect(log.indexOf('"message":"stopped"', died)).toBeGreaterThan(
+      log.indexOf('"message":"draining"', died),
+    );
   }, 60_000);
 });
 
