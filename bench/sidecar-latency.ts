@@ -170,6 +170,42 @@ function startSidecar(
   );
 }
 
+/**
+ * A saga orchestrator's sidecar idles higher: the saga engine runs on a thread of its own,
+ * with its own V8 heap and its own copy of the modules. One Saga, the file store.
+ */
+async function orchestratorIdle(registry: string): Promise<{ rss: number; anon: number; file: number }> {
+  const [outbound, admin, control, controlGrpc] = (await freePorts(4)) as [number, number, number, number];
+  const config = join(dir, 'orchestrator.json');
+  writeFileSync(
+    config,
+    JSON.stringify({
+      service: { name: 'orchestrator', port: 1 },
+      listen: { outbound, admin, control, controlGrpc },
+      discovery: { mode: 'local' },
+      upstreams: [{ name: 'echo', timeout: '5s' }],
+      sagas: [
+        {
+          name: 'idle',
+          spec: {
+            orchestrator: 'orchestrator',
+            steps: [{ name: 'one', action: { service: 'echo', method: 'POST', path: '/' } }],
+          },
+        },
+      ],
+      sagaStore: { kind: 'file', path: join(dir, 'saga-store') },
+    }),
+  );
+  const sidecar = startSidecar(config, registry);
+  await ready(`http://127.0.0.1:${admin}/readyz`);
+  // As the plain sidecar's figure: after start-up's garbage has been collected.
+  await new Promise((resolve) => setTimeout(resolve, 3000));
+  const pid = sidecar.pid as number;
+  const figures = { rss: rssMiB(pid, 'VmRSS'), anon: rssMiB(pid, 'RssAnon'), file: rssMiB(pid, 'RssFile') };
+  await stopProcess(sidecar);
+  return figures;
+}
+
 async function stopProcess(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null) return;
   const exited = new Promise((resolve) => child.once('exit', resolve));
@@ -338,6 +374,7 @@ try {
     bareAnon: rssMiB(bareNode.pid as number, 'RssAnon'),
   };
   await stopProcess(bareNode);
+  const orchestrator = await orchestratorIdle(registry);
 
   const latencyRows: (string | number)[][] = [];
   const loadRows: (string | number)[][] = [];
@@ -429,6 +466,12 @@ try {
         ['process', 'RSS', 'private (RssAnon)', 'file-backed (RssFile)'],
         [
           ['aimesh sidecar, idle after start', `${idle.rss} MiB`, `${idle.anon} MiB`, `${idle.file} MiB`],
+          [
+            'aimesh sidecar of a saga orchestrator (saga thread, file store), idle after start',
+            `${orchestrator.rss} MiB`,
+            `${orchestrator.anon} MiB`,
+            `${orchestrator.file} MiB`,
+          ],
           ['bare Node 24, node:http listening', `${idle.bareRss} MiB`, `${idle.bareAnon} MiB`, '-'],
         ],
       ),
