@@ -125,7 +125,15 @@ const NETWORK_CODES: Record<NetworkFailure, ErrorCode> = {
   reset: 'upstream.failed',
 };
 
+/** Raised by lib/http-client when a connection is not established in time. */
+export const CONNECT_TIMEOUT_CODE = 'ERR_CONNECT_TIMEOUT';
+/** Raised by lib/http-client when response headers do not come in time. */
+export const HEADERS_TIMEOUT_CODE = 'ERR_HEADERS_TIMEOUT';
+/** Raised by lib/http-client for an exchange asked of a client already closed. */
+export const CLIENT_CLOSED_CODE = 'ERR_CLIENT_CLOSED';
+
 const CONNECT_CODES = new Set([
+  CONNECT_TIMEOUT_CODE,
   'ECONNREFUSED',
   'EHOSTUNREACH',
   'ENETUNREACH',
@@ -133,9 +141,15 @@ const CONNECT_CODES = new Set([
   'UND_ERR_CONNECT_TIMEOUT',
   'UND_ERR_CONNECT',
 ]);
-const TIMEOUT_CODES = new Set(['ETIMEDOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT']);
+const TIMEOUT_CODES = new Set([
+  HEADERS_TIMEOUT_CODE,
+  'ETIMEDOUT',
+  'UND_ERR_HEADERS_TIMEOUT',
+  'UND_ERR_BODY_TIMEOUT',
+]);
 const DNS_CODES = new Set(['ENOTFOUND', 'EAI_AGAIN', 'EAI_NONAME']);
 const RESET_CODES = new Set([
+  CLIENT_CLOSED_CODE,
   'ECONNRESET',
   'EPIPE',
   'ECONNABORTED',

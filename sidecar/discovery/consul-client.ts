@@ -1,12 +1,14 @@
 /**
- * The few Consul agent HTTP API calls the sidecar makes, over undici with keep-alive.
+ * The few Consul agent HTTP API calls the sidecar makes, over keep-alive connections
+ * (lib/http-client).
  * Blocking queries return the X-Consul-Index so callers can wait for the next change.
  */
 import { readFileSync } from 'node:fs';
-import { Agent, request } from 'undici';
+import type { IncomingHttpHeaders } from 'node:http';
 import { durationMs, type SidecarConfig } from '../../api/index.js';
 import { headerValue, queryValue } from '../../lib/encode/index.js';
 import { AimeshError, describe } from '../../lib/errors/index.js';
+import { OriginClient, readText } from '../../lib/http-client/index.js';
 
 export interface ConsulServiceRegistration {
   ID: string;
@@ -74,7 +76,10 @@ const TOKEN_FILE_REFRESH_MS = 10_000;
 
 export class ConsulClient {
   private readonly base: string;
-  private readonly dispatcher: Agent;
+  /** Path prefix of the address (an API behind a path), before each call's path. */
+  private readonly basePath: string;
+  private readonly hostHeader: string;
+  private readonly connections: OriginClient;
   private tokenRead?: { value: string | undefined; at: number };
 
   /** `address` is host:port or http(s)://host:port of a Consul agent's or server's HTTP API. */
@@ -83,17 +88,15 @@ export class ConsulClient {
     private readonly settings: ConsulConnectionSettings = {},
   ) {
     this.base = address.startsWith('http') ? address : `http://${address}`;
-    this.dispatcher = new Agent({
-      keepAliveTimeout: 30_000,
+    const url = new URL(this.base);
+    this.basePath = url.pathname.replace(/\/$/, '');
+    this.hostHeader = url.host;
+    this.connections = new OriginClient(url.origin, {
       connections: 8,
-      ...(settings.caFile || settings.tlsServerName
-        ? {
-            connect: {
-              ...(settings.caFile ? { ca: readFileSync(settings.caFile) } : {}),
-              ...(settings.tlsServerName ? { servername: settings.tlsServerName } : {}),
-            },
-          }
-        : {}),
+      connectTimeoutMs: 5_000,
+      keepAliveTimeoutMs: 30_000,
+      ...(settings.caFile ? { ca: readFileSync(settings.caFile) } : {}),
+      ...(settings.tlsServerName ? { servername: settings.tlsServerName } : {}),
     });
   }
 
@@ -258,7 +261,7 @@ export class ConsulClient {
   }
 
   async close(): Promise<void> {
-    await this.dispatcher.close();
+    await this.connections.close();
   }
 
   private async call(
@@ -275,44 +278,45 @@ export class ConsulClient {
   ): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: unknown }> {
     const token = this.token();
     const datacenter = this.settings.datacenter;
-    const url =
+    const target =
       datacenter && DATACENTER_SCOPED.test(path)
-        ? `${this.base}${path}${path.includes('?') ? '&' : '?'}dc=${queryValue(datacenter)}`
-        : `${this.base}${path}`;
-    let response;
+        ? `${this.basePath}${path}${path.includes('?') ? '&' : '?'}dc=${queryValue(datacenter)}`
+        : `${this.basePath}${path}`;
+    const timeoutMs = options.timeoutMs ?? 10_000;
+    let status: number;
+    let headers: IncomingHttpHeaders;
+    let text: string;
     try {
-      response = await request(url, {
+      const response = await this.connections.request({
         method,
-        dispatcher: this.dispatcher,
+        path: target,
         headers: {
+          host: this.hostHeader,
           ...(token ? { 'x-consul-token': headerValue(token, 'Consul ACL token') } : {}),
           ...(options.body === undefined ? {} : { 'content-type': 'application/json' }),
         },
         body: options.rawBody ?? (options.body === undefined ? undefined : JSON.stringify(options.body)),
-        signal: options.signal,
-        headersTimeout: options.timeoutMs ?? 10_000,
-        bodyTimeout: options.timeoutMs ?? 10_000,
+        ...(options.signal ? { signal: options.signal } : {}),
+        headersTimeoutMs: timeoutMs,
       });
+      status = response.statusCode ?? 0;
+      headers = response.headers;
+      text = await readText(response, timeoutMs, `Consul ${method} ${path.split('?')[0]}`);
     } catch (error) {
       throw new AimeshError('dependency.failed', `Consul at ${this.base} unreachable: ${describe(error)}`, {
         cause: error,
       });
     }
-    const text = await response.body.text();
-    if (response.statusCode >= 300 && response.statusCode !== options.rolledBackStatus) {
+    if (status >= 300 && status !== options.rolledBackStatus) {
       // Consul says only "Permission denied" and the rule it missed; say that the token is why.
-      const refused = response.statusCode === 403 ? ' (the ACL token lacks this permission)' : '';
+      const refused = status === 403 ? ' (the ACL token lacks this permission)' : '';
       throw new AimeshError(
         'dependency.failed',
-        `Consul ${method} ${path.split('?')[0]}: ${response.statusCode} ${text.trim()}${refused}`,
-        { details: { consulStatus: response.statusCode } },
+        `Consul ${method} ${path.split('?')[0]}: ${status} ${text.trim()}${refused}`,
+        { details: { consulStatus: status } },
       );
     }
-    return {
-      status: response.statusCode,
-      headers: response.headers,
-      body: text ? (JSON.parse(text) as unknown) : undefined,
-    };
+    return { status, headers, body: text ? (JSON.parse(text) as unknown) : undefined };
   }
 }
 

@@ -250,7 +250,10 @@ async function respond(
   const headers = response.headers;
   headers['x-request-id'] = response.requestId;
   res.writeHead(response.status, headers);
-  if (headers['content-length'] === undefined) res.flushHeaders();
+  // A body without a length may be a stream whose first chunk comes late (server-sent
+  // events): its headers go out at once. Most such answers arrive whole with their headers,
+  // and then the headers go out with the body in one write, not a system call of their own.
+  if (headers['content-length'] === undefined && response.body.readableLength === 0) res.flushHeaders();
   if (!keep) {
     await pipeBody(response.body, res);
     return;

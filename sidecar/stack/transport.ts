@@ -1,11 +1,12 @@
 /**
- * The stack's I/O edge: connections to endpoints. HTTP/1.1 goes through an undici
- * keep-alive Pool per origin, gRPC through one HTTP/2 (h2c) session per origin; both are
- * reused across requests and closed when their endpoint leaves discovery.
+ * The stack's I/O edge: connections to endpoints. HTTP/1.1 goes through a keep-alive
+ * connection pool per origin (lib/http-client, Node's own client), gRPC through one HTTP/2
+ * (h2c) session per origin; both are reused across requests and closed when their endpoint
+ * leaves discovery.
  */
 import { connect, constants, type ClientHttp2Session, type ClientHttp2Stream } from 'node:http2';
-import { Pool } from 'undici';
 import { AimeshError } from '../../lib/errors/index.js';
+import { OriginClient } from '../../lib/http-client/index.js';
 import type { Logger } from '../../lib/log/index.js';
 import type {
   CallSignal,
@@ -26,23 +27,20 @@ export interface PoolOptions {
 }
 
 export class HttpTransport implements Transport {
-  private readonly pools = new Map<string, Pool>();
+  private readonly pools = new Map<string, OriginClient>();
 
   constructor(private readonly options: PoolOptions = {}) {}
 
   async send(endpoint: StackEndpoint, request: TryRequest): Promise<TransportResponse> {
     const response = await this.pool(endpoint.origin).request({
-      method: request.method as 'GET',
+      method: request.method,
       path: request.path,
       headers: request.headers,
       body: request.body,
       signal: request.signal,
-      // undici's own timer, not an AbortSignal per try: it is much cheaper on the hot path.
-      ...(request.headersTimeoutMs === undefined
-        ? {}
-        : { headersTimeout: Math.max(1, request.headersTimeoutMs) }),
+      ...(request.headersTimeoutMs === undefined ? {} : { headersTimeoutMs: request.headersTimeoutMs }),
     });
-    return { status: response.statusCode, headers: response.headers, body: response.body };
+    return { status: response.statusCode ?? 0, headers: response.headers, body: response };
   }
 
   /** The upgraded connection leaves the pool: it belongs to the caller from then on. */
@@ -50,14 +48,13 @@ export class HttpTransport implements Transport {
     endpoint: StackEndpoint,
     request: UpgradeRequest & { signal: CallSignal },
   ): Promise<Omit<Upgraded, 'endpoint'>> {
-    const { headers, socket } = await this.pool(endpoint.origin).upgrade({
+    return this.pool(endpoint.origin).upgrade({
       method: request.method,
       path: request.path,
       headers: request.headers,
       protocol: request.protocol,
       signal: request.signal,
     });
-    return { headers, socket };
   }
 
   retain(keep: ReadonlySet<string>): void {
@@ -79,16 +76,14 @@ export class HttpTransport implements Transport {
     await Promise.all(pools.map((p) => p.close()));
   }
 
-  private pool(origin: string): Pool {
+  private pool(origin: string): OriginClient {
     let pool = this.pools.get(origin);
     if (!pool) {
-      pool = new Pool(origin, {
+      // The stack's deadline bounds the exchange; a stream without one (SSE) may run long.
+      pool = new OriginClient(origin, {
         connections: this.options.connectionsPerEndpoint ?? 64,
-        connect: { timeout: this.options.connectTimeoutMs ?? 2000 },
-        keepAliveTimeout: 30_000,
-        // The stack's deadline bounds the exchange; a stream without one (SSE) may run long.
-        bodyTimeout: 0,
-        headersTimeout: 0,
+        connectTimeoutMs: this.options.connectTimeoutMs ?? 2000,
+        keepAliveTimeoutMs: 30_000,
       });
       this.pools.set(origin, pool);
     }

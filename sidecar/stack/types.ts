@@ -96,9 +96,9 @@ export interface Transport {
 
 /**
  * Cancels one call: the deadline and the caller leaving both abort it. An EventEmitter
- * that emits `abort` and carries `reason`, a signal shape undici accepts, because an
- * AbortController per request costs a DOMException and is measurable on the hot path.
- * (No `aborted` property: undici takes anything with one for a native AbortSignal.)
+ * that emits `abort` and carries `reason` (lib/http-client takes it as a Cancellation),
+ * because an AbortController per request costs a DOMException and is measurable on the hot
+ * path.
  */
 export class CallSignal extends EventEmitter {
   isAborted = false;
