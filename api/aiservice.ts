@@ -544,7 +544,7 @@ const sidecar = z
     resources: resourceRequirements
       .optional()
       .describe(
-        "The sidecar container's compute resources; default requests 50m CPU and 96Mi, limit 256Mi (from bench/sidecar-latency.ts: about 86 MiB idle, 120-135 MiB at 1000 req/s). A saga orchestrator's sidecar runs its sagas on a second thread and idles at about 125 MiB: give it a request of 160Mi. The sidecar's V8 heap is capped at three quarters of the memory limit.",
+        "The sidecar container's compute resources; default requests 50m CPU and 128Mi, limit 256Mi (from bench/sidecar-latency.ts: about 73 MiB idle and 105 MiB at 1000 req/s; a saga orchestrator's sidecar runs its sagas on a second thread and idles at about 102 MiB). The sidecar's V8 heap is capped at three quarters of the memory limit.",
       ),
     native: z
       .boolean()

@@ -37,8 +37,13 @@ const CONFIG_DIR = '/etc/aimesh';
 const CONFIG_FILE = 'sidecar.json';
 const CONTROL_TOKEN_VOLUME = 'aimesh-control-token';
 const DEFAULT_APP_RESOURCES = { requests: { cpu: '100m', memory: '128Mi' }, limits: { memory: '512Mi' } };
+/**
+ * From bench/sidecar-latency.ts (BENCHMARKS.md): a sidecar idles at about 73 MiB and peaks at
+ * about 105 MiB at 1000 req/s; a saga orchestrator's idles at about 102 MiB (its sagas run
+ * on a second thread). 128Mi covers both, as Istio's default proxy request does.
+ */
 export const DEFAULT_SIDECAR_RESOURCES = {
-  requests: { cpu: '50m', memory: '96Mi' },
+  requests: { cpu: '50m', memory: '128Mi' },
   limits: { memory: '256Mi' },
 };
 /**
