@@ -38,6 +38,8 @@ interface Figures {
   peakHeapUsed: number;
   /** CPU by process while converging: what the time was spent on. */
   cpu: string;
+  /** The operator's own CPU time while converging. */
+  operatorCpuMs: number;
 }
 
 async function measure(count: number): Promise<Figures> {
@@ -63,6 +65,7 @@ async function measure(count: number): Promise<Figures> {
         peakRss: converging.peakRss,
         peakHeapUsed: mib(memoryPeaks(readSamples(samplesFile)).heapUsedMax),
         cpu: converging.cpu,
+        operatorCpuMs: converging.operatorCpuMs,
       };
       console.log(JSON.stringify(figures));
       return figures;
@@ -120,6 +123,7 @@ function report(results: Figures[]): string {
     `- peak RSS: ${growth(results, (f) => f.peakRss, 'MiB')}`,
     `- peak heap used: ${growth(results, (f) => f.peakHeapUsed, 'MiB')}`,
     `- converge time: ${growth(results, (f) => f.convergeMs / 1000, 's')} (wall clock on a shared machine: read with the load average above)`,
+    `- operator CPU while converging: ${growth(results, (f) => f.operatorCpuMs / 1000, 's')} (the operator's own work, apart from the control plane it shares the cores with)`,
     `- writes: ${growth(results, (f) => f.writes, 'writes')}`,
     `- writes by verb and kind at ${results.at(-1)?.count ?? 0}: ${results.at(-1)?.byKind ?? ''}`,
     ...results.map((f) => `- CPU while converging ${f.count}: ${f.cpu}`),

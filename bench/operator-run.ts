@@ -322,6 +322,8 @@ export interface Convergence {
   convergeMs: number;
   /** CPU by process while converging: what the time was spent on. */
   cpu: string;
+  /** The operator's own CPU time while converging, apart from the control plane's. */
+  operatorCpuMs: number;
   children: number;
   writes: { total: number; byKind: Map<string, number> };
   reconciles: number;
@@ -345,7 +347,8 @@ export async function measureConvergence(
   const cpu = cpuSplit({ ...cluster.pids, operator: operator.process.pid });
   await waitConverged(cluster, namespace, count, timeoutMs);
   const convergeMs = Date.now() - started;
-  const spent = describeCpu(cpu(), convergeMs);
+  const split = cpu();
+  const spent = describeCpu(split, convergeMs);
   await waitQuiet(operator);
   const children = await countChildren(cluster, namespace);
   if (children !== count * CHILDREN_PER_SERVICE)
@@ -353,6 +356,7 @@ export async function measureConvergence(
   return {
     convergeMs,
     cpu: spent,
+    operatorCpuMs: split.find((p) => p.name === 'operator')?.ms ?? 0,
     children,
     writes: await writesOf(operator),
     reconciles: await operator.counter('aimesh_operator_reconciles_total'),
