@@ -14,6 +14,7 @@ import { EventEmitter } from 'node:events';
 import {
   Agent as HttpAgent,
   request as httpRequest,
+  type ClientRequest,
   type IncomingHttpHeaders,
   type IncomingMessage,
   type OutgoingHttpHeaders,
@@ -101,21 +102,11 @@ export class OriginClient {
   /** One exchange; resolves at the response headers with the response, whose body is the caller's to read. */
   request(request: OriginRequest): Promise<IncomingMessage> {
     return new Promise((resolve, reject) => {
-      if (this.closed) return reject(closedError(this.origin));
       const { signal } = request;
-      if (signal && isAborted(signal)) return reject(reasonOf(signal));
-      let outgoing: ReturnType<typeof httpRequest>;
+      let outgoing: ClientRequest;
       try {
-        outgoing = this.send({
-          agent: this.agent,
-          host: this.host,
-          port: this.port,
-          method: request.method,
-          path: request.path,
-          headers: request.headers,
-        });
+        outgoing = this.start(request);
       } catch (error) {
-        // Header names or values Node refuses to send.
         return reject(error);
       }
       this.active++;
@@ -148,7 +139,6 @@ export class OriginClient {
                 ),
               Math.max(1, request.headersTimeoutMs),
             );
-      this.boundConnect(outgoing);
       outgoing.once('response', (incoming) => {
         clearTimeout(headersTimer);
         response = incoming;
@@ -167,24 +157,17 @@ export class OriginClient {
   /** An HTTP/1.1 upgrade (websocket): the connection leaves the pool and is the caller's. */
   upgrade(request: OriginUpgrade): Promise<{ headers: IncomingHttpHeaders; socket: Duplex }> {
     return new Promise((resolve, reject) => {
-      if (this.closed) return reject(closedError(this.origin));
       const { signal } = request;
-      if (signal && isAborted(signal)) return reject(reasonOf(signal));
-      let outgoing: ReturnType<typeof httpRequest>;
+      let outgoing: ClientRequest;
       try {
-        outgoing = this.send({
-          agent: this.agent,
-          host: this.host,
-          port: this.port,
-          method: request.method,
-          path: request.path,
+        outgoing = this.start({
+          ...request,
           headers: { ...request.headers, connection: 'upgrade', upgrade: request.protocol },
         });
       } catch (error) {
         return reject(error);
       }
       const stopWatching = signal ? onAbort(signal, () => outgoing.destroy(reasonOf(signal) as Error)) : noop;
-      this.boundConnect(outgoing);
       outgoing.once('upgrade', (incoming: IncomingMessage, socket: Duplex, head: Buffer) => {
         stopWatching();
         // Bytes the server sent right after its 101 belong to the upgraded stream.
@@ -223,8 +206,29 @@ export class OriginClient {
     this.closed?.done();
   }
 
+  /** Starts an exchange, or throws why it cannot: closed, cancelled, or headers Node refuses to send. */
+  private start(request: {
+    method: string;
+    path: string;
+    headers: OutgoingHttpHeaders;
+    signal?: Cancellation | undefined;
+  }): ClientRequest {
+    if (this.closed) throw closedError(this.origin);
+    if (request.signal && isAborted(request.signal)) throw reasonOf(request.signal);
+    const outgoing = this.send({
+      agent: this.agent,
+      host: this.host,
+      port: this.port,
+      method: request.method,
+      path: request.path,
+      headers: request.headers,
+    });
+    this.boundConnect(outgoing);
+    return outgoing;
+  }
+
   /** A connection that is not established within the connect timeout fails the exchange. */
-  private boundConnect(outgoing: ReturnType<typeof httpRequest>): void {
+  private boundConnect(outgoing: ClientRequest): void {
     outgoing.once('socket', (socket) => {
       if (!(socket as { connecting?: boolean }).connecting) return;
       const timer = setTimeout(
@@ -266,7 +270,7 @@ export function readText(response: IncomingMessage, timeoutMs: number, what: str
   });
 }
 
-function sendBody(outgoing: ReturnType<typeof httpRequest>, body: OriginRequest['body']): void {
+function sendBody(outgoing: ClientRequest, body: OriginRequest['body']): void {
   if (body === undefined || body === null) outgoing.end();
   else if (typeof body === 'string' || Buffer.isBuffer(body)) outgoing.end(body);
   else {
