@@ -49,6 +49,13 @@ export class AiServiceReconciler implements Reconciler {
     { fingerprint: string; desired: string; asksForIstio: boolean }
   >();
 
+  /**
+   * AiServices whose IstioPolicies=False was already reported by an Event. The cached
+   * AiService shows the status this operator wrote only once the watch brings it back, so a
+   * reconcile woken in between (a child created by the first) would report it again.
+   */
+  private readonly istioOffReported = new Set<string>();
+
   constructor(private readonly options: AiServiceReconcilerOptions) {}
 
   async reconcile(key: string): Promise<void> {
@@ -56,6 +63,7 @@ export class AiServiceReconciler implements Reconciler {
     const live = this.options.caches.aiServices.get(namespace, name) as LiveAiService | undefined;
     if (!live || live.metadata.deletionTimestamp) {
       this.rendered.delete(key);
+      this.istioOffReported.delete(key);
       return;
     }
     const { desired, asksForIstio: istioAsked, istio } = await this.desired(key, live);
@@ -74,10 +82,12 @@ export class AiServiceReconciler implements Reconciler {
     // up the reconcile (as client-go's recorder does), which saves a round trip per change.
     const wasOff = live.status?.conditions?.some((c) => c.type === 'IstioPolicies' && c.status === 'False');
     const isOff = status.conditions.some((c) => c.type === 'IstioPolicies' && c.status === 'False');
-    if (isOff && !wasOff) {
+    if (isOff && !wasOff && !this.istioOffReported.has(key)) {
       const condition = status.conditions.find((c) => c.type === 'IstioPolicies');
       void this.options.events.record(live, 'Warning', 'IstioNotInstalled', condition?.message ?? '');
     }
+    if (isOff) this.istioOffReported.add(key);
+    else this.istioOffReported.delete(key);
     if (changed.length > 0) {
       this.options.log.info('reconciled', { key, changes: changed });
       void this.options.events.record(live, 'Normal', 'Reconciled', changed.join(', '));

@@ -62,7 +62,8 @@ function fakeCluster() {
       writes.push({ verb: 'applyStatus', kind: type.kind, name, body: status });
       const cache = type.kind === 'Saga' ? sagas : aiServices;
       const live = cache.get(namespace, name);
-      if (live) live.status = status as Record<string, unknown>;
+      // A new object, as an informer's: whoever holds the old one still sees the old status.
+      if (live) cache.put({ ...live, status: status as Record<string, unknown> });
     },
     delete: async (type, namespace, name) => {
       writes.push({ verb: 'delete', kind: type.kind, name });
@@ -172,6 +173,37 @@ describe('AiService reconciler', () => {
     expect(cluster.writes.filter((w) => w.verb === 'delete')).toEqual([
       { verb: 'delete', kind: 'HorizontalPodAutoscaler', name: 'leftover' },
     ]);
+  });
+
+  it('reports Istio missing with one event, even when a reconcile runs before the cache shows the status', async () => {
+    const cluster = fakeCluster();
+    let istio = false;
+    const reconciler = new AiServiceReconciler({
+      client: cluster.writer,
+      caches: cluster.caches,
+      events: cluster.recorder,
+      log: quiet,
+      facts: () => ({ istio }),
+    });
+    const [service] = loadExample('suoke-life/data.yaml').filter(
+      (o) => o.kind === 'AiService' && JSON.stringify(o).includes('"mtls"'),
+    );
+    cluster.aiServices.put(service as LiveObject);
+    const key = `suoke-life/${service?.metadata.name}`;
+    const istioEvents = () => cluster.events.filter((e) => e.reason === 'IstioNotInstalled');
+    await reconciler.reconcile(key);
+    expect(istioEvents()).toHaveLength(1);
+    // The watch has not brought back the status just written: the cache still shows none.
+    const cached = cluster.aiServices.get('suoke-life', service?.metadata.name as string) as LiveObject;
+    delete cached.status;
+    await reconciler.reconcile(key);
+    expect(istioEvents()).toHaveLength(1);
+    // Istio installed, then gone again: a new change, reported again.
+    istio = true;
+    await reconciler.reconcile(key);
+    istio = false;
+    await reconciler.reconcile(key);
+    expect(istioEvents()).toHaveLength(2);
   });
 
   it('stops at the first failed apply, says why in status and an event, and asks to retry', async () => {
