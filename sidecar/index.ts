@@ -7,6 +7,7 @@ import { connect } from 'node:net';
 import { hostname } from 'node:os';
 import { durationMs, type SidecarConfig } from '../api/index.js';
 import { AimeshError } from '../lib/errors/index.js';
+import { OriginClient, readText } from '../lib/http-client/index.js';
 import { createLogger, type Logger } from '../lib/log/index.js';
 import { startProbeServer } from '../lib/probe/index.js';
 import { aggregatedMetrics, redact, sidecarMetrics } from './admin/index.js';
@@ -292,6 +293,11 @@ async function register(
   if (discovery.mode !== 'consul' || !discovery.consul.register) return async () => undefined;
   const client = consulClient(config, options);
   const target = `${options.advertiseAddress}:${service.port}`;
+  const appConnections = new OriginClient(`http://127.0.0.1:${service.port}`, {
+    connections: 1,
+    connectTimeoutMs: durationMs(service.healthCheck.timeout),
+    keepAliveTimeoutMs: 1000,
+  });
   const registration = new ConsulRegistration(client, {
     serviceName: name,
     instanceId,
@@ -306,7 +312,7 @@ async function register(
             // pod, which STRICT mTLS, an AuthorizationPolicy or a server-only Consul would stop.
             kind: 'ttl',
             ttl: ttlFor(service.healthCheck.interval),
-            isHealthy: () => appIsHealthy(service),
+            isHealthy: () => appIsHealthy(service, appConnections),
           }
         : service.protocol === 'grpc'
           ? {
@@ -330,7 +336,7 @@ async function register(
     .catch((error: unknown) => log.warn('registration failed; retrying in the background', { error }));
   return async () => {
     await registration.deregister();
-    await client.close();
+    await Promise.all([client.close(), appConnections.close()]);
   };
 }
 
@@ -344,8 +350,12 @@ function ttlFor(interval: string): string {
   return `${Math.max(3, Math.ceil((3 * durationMs(interval)) / 1000))}s`;
 }
 
-/** The app's own health check, on loopback: its HTTP path, or for gRPC an open port. */
-async function appIsHealthy(service: SidecarConfig['service']): Promise<boolean> {
+/**
+ * The app's own health check, on loopback: its HTTP path, or for gRPC an open port. Through
+ * the sidecar's one HTTP client: global fetch would load Node's bundled undici, whose
+ * WebAssembly parser costs about 35 MiB (lib/http-client).
+ */
+async function appIsHealthy(service: SidecarConfig['service'], app: OriginClient): Promise<boolean> {
   const timeoutMs = durationMs(service.healthCheck.timeout);
   if (service.protocol === 'grpc') {
     return new Promise<boolean>((resolve) => {
@@ -362,11 +372,17 @@ async function appIsHealthy(service: SidecarConfig['service']): Promise<boolean>
     });
   }
   try {
-    const response = await fetch(`http://127.0.0.1:${service.port}${service.healthCheck.path}`, {
-      signal: AbortSignal.timeout(timeoutMs),
+    const response = await app.request({
+      method: 'GET',
+      path: service.healthCheck.path,
+      // A check every few seconds keeps no connection: an app closing an idle one as the
+      // next check starts would read as unhealthy.
+      headers: { connection: 'close' },
+      headersTimeoutMs: timeoutMs,
     });
-    await response.body?.cancel();
-    return response.ok;
+    await readText(response, timeoutMs, 'the app health check');
+    const status = response.statusCode ?? 0;
+    return status >= 200 && status < 300;
   } catch {
     // Unreachable or too slow is exactly "not healthy": Consul gets critical, nothing is lost.
     return false;

@@ -145,7 +145,9 @@ export class OriginClient {
         incoming.once('close', finish);
         resolve(incoming);
       });
-      outgoing.once('error', (error) => {
+      // `on`, not `once`: Node may report a socket error on the request after its response
+      // began, and an error without a listener would end the process.
+      outgoing.on('error', (error) => {
         if (response) return; // The response reports what happens to its body.
         finish();
         reject(error);
@@ -179,7 +181,7 @@ export class OriginClient {
         incoming.resume();
         reject(new Error(`answered ${incoming.statusCode} instead of switching protocols`));
       });
-      outgoing.once('error', (error) => {
+      outgoing.on('error', (error) => {
         stopWatching();
         reject(error);
       });

@@ -78,7 +78,6 @@ export class ConsulClient {
   private readonly base: string;
   /** Path prefix of the address (an API behind a path), before each call's path. */
   private readonly basePath: string;
-  private readonly hostHeader: string;
   private readonly connections: OriginClient;
   private tokenRead?: { value: string | undefined; at: number };
 
@@ -90,7 +89,6 @@ export class ConsulClient {
     this.base = address.startsWith('http') ? address : `http://${address}`;
     const url = new URL(this.base);
     this.basePath = url.pathname.replace(/\/$/, '');
-    this.hostHeader = url.host;
     this.connections = new OriginClient(url.origin, {
       connections: 8,
       connectTimeoutMs: 5_000,
@@ -291,7 +289,6 @@ export class ConsulClient {
         method,
         path: target,
         headers: {
-          host: this.hostHeader,
           ...(token ? { 'x-consul-token': headerValue(token, 'Consul ACL token') } : {}),
           ...(options.body === undefined ? {} : { 'content-type': 'application/json' }),
         },

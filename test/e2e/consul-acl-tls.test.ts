@@ -28,6 +28,8 @@ let address: string;
 let dispatcher: Agent;
 let app: Server;
 let appPort: number;
+/** What the app's /healthz answers: 200 while true, 503 once false. */
+let appHealthy = true;
 let sidecar: SidecarProcess | undefined;
 const orchestrators: SidecarProcess[] = [];
 const stepServices: StepService[] = [];
@@ -81,7 +83,9 @@ acl { enabled = true, default_policy = "deny", enable_token_persistence = false,
     },
     60_000,
   );
-  app = createServer((req, res) => res.writeHead(req.url === '/healthz' ? 200 : 404).end('ok'));
+  app = createServer((req, res) =>
+    res.writeHead(req.url === '/healthz' ? (appHealthy ? 200 : 503) : 404).end('ok'),
+  );
   await new Promise<void>((resolve) => app.listen(0, '127.0.0.1', resolve));
   appPort = (app.address() as { port: number }).port;
 }, 120_000);
@@ -143,6 +147,18 @@ describe('the sidecar with a Consul server: ACL default deny, TLS, no client age
       const answer = await fetch(`${sidecar?.outbound}/v1/invoke/acl-app/healthz`).catch(() => undefined);
       return answer?.status === 200;
     });
+
+    // The app turns unhealthy: the sidecar's next beat marks the check critical, and back.
+    const ttlStatus = async () =>
+      (
+        (await consulGet('/v1/health/service/acl-app', TOKEN)).body as {
+          Checks: { Type: string; Status: string }[];
+        }[]
+      )[0]?.Checks.find((c) => c.Type === 'ttl')?.Status;
+    appHealthy = false;
+    await waitFor('the TTL check turns critical', async () => (await ttlStatus()) === 'critical');
+    appHealthy = true;
+    await waitFor('the TTL check passes again', async () => (await ttlStatus()) === 'passing');
   });
 });
 

@@ -108,6 +108,17 @@ describe('OriginClient', () => {
     expect(response.complete).toBe(false);
   });
 
+  it('fails the body, and only the body, when the server cuts the connection mid-answer', async () => {
+    const server = await serve((_req, res) => {
+      res.writeHead(200, { 'content-length': '100' });
+      res.write('part of it');
+      setTimeout(() => res.socket?.destroy(), 20);
+    });
+    const response = await clientOf(server).request({ method: 'GET', path: '/', headers: {} });
+    await expect(readText(response, 2000, 'test')).rejects.toMatchObject({ code: 'ECONNRESET' });
+    expect(response.complete).toBe(false);
+  });
+
   it('refuses a refused connection with a connect failure', async () => {
     const server = await serve(() => undefined);
     const client = clientOf(server);
